@@ -1,0 +1,1 @@
+"""The Streamlit operator app (see issue: operator app)."""
