@@ -4,19 +4,48 @@ The public API is re-exported here. This package learns from data alone: it neve
 simulated plants in ``connectors.sim``.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from twin.errors import ConnectorError, DataQualityError, SimulationError, SpecError, TwinError
+from twin.frames import FRAME_STATES, frame_report, make_frame
+from twin.historian import QUALITIES, SCHEMA, Historian, quality_of
 from twin.spec import NodeRef, PlantSpec, Tag, builtin_spec, load_spec, parse_spec
 
+if TYPE_CHECKING:
+    from twin.forecast import Forecast
+    from twin.model import TwinConfig
+    from twin.twin import Twin
+
+#: re-exported lazily: they import torch, which ``twin --help`` and the historian do not need
+_LAZY = {"Forecast": "twin.forecast", "Twin": "twin.twin", "TwinConfig": "twin.model"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'twin' has no attribute {name!r}")
+
 __all__ = [
+    "FRAME_STATES",
+    "QUALITIES",
+    "SCHEMA",
     "ConnectorError",
     "DataQualityError",
+    "Forecast",
+    "Historian",
     "NodeRef",
     "PlantSpec",
     "SimulationError",
     "SpecError",
     "Tag",
+    "Twin",
+    "TwinConfig",
     "TwinError",
     "builtin_spec",
+    "frame_report",
     "load_spec",
+    "make_frame",
     "parse_spec",
+    "quality_of",
 ]

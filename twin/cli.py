@@ -17,6 +17,11 @@ from twin.errors import TwinError
 #: ``func`` on its parsers (``func(args) -> int`` is the exit status).
 COMMAND_MODULES = [
     "connectors.sim.cli",  # twin plant list | serve | record
+    "connectors.demo",  # twin demo
+    "connectors.collect_cli",  # twin collect
+    "connectors.files_cli",  # twin import | replay
+    "twin.evaluate_cli",  # twin evaluate
+    "twin.train_cli",  # twin train
 ]
 
 log = logging.getLogger("twin")

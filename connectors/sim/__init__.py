@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from connectors.sim.base import SimPlant
 from connectors.sim.cstr import CSTR
+from connectors.sim.quadtank import QuadTank
+from connectors.sim.woodberry import WoodBerry
 
 #: name -> plant class, for ``twin plant list`` and ``make_plant``
-PLANTS: dict[str, type[SimPlant]] = {"cstr": CSTR}
+PLANTS: dict[str, type[SimPlant]] = {"cstr": CSTR, "quadtank": QuadTank, "woodberry": WoodBerry}
 
 
 def make_plant(name: str, seed: int = 0, *, noise: bool = True) -> SimPlant:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,6 +17,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = psub.add_parser("list", help="list the built-in plants")
     p.set_defaults(func=_list)
 
+    p = psub.add_parser(
+        "serve",
+        help="serve a simulated plant over OPC-UA",
+        description="Serve a built-in plant over OPC-UA: every spec tag live at its node id, "
+        "MV setpoints writable within [lo, hi]. Ctrl-C stops it.",
+    )
+    p.add_argument("name", help="plant name (see `twin plant list`)")
+    p.add_argument("--port", type=int, default=4840, help="TCP port; 0 picks a free one")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--speed", type=positive_float, default=1.0, help="times faster than real time")
+    p.add_argument("--seed", type=int, default=0, help="seed of the plant's noise")
+    p.set_defaults(func=_serve)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def quiet_asyncua(args: argparse.Namespace) -> None:
+    """asyncua logs every request at INFO; keep its warnings unless ``--log-level DEBUG``."""
+    if getattr(args, "log_level", "INFO") != "DEBUG":
+        logging.getLogger("asyncua").setLevel(logging.WARNING)
+
 
 def _list(args: argparse.Namespace) -> int:
     from connectors.sim import PLANTS
@@ -23,4 +56,20 @@ def _list(args: argparse.Namespace) -> int:
         spec = plant.spec
         tags = ", ".join(f"{t.name} [{t.unit}] {t.role}" for t in spec.tags)
         print(f"{name:10s} {spec.description}\n{'':10s} every {spec.sample_period:g} s: {tags}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from connectors.sim import make_plant
+    from connectors.sim.server import serve_until_stopped
+
+    try:
+        plant = make_plant(args.name, seed=args.seed)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    quiet_asyncua(args)
+    asyncio.run(serve_until_stopped(plant, host=args.host, port=args.port, speed=args.speed))
     return 0

@@ -1,0 +1,343 @@
+"""One OPC-UA session of the collector: connect-time subscription, received rows, close.
+
+A :class:`CollectorSession` lives from one successful connect to the loss of that connection
+(or the collector's stop). It resolves every spec tag against the server's NamespaceArray,
+monitors them in chunks the server accepts, turns each notification's DataValue into a row
+(value, status code, source timestamp) and hands the rows on in batches. The reconnect loop
+around it is :class:`connectors.opcua.OpcUaCollector`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import polars as pl
+from asyncua import Client, ua
+from asyncua.common.subscription import (
+    DataChangeEvent,
+    OverflowPolicy,
+    StatusChangeEvent,
+    Subscription,
+)
+from asyncua.observer import Observer
+
+from twin.errors import ConnectorError
+
+if TYPE_CHECKING:
+    from connectors.opcua import OpcUaCollector
+
+log = logging.getLogger(__name__)
+
+ROW_SCHEMA: dict[str, pl.DataType] = {
+    "tag": pl.String(),
+    "ts": pl.Datetime("us", "UTC"),
+    "value": pl.Float64(),
+    "status": pl.UInt32(),
+}
+"""columns of the batches the collector yields (the historian derives ``quality`` from status)"""
+
+_TOO_MANY = (ua.uaerrors.BadTooManyOperations, ua.uaerrors.BadTooManyMonitoredItems)
+_NO_TIME = datetime(1970, 1, 2, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class CollectorSettings:
+    """How the collector subscribes, batches and reconnects."""
+
+    publishing_interval_s: float | None = None
+    """how often the server sends notifications; None: half the spec's sample period, <= 0.5 s"""
+    sampling_interval_s: float = 0.0
+    """how often the server samples each item; 0 asks for its fastest rate (or on change)"""
+    item_queue_size: int = 16
+    """server-side queue per monitored item: values that change faster than publishing are kept"""
+    client_queue_size: int = 200_000
+    """notifications held in the client before the oldest are dropped (and counted)"""
+    chunk_size: int = 500
+    """monitored items per CreateMonitoredItems call; halved while the server refuses it"""
+    batch_s: float = 0.25
+    """received samples are handed on as one batch this often"""
+    backoff_initial_s: float = 0.5
+    """first wait after a failed connection attempt; doubled per failure"""
+    backoff_max_s: float = 10.0
+    """longest wait between connection attempts"""
+    request_timeout_s: float = 4.0
+    """timeout of each OPC-UA request"""
+    watchdog_s: float = 1.0
+    """how often the session is probed for a silently dead server"""
+
+
+class _CountingObserver(Observer):
+    """asyncua hook: counts notifications the client produced, to find the ones dropped."""
+
+    def __init__(self) -> None:
+        self.produced = 0
+
+    def on_notification(self, subscription_id: int | None, event_count: int) -> None:
+        self.produced += event_count
+
+
+class CollectorSession:
+    """One connection: its client, its subscriptions and the rows received on them."""
+
+    def __init__(self, owner: OpcUaCollector, client: Client) -> None:
+        self.owner = owner
+        self.client = client
+        self.observer = _CountingObserver()
+        client.uaclient.observer = self.observer
+        client.connection_lost_callback = self._on_lost
+        self.connected = False
+        self.subs: list[Subscription] = []
+        self.tag_of: dict[int, str] = {}  # client handle -> tag name
+        self.consumed = 0
+        self._dropped: int | None = None
+        self.lost = False
+        self.lost_reason = ""
+        self.started = time.monotonic()
+        self._tags: list[str] = []
+        self._ts: list[datetime] = []
+        self._values: list[float | None] = []
+        self._status: list[int] = []
+
+    @property
+    def dropped(self) -> int:
+        """Notifications the client produced that never reached this session (queue overflow)."""
+        if self._dropped is not None:  # counted when the queues were drained
+            return self._dropped
+        return max(0, self.observer.produced - self.consumed)
+
+    @property
+    def last_alive(self) -> datetime:
+        """Wall-clock time of the last publish response (data or keep-alive) from the server."""
+        seen = [s.last_publish_at for s in self.subs if s.last_publish_at is not None]
+        last = max(seen, default=self.started)
+        return datetime.now(UTC) - timedelta(seconds=time.monotonic() - last)
+
+    async def _on_lost(self, exc: Exception) -> None:
+        self._mark_lost(describe(exc))
+
+    def _mark_lost(self, reason: str) -> None:
+        if not self.lost:
+            self.lost, self.lost_reason = True, reason
+        self.owner.wake()
+
+    async def subscribe(self) -> None:
+        """Resolve every tag's node id on this server and monitor them all, in chunks."""
+        owner, s = self.owner, self.owner.settings
+        namespaces = await self.client.get_namespace_array()
+        items: list[tuple[int, ua.NodeId]] = []
+        for i, tag in enumerate(owner.spec.tags, start=1):
+            try:
+                items.append((i, ua.NodeId.from_string(tag.node.resolve(namespaces))))
+            except LookupError as exc:
+                raise ConnectorError(f"tag {tag.name!r}: {exc}") from None
+            self.tag_of[i] = tag.name
+        chunk = min(s.chunk_size, await self._per_call_limit())
+        while items:
+            sub = await self._new_subscription()
+            items, chunk = await self._monitor(sub, items, chunk)
+        n = len(self.tag_of)
+        log.info(
+            "connected to %s (%s): %d of %d tags in %d subscription(s), publishing every %.2f s",
+            owner.endpoint,
+            owner.security.describe(),
+            n,
+            len(owner.spec.tags),
+            len(self.subs),
+            owner.publishing_interval_s,
+        )
+
+    async def _per_call_limit(self) -> int:
+        limits = ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall
+        node = self.client.get_node(f"i={limits}")
+        try:
+            limit = int(await node.read_value())
+        except Exception:  # optional node: many servers do not publish their limits
+            return 1 << 30
+        return limit if limit > 0 else 1 << 30
+
+    async def _new_subscription(self) -> Subscription:
+        owner = self.owner
+        interval_ms = owner.publishing_interval_s * 1000
+        params = ua.CreateSubscriptionParameters(
+            RequestedPublishingInterval=interval_ms,
+            # a keep-alive about every second: the last one dates the start of an outage
+            RequestedMaxKeepAliveCount=max(1, math.ceil(1000 / interval_ms)),
+            RequestedLifetimeCount=max(30, math.ceil(60_000 / interval_ms)),
+            MaxNotificationsPerPublish=0,
+            PublishingEnabled=True,
+        )
+        sub = await self.client.create_subscription(
+            params,
+            queue_maxsize=owner.settings.client_queue_size,
+            overflow=OverflowPolicy.DROP_OLDEST,
+        )
+        self.subs.append(sub)
+        return sub
+
+    async def _monitor(
+        self, sub: Subscription, items: list[tuple[int, ua.NodeId]], chunk: int
+    ) -> tuple[list[tuple[int, ua.NodeId]], int]:
+        """Monitor ``items`` on ``sub``; returns the items it could not hold and the chunk size.
+
+        A call the server refuses as too large is retried with half the items; items refused
+        because the subscription is full are returned, for another subscription.
+        """
+        held = 0
+        while items:
+            part = items[:chunk]
+            try:
+                results = await sub.create_monitored_items(self._request(h, n) for h, n in part)
+            except _TOO_MANY as exc:
+                if chunk > 1:
+                    chunk //= 2
+                    log.info(
+                        "server refused %d items in one call (%s); trying %d", len(part), exc, chunk
+                    )
+                    continue
+                if held:  # even one more is too many: this subscription is full
+                    break
+                raise ConnectorError(
+                    f"{self.owner.endpoint} accepts no monitored item on a subscription: {exc}"
+                ) from exc
+            full = []
+            for (handle, node), result in zip(part, results, strict=True):
+                if not isinstance(result, ua.StatusCode):
+                    held += 1
+                elif result.value == ua.StatusCodes.BadTooManyMonitoredItems:
+                    full.append((handle, node))
+                else:
+                    log.warning(
+                        "cannot monitor tag %r (%s) on %s: %s",
+                        self.tag_of.pop(handle),
+                        node.to_string(),
+                        self.owner.endpoint,
+                        result.name,
+                    )
+            items = items[len(part) :]
+            if full:
+                if not held:
+                    raise ConnectorError(
+                        f"{self.owner.endpoint} accepts no monitored item on a new subscription"
+                    )
+                items = [*full, *items]
+                break
+        if items:
+            log.info("subscription full at %d items; opening another for %d more", held, len(items))
+        return items, chunk
+
+    def _request(self, handle: int, node: ua.NodeId) -> ua.MonitoredItemCreateRequest:
+        s = self.owner.settings
+        params = ua.MonitoringParameters(
+            ClientHandle=handle,
+            SamplingInterval=s.sampling_interval_s * 1000,
+            QueueSize=s.item_queue_size,
+            DiscardOldest=True,
+        )
+        return ua.MonitoredItemCreateRequest(
+            ItemToMonitor=ua.ReadValueId(NodeId=node, AttributeId=ua.AttributeIds.Value),
+            MonitoringMode=ua.MonitoringMode.Reporting,
+            RequestedParameters=params,
+        )
+
+    async def batches(self) -> AsyncIterator[pl.DataFrame]:
+        """Batches of received rows until the connection is lost or the collector stops."""
+        owner = self.owner
+        consumers = [asyncio.create_task(self._consume(sub)) for sub in self.subs]
+        try:
+            while not (self.lost or owner.stopping):
+                await owner.nap(owner.settings.batch_s)
+                if any(c.done() for c in consumers):
+                    self._mark_lost("subscription closed")
+                if self._tags:
+                    yield self._take()
+        finally:
+            for c in consumers:
+                c.cancel()
+            await asyncio.gather(*consumers, return_exceptions=True)
+        for sub in self.subs:  # what arrived before the loss is still good data
+            with contextlib.suppress(StopAsyncIteration):
+                while (event := await sub.next_event(timeout=0.001)) is not None:
+                    self._add(event)
+        # the queues are empty now: what was produced and not consumed was dropped (later
+        # notifications, until the session closes, are not drops)
+        self._dropped = max(0, self.observer.produced - self.consumed)
+        if self._tags:
+            yield self._take()
+
+    async def _consume(self, sub: Subscription) -> None:
+        async for event in sub:
+            self._add(event)
+
+    def _add(self, event: object) -> None:
+        self.consumed += 1
+        if isinstance(event, DataChangeEvent):
+            item = event.data.monitored_item
+            tag = self.tag_of.get(item.ClientHandle)
+            if tag is None:
+                return
+            dv = item.Value
+            raw = dv.Value.Value if dv.Value is not None else None
+            value = float(raw) if isinstance(raw, int | float) else None
+            self._tags.append(tag)
+            self._ts.append(_timestamp(dv))
+            self._values.append(value)
+            self._status.append(dv.StatusCode.value if dv.StatusCode is not None else 0)
+        elif isinstance(event, StatusChangeEvent):
+            status = event.notification.Status
+            if status is not None and not status.is_good():
+                self._mark_lost(f"subscription status {status.name}")
+
+    def _take(self) -> pl.DataFrame:
+        frame = pl.DataFrame(
+            {"tag": self._tags, "ts": self._ts, "value": self._values, "status": self._status},
+            schema=ROW_SCHEMA,
+        )
+        self._tags, self._ts, self._values, self._status = [], [], [], []
+        return frame
+
+    async def close(self) -> None:
+        """End the session: a polite CloseSession when the server is there, else drop the socket."""
+        client = self.client
+        if self.connected and not self.lost:
+            try:
+                await asyncio.wait_for(
+                    client.close_session(), self.owner.settings.request_timeout_s
+                )
+            except Exception as exc:  # the server may be gone by now: nothing left to close
+                log.debug("CloseSession on %s failed: %s", self.owner.endpoint, describe(exc))
+        else:
+            # skip the requests a dead server cannot answer; stop asyncua's tasks and the socket
+            client.uaclient.request_disconnect()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close_session(), 0.5)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close_secure_channel(), 0.5)
+        client.disconnect_socket()
+
+
+def _timestamp(dv: ua.DataValue) -> datetime:
+    """The sample's time: source timestamp, else server timestamp, else now (all UTC)."""
+    for ts in (dv.SourceTimestamp, dv.ServerTimestamp):
+        if ts is not None:
+            ts = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+            if ts > _NO_TIME:  # some servers send the OPC-UA zero time (1601) for "none"
+                return ts
+    return datetime.now(UTC)
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason for a log message (no traceback)."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the server running?)"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
