@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from connectors.sim.cli import positive_float
+    from connectors.plant_cli import positive_float
 
     p = sub.add_parser(
         "demo",
@@ -47,8 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from connectors.plant_cli import quiet_asyncua
     from connectors.sim import make_plant
-    from connectors.sim.cli import quiet_asyncua
 
     try:
         plant = make_plant(args.plant, seed=args.seed)
@@ -86,9 +86,14 @@ class _Latest:
 
 
 async def watch_plant(
-    plant: SimPlant, *, speed: float = 10.0, duration: float | None = None, out: TextIO = sys.stdout
+    plant: SimPlant,
+    *,
+    speed: float = 10.0,
+    duration: float | None = None,
+    out: TextIO | None = None,
 ) -> int:
     """Serve ``plant`` on a free loopback port and show its tags live; return updates received."""
+    out = out or sys.stdout  # looked up per call, not bound at import
     from asyncua import Client, ua
 
     from connectors.sim.server import PlantServer, stop_on_signals, trip_nodes

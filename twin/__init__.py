@@ -26,6 +26,7 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'twin' has no attribute {name!r}")
 
+
 __all__ = [
     "FRAME_STATES",
     "QUALITIES",

@@ -16,7 +16,7 @@ from twin.errors import TwinError
 #: modules that add sub-commands: each defines ``register(subparsers) -> None`` and sets
 #: ``func`` on its parsers (``func(args) -> int`` is the exit status).
 COMMAND_MODULES = [
-    "connectors.sim.cli",  # twin plant list | serve | record
+    "connectors.plant_cli",  # twin plant list | serve | record
     "connectors.demo",  # twin demo
     "connectors.collect_cli",  # twin collect
     "connectors.files_cli",  # twin import | replay

@@ -247,3 +247,10 @@ def test_nsu_node_resolves_against_the_namespace_array() -> None:
     assert NodeRef.parse("ns=2;s=A").resolve([]) == "ns=2;s=A"
     assert str(NodeRef.parse("i=84")) == "i=84"
     assert str(NodeRef.parse("ns=3;g=09087e75-8e5e-499b-954f-f2a9603db28a")).startswith("ns=3;g=")
+
+
+def test_readme_spec_example_is_a_valid_spec() -> None:
+    readme = (PLANTS_DIR.parents[1] / "README.md").read_text()
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    spec = parse_spec(block, source="README.md")
+    assert [t.role for t in spec.tags] == ["cv", "mv", "dv"]

@@ -231,3 +231,26 @@ def test_same_seed_same_weights() -> None:
     c = Twin.fit(lti_spec(), frame, dataclasses.replace(cfg, seed=4), progress=False)
     assert not torch.equal(a.model.readout.weight, c.model.readout.weight)
     assert isinstance(a.normalizer, Normalizer)
+
+
+def test_train_command_writes_a_loadable_twin(tmp_path, capsys) -> None:
+    import twin.cli
+    from twin.historian import Historian
+
+    frame, _ = simulate(900, seed=21)
+    long = frame.unpivot(index="ts", variable_name="tag", value_name="value").with_columns(
+        pl.lit(0, dtype=pl.UInt32).alias("status")
+    )
+    Historian(tmp_path / "hist").append(long.select("tag", "ts", "value", "status"))
+    spec_file = tmp_path / "lti.toml"
+    spec_file.write_text(SPEC_TOML.format(unit="m"), encoding="utf-8")
+    argv = ["train", "--spec", str(spec_file), "--historian", str(tmp_path / "hist")]
+    argv += ["--out", str(tmp_path / "model"), "--minutes", "0.05", "--window", "8"]
+    argv += ["--horizon", "12", "--ensemble", "2", "--seed", "1"]
+    assert twin.cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "900 samples" in out and "band coverage" in out
+    loaded = Twin.load(tmp_path / "model", spec=lti_spec())
+    assert loaded.horizon == 12 and loaded.config.ensemble == 2
+    missing = ["train", "--spec", str(spec_file), "--historian", str(tmp_path / "none")]
+    assert twin.cli.main([*missing, "--out", str(tmp_path / "m2")]) == 2
