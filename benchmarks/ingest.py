@@ -22,6 +22,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import platform
 import socket
 import subprocess
@@ -170,7 +171,7 @@ def run_rate(n_tags: int, rate: float, duration: float, warmup: float, tmp: Path
         )
         procs.append(server)
         _wait_file(server_status, server, timeout=120)
-        started = time.time()
+        started, load_start = time.time(), os.getloadavg()[0]
         bare = _start(
             [
                 *loadserver,
@@ -234,7 +235,9 @@ def run_rate(n_tags: int, rate: float, duration: float, warmup: float, tmp: Path
         "ratio": stored / received if received else math.nan,
         "bare_notifications_total": bare_data.get("notifications"),
         "stored_total": stored_total,
+        "bare_silent_at_end_s": ended - bare_data.get("last_notification_at", started),
         "collector_exit": collect.returncode,
+        "loadavg_1min_start_end": [load_start, os.getloadavg()[0]],
         "collector_last_log": _last_line(work / "collect.log", "stopped:"),
         "processes": {s.name: s.summary(warmup) for s in samplers},
     }
@@ -292,11 +295,14 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
                 f"{p['rss_end_mib']:.0f} | {p['rss_peak_mib']:.0f} | "
                 f"{p['rss_slope_2nd_half_mib_per_min']:+.2f} |"
             )
-    out += ["", "Server: late ticks (updates behind schedule) of all ticks:"]
+    out += ["", "Per rate: server ticks behind schedule, machine load, collector's own counters:"]
     for r in results:
+        lo, hi = r["loadavg_1min_start_end"]
         out.append(
-            f"- {r['rate_hz']:g} Hz: {r['server_late_ticks']} of {r['server_ticks']}; "
-            f"collector: {r['collector_last_log'] or '(no final log line)'}"
+            f"- {r['rate_hz']:g} Hz: {r['server_late_ticks']} of {r['server_ticks']} ticks late; "
+            f"load average {lo:.1f} -> {hi:.1f}; bare client silent for the last "
+            f"{r['bare_silent_at_end_s']:.0f} s; collector: "
+            f"{r['collector_last_log'].split(': ', 1)[-1] or '(no final log line)'}"
         )
     return "\n".join(out) + "\n"
 
@@ -314,14 +320,22 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=15.0, help="seconds left out at start")
     parser.add_argument("--quick", action="store_true", help="60 s per rate")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="results folder")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="keep the logs and historians in DIR (a new folder)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     duration = 60.0 if args.quick else args.duration
     command = "python benchmarks/ingest.py " + " ".join(sys.argv[1:])
     results = []
     with tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         for rate in args.rates:
-            results.append(run_rate(args.tags, rate, duration, args.warmup, Path(tmp)))
+            results.append(run_rate(args.tags, rate, duration, args.warmup, work))
             log.info("%g Hz: %s", rate, json.dumps(results[-1], default=str))
     report = markdown(results, command)
     print(report)

@@ -132,20 +132,27 @@ class _Counting:
     def __init__(self) -> None:
         self.total = 0
         self.per_s: Counter[int] = Counter()
+        self.last_at = 0.0
 
     def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
         self.total += 1
+        self.last_at = time.time()
         ts = data.monitored_item.Value.SourceTimestamp
         if ts is not None:
             ts = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
             self.per_s[math.floor(ts.timestamp())] += 1
+
+    def status_change_notification(self, status: Any) -> None:
+        log.warning("subscription status changed: %s", status)
 
 
 async def count(endpoint: str, n_tags: int, rate: float, duration: float, status: Path) -> None:
     """Subscribe to every load tag for ``duration`` seconds and count the notifications."""
     handler = _Counting()
     stop = _stop_event()
-    async with Client(endpoint, timeout=10) as client:
+    # the collector's request timeout and watchdog; a lost session is restored (auto_reconnect)
+    client = Client(endpoint, timeout=4.0, watchdog_intervall=1.0, auto_reconnect=True)
+    async with client:
         idx = await client.get_namespace_index(LOAD_URI)
         nodes = [client.get_node(ua.NodeId(tag_name(i), idx)) for i in range(1, n_tags + 1)]
         interval_ms = publishing_interval_s(rate) * 1000
@@ -174,6 +181,7 @@ def _count_status(started: float, handler: _Counting) -> dict[str, Any]:
         "started": started,
         "elapsed": time.time() - started,
         "notifications": handler.total,
+        "last_notification_at": handler.last_at,
         "per_s": {str(k): v for k, v in handler.per_s.items()},
     }
 
