@@ -39,6 +39,7 @@ from twin.dataset import (
 )
 from twin.errors import DataQualityError
 from twin.spec import PlantSpec
+from twin.train import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -360,6 +361,8 @@ class DirectGRU(Baseline):
     Trained like the twin (AdamW, cosine learning rate over a wall-clock budget, the weights
     with the best validation error kept) on every training window, MSE on the CVs at all steps.
     ``n_params`` sets the hidden width to match a parameter count (e.g. the twin's).
+    ``threads``: torch CPU threads while training (0 = as is). One is the default: for a net
+    this small a second thread gains little, and on a busy machine it can cost a factor of 7.
     """
 
     name = "gru"
@@ -373,9 +376,11 @@ class DirectGRU(Baseline):
         batch: int = 128,
         lr: float = 3e-3,
         seed: int = 0,
+        threads: int = 1,
     ) -> None:
         self.n_params, self.minutes, self.max_epochs = n_params, minutes, max_epochs
         self.patience, self.batch, self.lr, self.seed = patience, batch, lr, seed
+        self.threads = threads
 
     def _inputs(self, pz: Tensor, fz: Tensor) -> Tensor:
         u = fz[..., self.mv_]
@@ -387,6 +392,10 @@ class DirectGRU(Baseline):
         return _GRUNet(len(self.spec_.tags), n_in, len(self.cv_), self.horizon_, hidden)
 
     def _fit(self, z: np.ndarray, val: Windows) -> None:
+        with torch_threads(self.threads):
+            self._train(z, val)
+
+    def _train(self, z: np.ndarray, val: Windows) -> None:
         torch.manual_seed(self.seed)
         sizes = {
             h: sum(p.numel() for p in self._make_net(h).parameters()) for h in range(8, 257, 4)
@@ -446,14 +455,15 @@ class DirectGRU(Baseline):
         f = torch.as_tensor(fz, dtype=torch.float32)
         if h < self.horizon_:  # pad the plan by holding its last move
             f = torch.cat([f, f[:, -1:].expand(-1, self.horizon_ - h, -1)], dim=1)
-        out = [
-            self.net_(
-                p[i : i + 4096],
-                self._inputs(p[i : i + 4096], f[i : i + 4096]),
-                p[i : i + 4096, -1, self.cv_],
-            )
-            for i in range(0, len(p), 4096)
-        ]
+        with torch_threads(self.threads):
+            out = [
+                self.net_(
+                    p[i : i + 4096],
+                    self._inputs(p[i : i + 4096], f[i : i + 4096]),
+                    p[i : i + 4096, -1, self.cv_],
+                )
+                for i in range(0, len(p), 4096)
+            ]
         return torch.cat(out).numpy().astype(np.float64)[:, :h]
 
 

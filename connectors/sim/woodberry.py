@@ -151,8 +151,8 @@ class WoodBerry(SimPlant):
     measurement_noise: ClassVar[dict[str, float]] = {
         "XD": 0.05,
         "XB": 0.02,
-        "R": 0.005,
-        "S": 0.005,
+        "R": 0.001,  # flow meters: about 1 % of the narrow MV span
+        "S": 0.0003,
         "F": 0.01,
     }
 
