@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from connectors.source import PumpStats
     from twin.spec import PlantSpec
 
+from twin.spec import spec_from_arg
+
 log = logging.getLogger(__name__)
 
 
@@ -80,7 +82,7 @@ def _collect(args: argparse.Namespace) -> int:
     from connectors.opcua import CollectorSettings
     from connectors.opcua_security import Security
 
-    spec = _load_spec(args.spec)
+    spec = spec_from_arg(args.spec)
     security = Security.from_options(
         user=args.user,
         cert=args.cert,
@@ -176,16 +178,6 @@ async def run_collect(
         c.connects,
     )
     return stats
-
-
-def _load_spec(text: str) -> PlantSpec:
-    """A spec from a TOML path, or a built-in plant by name (``cstr``)."""
-    from twin.spec import builtin_spec, load_spec
-
-    path = Path(text)
-    if path.suffix == ".toml" or path.exists():
-        return load_spec(path)
-    return builtin_spec(text)
 
 
 class _ExpectedOutage(logging.Filter):

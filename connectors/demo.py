@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from connectors.plant_cli import positive_float
+    from twin.cliargs import positive_float
 
     p = sub.add_parser(
         "demo",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from twin.spec import PlantSpec
+    pass
+
+from twin.cliargs import aware_time
+from twin.spec import spec_from_arg
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--historian", required=True, type=Path, metavar="OUT_DIR", help="target")
     p.add_argument("--speed", type=float, default=1.0, help="times real time (0: no waiting)")
-    p.add_argument("--start", type=_aware_time, metavar="T", help="ISO 8601 time with offset")
-    p.add_argument("--end", type=_aware_time, metavar="T", help="ISO 8601 time with offset")
+    p.add_argument("--start", type=aware_time, metavar="T", help="ISO 8601 time with offset")
+    p.add_argument("--end", type=aware_time, metavar="T", help="ISO 8601 time with offset")
     p.add_argument(
         "--shift-to-now",
         action="store_true",
@@ -70,7 +72,7 @@ def _import(args: argparse.Namespace) -> int:
     from connectors.files import ImportFileError, import_file
     from twin.historian import Historian
 
-    spec = _load_spec(args.spec)
+    spec = spec_from_arg(args.spec)
     try:
         report = import_file(
             args.input,
@@ -97,7 +99,7 @@ def _replay(args: argparse.Namespace) -> int:
     from connectors.source import pump
     from twin.historian import Historian
 
-    spec = _load_spec(args.spec)
+    spec = spec_from_arg(args.spec)
     if args.source.resolve() == args.historian.resolve():
         log.error("--from and --historian are the same folder: replay into another one")
         return 2
@@ -115,24 +117,3 @@ def _replay(args: argparse.Namespace) -> int:
         f"{stats.stored} stored, {stats.gaps} gaps, {stats.dropped} dropped"
     )
     return 0
-
-
-def _aware_time(text: str) -> datetime:
-    """An ISO 8601 time with a UTC offset or Z (a naive one would be a guess)."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset: add Z or e.g. +01:00")
-    return value
-
-
-def _load_spec(text: str) -> PlantSpec:
-    """A spec from a TOML path, or a built-in plant by name (``cstr``)."""
-    from twin.spec import builtin_spec, load_spec
-
-    path = Path(text)
-    if path.suffix == ".toml" or path.exists():
-        return load_spec(path)
-    return builtin_spec(text)

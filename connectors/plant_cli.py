@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from twin.cliargs import aware_time, positive_float
+
 log = logging.getLogger(__name__)
 
 
@@ -43,22 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the plant's noise and the moves")
     p.add_argument(
         "--start",
+        type=aware_time,
         default=None,
-        help="UTC start, ISO 8601 (default 2026-01-01T00:00:00Z, fixed for reproducibility)",
+        help="start, ISO 8601 with offset (default 2026-01-01T00:00:00Z, fixed for reproducibility)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_record)
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number above zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def quiet_asyncua(args: argparse.Namespace) -> None:
@@ -95,19 +87,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
-    from datetime import datetime
-
     from connectors.sim import make_plant
     from connectors.sim.record import DEFAULT_START, record
 
-    start = DEFAULT_START
-    if args.start:
-        start = datetime.fromisoformat(args.start.replace("Z", "+00:00"))
-        if start.tzinfo is None:
-            log.error(
-                "--start %s has no time zone; write it as UTC, e.g. %sZ", args.start, args.start
-            )
-            return 2
+    start = args.start or DEFAULT_START
     try:
         plant = make_plant(args.name, seed=args.seed)
     except ValueError as exc:

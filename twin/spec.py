@@ -225,6 +225,14 @@ def builtin_spec(name: str) -> PlantSpec:
     return load_spec(path)
 
 
+def spec_from_arg(text: str) -> PlantSpec:
+    """A spec from a TOML path, or a built-in plant by name (``cstr``): what ``--spec`` takes."""
+    path = Path(text)
+    if path.suffix == ".toml" or path.exists():
+        return load_spec(path)
+    return builtin_spec(text)
+
+
 def parse_spec(text: str, source: str = "<spec>") -> PlantSpec:
     """Parse and check a spec from TOML text; ``source`` names it in error messages."""
     try:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-from datetime import datetime
 from pathlib import Path
+
+from twin.cliargs import aware_time
 
 log = logging.getLogger(__name__)
 
@@ -24,24 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="MODEL", help="folder to write")
     p.add_argument("--minutes", type=float, default=None, help="training budget (default 2.5)")
     p.add_argument("--seed", type=int, default=0, help="seed: same data and seed, same twin")
-    p.add_argument("--start", type=_aware_time, metavar="T", help="ISO 8601 time with offset")
-    p.add_argument("--end", type=_aware_time, metavar="T", help="ISO 8601 time with offset")
+    p.add_argument("--start", type=aware_time, metavar="T", help="ISO 8601 time with offset")
+    p.add_argument("--end", type=aware_time, metavar="T", help="ISO 8601 time with offset")
     p.add_argument("--horizon", type=int, help="forecast horizon in samples (default 30)")
     p.add_argument("--window", type=int, help="past samples the model sees (default 24)")
     p.add_argument("--ensemble", type=int, help="ensemble members (default 5)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
     p.add_argument("--device", help="cpu, cuda or auto (default)")
     p.set_defaults(func=_train)
-
-
-def _aware_time(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} needs a UTC offset, e.g. 2026-01-01T00:00Z")
-    return value
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -53,10 +44,10 @@ def _train(args: argparse.Namespace) -> int:
     from twin.errors import DataQualityError
     from twin.historian import Historian
     from twin.model import TwinConfig
-    from twin.spec import builtin_spec, load_spec
+    from twin.spec import spec_from_arg
     from twin.twin import Twin
 
-    spec = load_spec(args.spec) if Path(args.spec).suffix == ".toml" else builtin_spec(args.spec)
+    spec = spec_from_arg(args.spec)
     if not args.historian.is_dir():
         log.error("no historian at %s", args.historian)
         return 2

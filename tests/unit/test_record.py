@@ -85,3 +85,17 @@ def test_same_seed_same_data(tmp_path: Path) -> None:
     a, b, c = run(7, "a"), run(7, "b"), run(8, "c")
     assert a.equals(b)
     assert not a["value"].equals(c["value"])
+
+
+def test_record_cli_writes_the_store_and_refuses_a_naive_start(tmp_path: Path) -> None:
+    from twin.cli import main
+
+    out = tmp_path / "cli"
+    args = ["plant", "record", "woodberry", "--hours", "2", "--out", str(out), "--no-progress"]
+    assert main([*args, "--start", "2026-03-01T00:00Z"]) == 0
+    df = pl.read_parquet(out / "**" / "*.parquet")
+    assert df.height == 120 * 5 and df["ts"].min().isoformat().startswith("2026-03-01T00:00")
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--start", "2026-03-01T00:00"])  # no offset: a guess, refused
+    assert info.value.code == 2
+    assert main(["plant", "record", "nope", "--hours", "1", "--out", str(out)]) == 2

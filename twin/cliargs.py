@@ -1,0 +1,28 @@
+"""Argument types shared by the ``twin`` sub-commands (argparse ``type=`` callables)."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+
+
+def aware_time(text: str) -> datetime:
+    """An ISO 8601 time with a UTC offset or Z (a naive one would be a guess)."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset: add Z or e.g. +01:00")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
