@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from twin.cliargs import aware_time, positive_float
+
 if TYPE_CHECKING:
     from twin.historian import Historian
 
@@ -30,11 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, type=Path, help="saved twin folder")
     p.add_argument("--historian", required=True, type=Path, metavar="DIR", help="historian")
-    p.add_argument("--start", type=_aware_time, metavar="T", help="ISO 8601 time with offset")
-    p.add_argument("--end", type=_aware_time, metavar="T", help="ISO 8601 time with offset")
+    p.add_argument("--start", type=aware_time, metavar="T", help="ISO 8601 time with offset")
+    p.add_argument("--end", type=aware_time, metavar="T", help="ISO 8601 time with offset")
     p.add_argument("--out", required=True, type=Path, metavar="REPORT_DIR", help="report folder")
-    p.add_argument("--baseline-start", type=_aware_time, metavar="T", help="baselines' data from")
-    p.add_argument("--baseline-end", type=_aware_time, metavar="T", help="baselines' data until")
+    p.add_argument("--baseline-start", type=aware_time, metavar="T", help="baselines' data from")
+    p.add_argument("--baseline-end", type=aware_time, metavar="T", help="baselines' data until")
     p.add_argument(
         "--fit-fraction",
         type=float,
@@ -47,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"comma-separated, from {','.join(BASELINES)} (default: all)",
     )
     p.add_argument(
-        "--gru-minutes", type=float, help="GRU training budget (default: the twin's own)"
+        "--gru-minutes", type=positive_float, help="GRU training budget (default: the twin's own)"
     )
     p.add_argument("--origins", type=int, default=2000, help="most forecast origins scored")
     p.set_defaults(func=_evaluate)
@@ -152,14 +154,3 @@ def _range(
     if start >= end:
         raise DataQualityError(f"empty range: start {start} is not before end {end}")
     return start, end
-
-
-def _aware_time(text: str) -> datetime:
-    """An ISO 8601 time with a UTC offset or Z."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset: add Z or e.g. +01:00")
-    return value
