@@ -76,11 +76,7 @@ def _serve(args: argparse.Namespace) -> int:
     from connectors.sim import make_plant
     from connectors.sim.server import serve_until_stopped
 
-    try:
-        plant = make_plant(args.name, seed=args.seed)
-    except ValueError as exc:
-        log.error("%s", exc)
-        return 2
+    plant = make_plant(args.name, seed=args.seed)  # an unknown name exits 2 via twin.cli
     quiet_asyncua(args)
     asyncio.run(serve_until_stopped(plant, host=args.host, port=args.port, speed=args.speed))
     return 0
@@ -91,11 +87,7 @@ def _record(args: argparse.Namespace) -> int:
     from connectors.sim.record import DEFAULT_START, record
 
     start = args.start or DEFAULT_START
-    try:
-        plant = make_plant(args.name, seed=args.seed)
-    except ValueError as exc:
-        log.error("%s", exc)
-        return 2
+    plant = make_plant(args.name, seed=args.seed)  # an unknown name exits 2 via twin.cli
     summary = record(
         plant, args.hours, args.out, seed=args.seed, start=start, progress=not args.no_progress
     )
