@@ -59,8 +59,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="S",
         help="longest wait between reconnection attempts",
     )
-    sec = p.add_argument_group("security (the full security work comes later)")
+    sec = p.add_argument_group("security")
     sec.add_argument("--user", help="user name; the password comes from $TWIN_OPCUA_PASSWORD")
+    sec.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="read the password of --user from the first line of FILE (chmod 600)",
+    )
+    sec.add_argument(
+        "--cert-auth",
+        action="store_true",
+        help="sign in as the holder of --cert (X.509 identity) instead of a user name",
+    )
     sec.add_argument("--cert", help="client certificate (PEM/DER) for Sign or SignAndEncrypt")
     sec.add_argument("--key", help="private key of --cert")
     sec.add_argument(
@@ -90,6 +100,8 @@ def _collect(args: argparse.Namespace) -> int:
         policy=args.security_policy,
         mode=args.security_mode,
         env=os.environ,
+        password_file=args.password_file,
+        cert_auth=args.cert_auth,
     )
     settings = CollectorSettings(
         publishing_interval_s=args.publishing_interval,

@@ -1,14 +1,24 @@
-"""OPC-UA session security for the collector: user name and password, certificate, policy, mode.
+"""OPC-UA client security for the collector and the writer: identity, certificate, policy, mode.
 
 The settings are plain data (:class:`Security`) so the command line, a config file or a test can
-build them; :func:`apply_security` hands them to an asyncua ``Client`` before it connects. The
-password is read from the environment (``TWIN_OPCUA_PASSWORD``), never from the command line,
-and it never appears in a repr or a log line.
+build them; :func:`apply_security` hands them to an asyncua ``Client`` before it connects and
+:func:`connect_client` connects one, turning a server's refusal into a
+:class:`~twin.errors.ConnectorError` that says what was refused and why (:func:`refusal`).
+
+Identities: anonymous, user name and password, or the application certificate itself (an X.509
+identity token, ``cert_auth``). The password is read from the environment
+(``TWIN_OPCUA_PASSWORD``) or from a file outside the spec (``--password-file``), never from the
+command line or the spec; it never appears in a repr, and :func:`protect_secret` masks it in
+every asyncua log record (asyncua's DEBUG log prints whole requests, identity token included).
+The server side (the simulated plant's policies and users) is :mod:`connectors.opcua_server_security`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: environment variable that holds the OPC-UA user's password
 PASSWORD_ENV = "TWIN_OPCUA_PASSWORD"
+#: environment variable naming a file that holds the password (first line)
+PASSWORD_FILE_ENV = "TWIN_OPCUA_PASSWORD_FILE"
 #: security policies asyncua implements that are not deprecated (OPC-UA 1.04+)
 POLICIES = ("None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss")
 MODES = ("None", "Sign", "SignAndEncrypt")
@@ -44,6 +56,8 @@ class Security:
     """security policy: one of :data:`POLICIES`"""
     mode: str = "None"
     """message security mode: one of :data:`MODES`"""
+    cert_auth: bool = False
+    """sign in as the holder of ``cert`` (X.509 identity token) instead of a user name"""
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -67,6 +81,11 @@ class Security:
             raise ConnectorError("give both a certificate and its private key (--cert and --key)")
         if self.password is not None and self.user is None:
             raise ConnectorError(f"a password is set ({PASSWORD_ENV}) but no user name (--user)")
+        if self.cert_auth and (self.cert is None or self.user is not None):
+            raise ConnectorError(
+                "certificate authentication needs a client certificate and key (--cert, --key) "
+                "and no user name"
+            )
 
     @property
     def secure(self) -> bool:
@@ -75,7 +94,10 @@ class Security:
 
     def describe(self) -> str:
         """One line for the log: identity and policy, never the password."""
-        who = f"user {self.user!r}" if self.user else "anonymous"
+        if self.cert_auth:
+            who = f"certificate {self.cert}"
+        else:
+            who = f"user {self.user!r}" if self.user else "anonymous"
         return f"{who}, security {self.policy}/{self.mode}"
 
     @classmethod
@@ -88,8 +110,11 @@ class Security:
         policy: str | None,
         mode: str | None,
         env: Mapping[str, str],
+        password_file: str | Path | None = None,
+        cert_auth: bool = False,
     ) -> Security:
-        """Build from command-line options; the password comes from ``env[PASSWORD_ENV]``.
+        """Build from command-line options; the password comes from ``password_file`` (or the file
+        named by ``env[PASSWORD_FILE_ENV]``), else from ``env[PASSWORD_ENV]``.
 
         A certificate alone implies Basic256Sha256 with SignAndEncrypt, the usual server default.
         """
@@ -97,7 +122,13 @@ class Security:
             policy = "Basic256Sha256"
         if policy not in (None, "None") and mode is None:
             mode = "SignAndEncrypt"
-        password = env.get(PASSWORD_ENV) if user else None
+        password_file = password_file or env.get(PASSWORD_FILE_ENV) or None
+        if password_file is not None and not user:
+            raise ConnectorError(f"a password file is given ({password_file}) but no user (--user)")
+        if password_file is not None:
+            password: str | None = read_secret_file(password_file)
+        else:
+            password = env.get(PASSWORD_ENV) if user else None
         for label, path in (("certificate", cert), ("private key", key)):
             if path is not None and not Path(path).is_file():
                 raise ConnectorError(f"OPC-UA client {label} file not found: {path}")
@@ -108,6 +139,7 @@ class Security:
             key=Path(key) if key is not None else None,
             policy=policy or "None",
             mode=mode or "None",
+            cert_auth=cert_auth,
         )
 
 
@@ -115,21 +147,195 @@ async def apply_security(client: Client, security: Security) -> None:
     """Configure ``client`` (before ``connect``) with the identity and security of ``security``.
 
     With a policy other than None this asks the server for its endpoints (to pick the server
-    certificate), so it needs the server to be reachable, like ``connect`` itself.
+    certificate), so it needs the server to be reachable, like ``connect`` itself. The client
+    announces the application URI of its certificate, as servers require.
     """
     if security.user is not None:
         client.set_user(security.user)
         if security.password is not None:
+            protect_secret(security.password)
             client.set_password(security.password)
-    if not security.secure:
+    if security.cert is None or security.key is None:
         return
-    assert security.cert is not None and security.key is not None  # checked in __post_init__
     uri = certificate_uri(security.cert)
     if uri:  # servers check that the session's application URI is the certificate's
         client.application_uri = uri
+    if security.cert_auth:
+        await client.load_client_certificate(str(security.cert))
+        await client.load_private_key(security.key)
+    if not security.secure:
+        return
     policy = getattr(security_policies, f"SecurityPolicy{security.policy}")
     mode = getattr(ua.MessageSecurityMode, security.mode)
     await client.set_security(policy, str(security.cert), str(security.key), mode=mode)
+
+
+async def connect_client(endpoint: str, security: Security, *, timeout_s: float = 4.0) -> Client:
+    """A connected ``Client`` for ``endpoint``; a refusal raises ConnectorError saying why.
+
+    The caller closes it (``await client.disconnect()``).
+    """
+    client = Client(endpoint, timeout=timeout_s)
+    try:
+        await apply_security(client, security)
+        await client.connect()
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            await client.disconnect()
+        explained = refusal(exc, endpoint, security)
+        if explained is not None:
+            raise explained from exc
+        raise ConnectorError(f"cannot connect to OPC-UA server {endpoint}: {_reason(exc)}") from exc
+    log.info("connected to %s (%s)", endpoint, security.describe())
+    return client
+
+
+#: status codes a server answers when it refuses the client's identity or its certificate
+_IDENTITY = (
+    ua.uaerrors.BadUserAccessDenied,
+    ua.uaerrors.BadIdentityTokenInvalid,
+    ua.uaerrors.BadIdentityTokenRejected,
+)
+_CERTIFICATE = (
+    ua.uaerrors.BadCertificateUntrusted,
+    ua.uaerrors.BadCertificateInvalid,
+    ua.uaerrors.BadCertificateUriInvalid,
+    ua.uaerrors.BadCertificateTimeInvalid,
+    ua.uaerrors.BadCertificateUseNotAllowed,
+    ua.uaerrors.BadCertificateRevoked,
+    ua.uaerrors.BadSecurityChecksFailed,
+)
+
+
+def refusal(exc: BaseException, endpoint: str, security: Security) -> ConnectorError | None:
+    """A clear error when ``exc`` is a server refusing who we are or how we connect, else None.
+
+    Retrying cannot fix these: a wrong password, an identity the server does not accept, a
+    security policy it does not offer, a client certificate it does not trust. The message names
+    the user (never the password), the policy and what to change.
+    """
+    who = security.describe()
+    name = type(exc).__name__
+    if isinstance(exc, ua.uaerrors.BadUserAccessDenied):
+        if security.cert_auth:
+            why = f"certificate {security.cert} is not a known user certificate there"
+        elif security.user:
+            why = f"wrong user name or password for user {security.user!r}"
+        else:
+            why = "anonymous access is not allowed: give a user (--user) and its password"
+        return ConnectorError(f"OPC-UA server {endpoint} refused {who}: {why} ({name})")
+    if isinstance(exc, _IDENTITY):
+        kind = (
+            "certificate" if security.cert_auth else "user name" if security.user else "anonymous"
+        )
+        return ConnectorError(
+            f"OPC-UA server {endpoint} refused {who}: it does not accept {kind} identities "
+            f"on this endpoint ({name})"
+        )
+    if isinstance(exc, _CERTIFICATE):
+        return ConnectorError(
+            f"OPC-UA server {endpoint} refused the client certificate {security.cert} ({who}): "
+            f"{name}; the server must trust it and its application URI must match"
+        )
+    if isinstance(exc, ua.uaerrors.BadSecurityPolicyRejected | ua.uaerrors.BadSecurityModeRejected):
+        return ConnectorError(
+            f"OPC-UA server {endpoint} rejected security {security.policy}/{security.mode} ({name})"
+        )
+    if isinstance(exc, ua.UaError) and "No matching endpoints" in str(exc):
+        hint = (
+            "set --security-policy, --security-mode and a client certificate (--cert, --key)"
+            if not security.secure
+            else "choose a policy and mode the server offers"
+        )
+        return ConnectorError(
+            f"OPC-UA server {endpoint} offers no endpoint with security "
+            f"{security.policy}/{security.mode} (it requires another): {hint}"
+        )
+    return None
+
+
+def read_secret_file(path: str | Path) -> str:
+    """The secret on the first line of ``path`` (no trailing newline)."""
+    lines = read_private_text(path).splitlines()
+    if not lines or not lines[0]:
+        raise ConnectorError(f"secret file {path} is empty (the secret goes on its first line)")
+    return lines[0]
+
+
+def read_private_text(path: str | Path) -> str:
+    """The text of a file holding secrets; warns when other users may read it."""
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConnectorError(f"cannot read secret file {p}: {exc.strerror or exc}") from None
+    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("secret file %s is readable by other users: chmod 600 it", p)
+    return text
+
+
+class _SecretFilter(logging.Filter):
+    """Masks every registered secret in a record's message (and in its bytes repr)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def add(self, secret: str) -> None:
+        self.secrets.add(secret)
+        self.secrets.add(repr(secret.encode("utf-8"))[2:-1])  # as it shows inside b'...'
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        masked = message
+        for secret in self.secrets:
+            masked = masked.replace(secret, "***")
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+_SECRETS = _SecretFilter()
+#: asyncua loggers that print whole requests (identity tokens included) at DEBUG
+_REQUEST_LOGGERS = (
+    "asyncua.client.ua_client.UASocketProtocol",
+    "asyncua.client.ua_client.UaClient",
+    "asyncua.client.client",
+    "asyncua.server.uaprocessor",
+    "asyncua.server.internal_session",
+    "asyncua.server.internal_server",
+    "asyncua.server.binary_server_asyncio",
+)
+
+
+def protect_secret(secret: str) -> None:
+    """Mask ``secret`` as ``***`` in every record of asyncua's and this package's loggers.
+
+    A filter on the emitting logger applies before any handler (pytest's caplog included), so
+    the secret is gone wherever the record goes.
+    """
+    if not secret:
+        return
+    _SECRETS.add(secret)
+    names = {
+        n for n in logging.Logger.manager.loggerDict if n.startswith(("asyncua", "connectors"))
+    }
+    for name in names.union(_REQUEST_LOGGERS):
+        logger = logging.getLogger(name)
+        if _SECRETS not in logger.filters:
+            logger.addFilter(_SECRETS)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the server running?)"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def certificate_uri(path: Path) -> str | None:

@@ -23,13 +23,46 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a simulated plant over OPC-UA",
         description="Serve a built-in plant over OPC-UA: every spec tag live at its node id, "
-        "MV setpoints writable within [lo, hi]. Ctrl-C stops it.",
+        "MV setpoints writable within [lo, hi]. Ctrl-C stops it. Open (security None, anonymous) "
+        "unless --security is given; users and passwords come from --users-file or "
+        "$TWIN_PLANT_USERS ('user:password,...'), never from the command line.",
     )
     p.add_argument("name", help="plant name (see `twin plant list`)")
     p.add_argument("--port", type=int, default=4840, help="TCP port; 0 picks a free one")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--speed", type=positive_float, default=1.0, help="times faster than real time")
     p.add_argument("--seed", type=int, default=0, help="seed of the plant's noise")
+    sec = p.add_argument_group("security")
+    sec.add_argument(
+        "--security",
+        action="append",
+        metavar="POLICY/MODE",
+        help="offer this endpoint security (repeatable): None, Basic256Sha256/Sign, "
+        "Basic256Sha256/SignAndEncrypt, Aes128Sha256RsaOaep/Sign, ... (default: None only)",
+    )
+    sec.add_argument("--cert", help="server certificate (DER/PEM), e.g. from `twin certs create`")
+    sec.add_argument("--key", help="private key of --cert")
+    sec.add_argument(
+        "--users-file",
+        metavar="FILE",
+        help="require users: one 'user:password' per line (default: $TWIN_PLANT_USERS)",
+    )
+    sec.add_argument(
+        "--user-cert",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="accept the holder of this certificate as a user (repeatable)",
+    )
+    sec.add_argument(
+        "--trust", metavar="DIR", help="accept only client certificates found in DIR"
+    )
+    sec.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        default=None,
+        help="accept anonymous sessions even when users are required",
+    )
     p.set_defaults(func=_serve)
 
     p = psub.add_parser(
@@ -72,13 +105,29 @@ def _list(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
+    import os
 
+    from connectors.opcua_server_security import ServerSecurity
     from connectors.sim import make_plant
     from connectors.sim.server import serve_until_stopped
 
     plant = make_plant(args.name, seed=args.seed)  # an unknown name exits 2 via twin.cli
+    security = ServerSecurity.from_options(
+        security=args.security,
+        cert=args.cert,
+        key=args.key,
+        users_file=args.users_file,
+        user_certs=args.user_cert,
+        trust=args.trust,
+        anonymous=args.allow_anonymous,
+        env=os.environ,
+    )
     quiet_asyncua(args)
-    asyncio.run(serve_until_stopped(plant, host=args.host, port=args.port, speed=args.speed))
+    asyncio.run(
+        serve_until_stopped(
+            plant, host=args.host, port=args.port, speed=args.speed, security=security
+        )
+    )
     return 0
 
 

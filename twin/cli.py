@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "connectors.plant_cli",  # twin plant list | serve | record
     "connectors.demo",  # twin demo
     "connectors.collect_cli",  # twin collect
+    "connectors.certs_cli",  # twin certs create
     "connectors.files_cli",  # twin import | replay
     "twin.evaluate_cli",  # twin evaluate
     "twin.train_cli",  # twin train

@@ -16,8 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="learn a twin of a plant from its history",
         description="Resample the historian onto the spec's sample period, train the latent "
-        "dynamics model (an ensemble) on the first 70 %% of the range, early-stop on the next "
-        "15 %%, calibrate its 90 %% band on the last 15 %%, and save the folder MODEL "
+        "dynamics model (an ensemble) on the first 70 % of the range, early-stop on the next "
+        "15 %, calibrate its 90 % band on the last 15 %, and save the folder MODEL "
         "(weights, spec, normalisation, settings, validation metrics).",
     )
     p.add_argument("--spec", required=True, help="spec TOML file, or a built-in plant name")

@@ -104,6 +104,8 @@ class SimPlant(ABC):
     process_noise: np.ndarray
     #: std of the measurement noise per tag (engineering units), keyed by tag name
     measurement_noise: ClassVar[dict[str, float]]
+    #: names of the unmeasured disturbance parameters ``p``, in order (see set_disturbance)
+    param_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, seed: int = 0, *, noise: bool = True, spec: PlantSpec | None = None) -> None:
         self.spec = spec or builtin_spec(self.name)
@@ -114,6 +116,7 @@ class SimPlant(ABC):
         self.u = self.u0.astype(float).copy()
         self.d = self.d0.astype(float).copy()
         self.tripped: str | None = None  # set with the reason when the plant left its safe envelope
+        self._held: set[tuple[str, int]] = set()  # disturbances pinned by set_disturbance
         self._setup_disturbances()
 
     # --- to implement ---------------------------------------------------------------------
@@ -157,6 +160,26 @@ class SimPlant(ABC):
         """Set one MV (engineering units); used from the next step on. Range is the caller's job."""
         self.u[self.mv_names.index(name)] = float(value)
 
+    def set_disturbance(self, name: str, value: float) -> None:
+        """Set a disturbance and hold it there: its drift no longer moves it (scripted scenarios).
+
+        ``name`` is an unmeasured parameter (one of :attr:`param_names`, e.g. the CSTR's feed
+        concentration ``Caf``) or a measured DV tag (e.g. ``Tf``). Its drift keeps drawing its
+        random numbers, so the plant's noise sequence is the same whether or not it is held.
+        """
+        if name in self.param_names:
+            key = ("p", self.param_names.index(name))
+            self.p[key[1]] = float(value)
+        elif name in self.dv_names:
+            key = ("d", self.dv_names.index(name))
+            self.d[key[1]] = float(value)
+        else:
+            raise KeyError(
+                f"{self.name} has no disturbance {name!r}: unmeasured {list(self.param_names)}, "
+                f"measured {self.dv_names}"
+            )
+        self._held.add(key)
+
     def step(self, mv: dict[str, float] | None = None) -> dict[str, float]:
         """Advance one sample period with the MVs held; return the measured value of every tag."""
         for k, v in (mv or {}).items():
@@ -164,9 +187,13 @@ class SimPlant(ABC):
         dt = self.sample_period
         if self.noise:
             for i, ou in enumerate(self._p_drift):
-                self.p[i] = ou.step(dt)
+                drifted = ou.step(dt)
+                if ("p", i) not in self._held:
+                    self.p[i] = drifted
             for i, ou in enumerate(self._d_drift):
-                self.d[i] = ou.step(dt)
+                drifted = ou.step(dt)
+                if ("d", i) not in self._held:
+                    self.d[i] = drifted
         x_new = self._advance(self.x, self.u.copy(), self.d.copy(), self.p.copy())
         if self.noise:
             x_new = x_new + self.process_noise * self.rng.standard_normal(x_new.shape)

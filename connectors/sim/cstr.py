@@ -50,6 +50,7 @@ class CSTR(SimPlant):
     time_unit_s = 60.0
     process_noise = np.array([5e-4, 0.02])
     measurement_noise: ClassVar[dict[str, float]] = {"T": 0.1, "Ca": 0.002, "Tc": 0.05, "Tf": 0.1}
+    param_names: ClassVar[tuple[str, ...]] = ("Caf",)  # feed concentration, mol/L
 
     def _setup_disturbances(self) -> None:
         self.p = np.array([CAF])

@@ -84,6 +84,8 @@ class QuadTank(SimPlant):
         "v1": 0.005,
         "v2": 0.005,
     }
+    #: tank 1's outlet area relative to nominal (1.0; below 1: partly clogged)
+    param_names: ClassVar[tuple[str, ...]] = ("a1_scale",)
 
     def _setup_disturbances(self) -> None:
         # p[0]: a1 / a1_nominal; partial clogging of tank 1's outlet, +-2 % over ~30 min

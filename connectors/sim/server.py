@@ -12,6 +12,10 @@ refused with ``BadOutOfRange`` as that write's own result, never clamped. asyncu
 (``Server.set_attribute_value_setter``) can only refuse by raising, which turns the whole Write
 request into a service fault (and leaves earlier items of the request applied), so the check sits
 in the server's write service instead and answers per item.
+
+By default the server is open (security None, anonymous), for the demo on loopback; with a
+:class:`~connectors.opcua_server_security.ServerSecurity` it offers only the endpoints it names
+(e.g. ``Basic256Sha256/SignAndEncrypt``), presents its certificate and requires users.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from asyncua import Node, Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.address_space import AddressSpace, AttributeService
 
+from connectors.opcua_server_security import ServerSecurity, configure_server
 from connectors.sim.base import SimPlant
 from twin.errors import ConnectorError, SimulationError
 from twin.spec import NodeRef, PlantSpec, Tag
@@ -145,11 +150,18 @@ class PlantServer:
     """A simulated plant served over OPC-UA; ``async with PlantServer(plant) as s:`` runs it.
 
     ``port=0`` binds any free port; :attr:`endpoint` has the real one once started. ``speed``
-    runs the plant that many times faster than real time.
+    runs the plant that many times faster than real time. ``security`` (default: open) sets the
+    endpoints' security policies, the server certificate and the users it requires.
     """
 
     def __init__(
-        self, plant: SimPlant, *, host: str = "127.0.0.1", port: int = 4840, speed: float = 1.0
+        self,
+        plant: SimPlant,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 4840,
+        speed: float = 1.0,
+        security: ServerSecurity | None = None,
     ) -> None:
         if not (math.isfinite(speed) and speed > 0):
             raise ValueError(f"speed must be a positive number, got {speed}")
@@ -158,6 +170,7 @@ class PlantServer:
         self.host = host
         self.port = port
         self.speed = speed
+        self.security = security or ServerSecurity()
         self.server = Server()
         self.steps = 0  # plant steps done
         self.late_ticks = 0  # ticks skipped because a step overran its slot
@@ -188,7 +201,10 @@ class PlantServer:
         self.server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         self.server.set_identity_tokens([ua.AnonymousIdentityToken])
         await self.server.init()
-        await self.server.set_application_uri(f"urn:process-twin:sim:{name}:server")
+        uri = f"urn:process-twin:sim:{name}:server"
+        if not self.security.is_default:
+            uri = await configure_server(self.server, self.security) or uri
+        await self.server.set_application_uri(uri)
         await self._build_address_space()
         guard = _SetpointGuard(
             self.server.iserver.aspace,
@@ -406,18 +422,20 @@ async def serve_until_stopped(
     port: int = 4840,
     speed: float = 1.0,
     stop: asyncio.Event | None = None,
+    security: ServerSecurity | None = None,
 ) -> PlantServer:
     """Serve ``plant`` until ``stop`` is set (by default: until SIGINT or SIGTERM); return the server."""
     if stop is None:
         stop = asyncio.Event()
         stop_on_signals(stop)
     t0 = time.perf_counter()
-    async with PlantServer(plant, host=host, port=port, speed=speed) as server:
+    async with PlantServer(plant, host=host, port=port, speed=speed, security=security) as server:
         log.info(
-            "serving %s at %s (ready in %.1f s; Ctrl-C stops)",
+            "serving %s at %s (ready in %.1f s; %s; Ctrl-C stops)",
             plant.name,
             server.endpoint,
             time.perf_counter() - t0,
+            server.security.describe(),
         )
         await stop.wait()
         log.info(

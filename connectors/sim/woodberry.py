@@ -155,6 +155,8 @@ class WoodBerry(SimPlant):
         "S": 0.0003,
         "F": 0.01,
     }
+    #: feed methanol composition, deviation from nominal (mol%)
+    param_names: ClassVar[tuple[str, ...]] = ("zF",)
 
     def __init__(self, seed: int = 0, *, noise: bool = True, spec: PlantSpec | None = None) -> None:
         spec = spec or builtin_spec(self.name)

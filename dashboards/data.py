@@ -1,0 +1,249 @@
+"""What the app reads, cached: its settings, the historian, the twin, recommendations, reports.
+
+The app only reads files: the historian folder written by ``twin collect`` / ``twin run`` and
+a saved twin. It never opens an OPC-UA session of its own.
+
+Settings come from ``streamlit run dashboards/app.py -- --historian DIR --model MODEL ...``
+or, for each one not given there, from the environment (:data:`ENV`).
+
+Caching: a :class:`~twin.historian.Historian`, a twin and a spec are shared by every session
+(``st.cache_resource``); frames are cached (``st.cache_data``) under the folder's change
+stamp (:func:`stamp`: the modification time of the newest day folder, which changes whenever
+a file is added there), so eight sessions refreshing every two seconds read the Parquet files
+about once per collector flush between them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+import streamlit as st
+
+from twin.historian import Historian
+from twin.spec import PlantSpec, spec_from_arg
+
+if TYPE_CHECKING:
+    from twin.twin import Twin
+
+log = logging.getLogger(__name__)
+
+#: environment variables read when the command line does not give a setting
+ENV = {
+    "historian": "TWIN_HISTORIAN",
+    "model": "TWIN_MODEL",
+    "spec": "TWIN_SPEC",
+    "refresh": "TWIN_REFRESH_S",
+    "approve": "TWIN_APPROVE",
+}
+DEFAULT_REFRESH_S = 2.0
+APP_SCRIPT = "app.py"
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """The app's settings."""
+
+    historian: Path | None
+    """historian folder (written by ``twin collect`` / ``twin run``)"""
+    model: Path | None
+    """saved twin folder; None: the model pages say that no model is loaded"""
+    spec: str | None
+    """plant spec (file or built-in name) when no model gives one"""
+    refresh_s: float = DEFAULT_REFRESH_S
+    """Plant page refresh interval, 1 to 5 s"""
+    approve: bool = False
+    """write-back approval mode: the Recommendations page shows an Approve button"""
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The app's own arguments (those after ``--`` on the ``streamlit run`` line)."""
+    p = argparse.ArgumentParser(prog="dashboards/app.py", add_help=False)
+    p.add_argument("--historian")
+    p.add_argument("--model")
+    p.add_argument("--spec")
+    p.add_argument("--refresh", type=float)
+    p.add_argument("--approve", action="store_true", default=None)
+    args, _ = p.parse_known_args(argv)
+    return args
+
+
+def app_config() -> AppConfig:
+    """Settings from the command line, else the environment."""
+    # only parse argv when it is the app's: under AppTest it is pytest's command line
+    own = Path(sys.argv[0]).name == APP_SCRIPT if sys.argv else False
+    args = parse_args(sys.argv[1:]) if own else argparse.Namespace()
+
+    def get(name: str) -> str | None:
+        value = getattr(args, name, None)
+        return str(value) if value is not None else os.environ.get(ENV[name]) or None
+
+    refresh = float(get("refresh") or DEFAULT_REFRESH_S)
+    approve = (get("approve") or "").lower() in ("1", "true", "yes", "on")
+    historian, model = get("historian"), get("model")
+    return AppConfig(
+        historian=Path(historian) if historian else None,
+        model=Path(model) if model else None,
+        spec=get("spec"),
+        refresh_s=min(5.0, max(1.0, refresh)),
+        approve=approve,
+    )
+
+
+# --- shared resources ---------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False)
+def historian(root: str) -> tuple[Historian, threading.Lock]:
+    """The shared reader of ``root`` and a lock: reads of one store run one at a time."""
+    return Historian(root, auto_compact_files=0), threading.Lock()
+
+
+@st.cache_resource(show_spinner="loading the twin ...")
+def load_twin(path: str) -> Twin:
+    """The twin saved in ``path`` (loaded once per app process)."""
+    import torch
+
+    from twin.twin import Twin
+
+    torch.set_num_threads(1)  # the app shares the machine with the collector and the loop
+    return Twin.load(path)
+
+
+@st.cache_resource(show_spinner=False)
+def _spec(source: str) -> PlantSpec:
+    return spec_from_arg(source)
+
+
+def plant_spec(cfg: AppConfig) -> PlantSpec | None:
+    """The plant spec: the model's if a model is given, else ``cfg.spec``; None without both."""
+    if cfg.model is not None:
+        return load_twin(str(cfg.model)).spec
+    if cfg.spec:
+        return _spec(cfg.spec)
+    return None
+
+
+def twin_or_none(cfg: AppConfig) -> Twin | None:
+    """The configured twin, or None (the caller says "no model loaded")."""
+    return load_twin(str(cfg.model)) if cfg.model is not None else None
+
+
+# --- historian reads ----------------------------------------------------------------------
+
+
+def stamp(root: Path) -> tuple[str, int]:
+    """A cheap change stamp of the historian: newest day folder and its modification time."""
+    try:
+        days = sorted(e.name for e in os.scandir(root) if e.name.startswith("day="))
+    except FileNotFoundError:
+        return ("", 0)
+    if not days:
+        return ("", 0)
+    return (days[-1], (root / days[-1]).stat().st_mtime_ns)
+
+
+@st.cache_data(ttl=60, max_entries=32, show_spinner=False)
+def recent_rows(root: str, tags: tuple[str, ...], minutes: float, version: Any) -> pl.DataFrame:
+    """Long rows (tag, ts, value, quality) of ``tags`` over the last ``minutes``.
+
+    The window ends now, or at the newest sample when the historian holds nothing that recent
+    (replayed or stopped data). ``version`` (from :func:`stamp`) is part of the cache key so
+    that a new file invalidates it.
+    """
+    hist, lock = historian(root)
+    cols = ["tag", "ts", "value", "quality"]
+    with lock:
+        now = datetime.now(UTC)
+        rows = hist.read(list(tags), now - timedelta(minutes=minutes))
+        if rows.is_empty() and version[0]:
+            day = datetime.fromisoformat(version[0].removeprefix("day=")).replace(tzinfo=UTC)
+            rows = hist.read(list(tags), day - timedelta(days=1))
+            if not rows.is_empty():
+                newest = rows.get_column("ts").max()
+                assert isinstance(newest, datetime)
+                rows = rows.filter(pl.col("ts") > newest - timedelta(minutes=minutes))
+    return rows.select(cols).sort("ts")
+
+
+@st.cache_data(ttl=120, max_entries=16, show_spinner=False)
+def history_frame(
+    root: str, spec_key: str, samples: int, version: Any, _spec: PlantSpec
+) -> pl.DataFrame:
+    """The last ``samples`` grid points (wide frame on the spec's period) up to the newest sample.
+
+    The grid is placed so that its last point is the newest sample's time: a forecast made
+    from it starts where the data ends.
+    """
+    from twin.frames import default_max_gap, make_frame
+
+    period = timedelta(seconds=_spec.sample_period)
+    minutes = (samples + 3) * _spec.sample_period / 60 + default_max_gap(_spec) / 60
+    rows = recent_rows(root, tuple(_spec.tag_names), minutes, version)
+    if rows.is_empty():
+        return make_frame(rows, _spec, datetime.now(UTC), datetime.now(UTC))
+    newest = rows.get_column("ts").max()
+    assert isinstance(newest, datetime)
+    start = newest - period * (samples - 1)
+    hist, lock = historian(root)
+    with lock:
+        gaps = hist.gaps(start - period * 3, newest + period)
+    return make_frame(rows, _spec, start, newest + period / 2, gaps=gaps)
+
+
+def latest_values(rows: pl.DataFrame) -> pl.DataFrame:
+    """The newest row of each tag (tag, ts, value, quality) of long ``rows``."""
+    return rows.sort("ts").group_by("tag", maintain_order=True).last()
+
+
+# --- recommendations and reports ----------------------------------------------------------
+
+
+def recommendations_stamp(root: Path) -> tuple[str, int, int]:
+    """Change stamp of the recommendation log: its newest file's name, mtime and size."""
+    folder = root / "recommendations"
+    try:
+        files = sorted(p for p in folder.iterdir() if p.suffix == ".jsonl")
+    except FileNotFoundError:
+        return ("", 0, 0)
+    if not files:
+        return ("", 0, 0)
+    st_ = files[-1].stat()
+    return (files[-1].name, st_.st_mtime_ns, st_.st_size)
+
+
+@st.cache_data(ttl=300, max_entries=8, show_spinner=False)
+def latest_recommendation_dict(root: str, version: Any) -> dict[str, Any] | None:
+    """The newest recommendation ``twin run`` logged, as its dict (None: none yet)."""
+    from twin.export import RecommendationLog
+
+    rec = RecommendationLog(root).latest()
+    return rec.to_dict() if rec is not None else None
+
+
+def model_files(model: Path) -> dict[str, Any]:
+    """The model folder's JSON documents: ``metrics``, ``config``, ``report`` (None if absent)."""
+    out: dict[str, Any] = {}
+    for key, rel in (
+        ("metrics", "metrics.json"),
+        ("config", "config.json"),
+        ("report", "report/report.json"),
+    ):
+        path = model / rel
+        try:
+            out[key] = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            out[key] = None
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read %s: %s", path, exc)
+            out[key] = None
+    return out

@@ -1,0 +1,5 @@
+"""model page (being written)."""
+
+import streamlit as st
+
+st.write("todo")

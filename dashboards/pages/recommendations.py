@@ -1,0 +1,5 @@
+"""recommendations page (being written)."""
+
+import streamlit as st
+
+st.write("todo")

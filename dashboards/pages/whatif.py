@@ -1,0 +1,5 @@
+"""whatif page (being written)."""
+
+import streamlit as st
+
+st.write("todo")

@@ -1,0 +1,338 @@
+"""The control loop: the one place that joins collector, historian, twin and controller.
+
+    stats = asyncio.run(run_loop(spec, "opc.tcp://127.0.0.1:4840/cstr", twin, "hist/"))
+
+:func:`run_loop` runs the OPC-UA collector (:func:`connectors.collect_cli.run_collect`) and a
+recommender side by side in one asyncio loop. Every ``interval_s`` the recommender reads the
+last stretch of history from the historian, asks the controller for the next moves (in a worker
+thread, so the collector never stalls), appends the recommendation to the historian folder's
+:class:`~twin.export.RecommendationLog` and logs one line with the model's health. It is
+advisory: nothing is written to the plant. Data older than ``stale_after_s`` gives no
+recommendation but a logged ``success=False`` one with message ``"stale data ..."``, so the
+operator app shows why. SIGINT / SIGTERM (or ``duration_s``) stop both tasks cleanly.
+
+:func:`recommend_from_historian` is the same step, synchronous: ``twin recommend`` uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from twin.errors import TwinError
+from twin.historian import Historian
+from twin.mpc import MoveRec, Recommendation
+from twin.spec import PlantSpec
+
+if TYPE_CHECKING:
+    from connectors.opcua import CollectorSettings
+    from connectors.opcua_security import Security
+    from connectors.source import PumpStats
+    from twin.mpc import Controller
+    from twin.twin import Twin
+
+log = logging.getLogger(__name__)
+
+#: data is stale when its newest sample is older than the flush period plus this many periods
+STALE_PERIODS = 3
+#: rows read beyond the twin's window: short gaps to carry over, and the health check's replay
+EXTRA_ROWS = 24
+
+
+def default_interval(spec: PlantSpec, flush_every_s: float) -> float:
+    """One recommendation per sample period, but no faster than the historian gets new data.
+
+    A recommendation's first move is meant for the next sample, so recommending less often
+    leaves the operator a stale move; recommending faster than the collector flushes (every
+    ``flush_every_s``) only repeats the last answer on the same data.
+    """
+    return max(spec.sample_period, flush_every_s)
+
+
+def default_stale_after(spec: PlantSpec, flush_every_s: float) -> float:
+    """Seconds after which the newest sample is stale: a flush's delay plus a few periods."""
+    return flush_every_s + STALE_PERIODS * spec.sample_period
+
+
+def history_rows(twin: Twin) -> int:
+    """Grid rows a recommendation reads: the twin's window plus :data:`EXTRA_ROWS`."""
+    return twin.window + EXTRA_ROWS
+
+
+def newest_sample(
+    historian: Historian,
+    spec: PlantSpec,
+    since: datetime | None = None,
+    before: datetime | None = None,
+) -> datetime | None:
+    """Time of the newest sample of ``spec``'s tags in ``[since, before)``; None if there is none."""
+    ts = historian.scan(spec.tag_names, since, before).select(pl.col("ts").max()).collect().item()
+    return ts if isinstance(ts, datetime) else None
+
+
+def recent_frame(
+    historian: Historian, spec: PlantSpec, rows: int, newest: datetime
+) -> pl.DataFrame:
+    """The frame of the last ``rows`` grid points on the spec's period, ending at ``newest``."""
+    period = timedelta(seconds=spec.sample_period)
+    return historian.frame(spec, newest - (rows - 1) * period, newest + timedelta(microseconds=1))
+
+
+def hold_recommendation(
+    spec: PlantSpec,
+    ts: datetime,
+    message: str,
+    current: dict[str, float],
+    setpoints: dict[str, float],
+    horizon: int,
+) -> Recommendation:
+    """A failed recommendation (``success=False``) that holds every MV at its current value."""
+    moves = []
+    for t in spec.mvs:
+        value = float(current.get(t.name, math.nan))
+        moves.append(
+            MoveRec(
+                tag=t.name,
+                node=str(t.node),
+                write_node=None if t.write_node is None else str(t.write_node),
+                unit=t.unit,
+                current=value,
+                recommended=value,
+                change=0.0,
+                lo=t.lo,
+                hi=t.hi,
+                rate_limit=float(t.rate_limit or 0.0),
+                plan=(value,) * horizon,
+                limits_held=math.isfinite(value) and t.lo <= value <= t.hi,
+            )
+        )
+    return Recommendation(
+        ts=ts,
+        plant=spec.name,
+        success=False,
+        message=message,
+        moves=tuple(moves),
+        setpoints=dict(setpoints),
+        forecast=None,
+        objective=math.nan,
+        solve_time_s=0.0,
+        iterations=0,
+        limits_held=all(m.limits_held for m in moves),
+    )
+
+
+def _last_values(frame: pl.DataFrame, spec: PlantSpec) -> dict[str, float]:
+    out = {}
+    for t in spec.mvs:
+        values = frame.get_column(t.name).drop_nulls().drop_nans() if t.name in frame else None
+        if values is not None and not values.is_empty():
+            out[t.name] = float(values[-1])
+    return out
+
+
+@dataclass(frozen=True)
+class Step:
+    """One recommender step: the recommendation, the model's health, how old the data was."""
+
+    rec: Recommendation
+    health: float | None
+    age_s: float | None
+    """seconds from the newest sample to now (None when the historian has none)"""
+
+
+def recommend_from_historian(
+    controller: Controller,
+    twin: Twin,
+    historian: Historian,
+    *,
+    setpoints: dict[str, float] | None = None,
+    at: datetime | None = None,
+    now: datetime | None = None,
+    stale_after_s: float | None = None,
+    health: bool = True,
+) -> Step:
+    """Recommend from the newest history (at or before ``at``); never raises on bad data.
+
+    With ``stale_after_s``, data whose newest sample is older than that (seen from ``now``,
+    default the clock) gives a holding ``success=False`` recommendation, message "stale data".
+    Unusable history (gaps, no data) gives one too, with the reason as its message.
+    """
+    spec = twin.spec
+    sps = {t.name: float(t.setpoint or 0.0) for t in spec.cvs} | (setpoints or {})
+    now = now or datetime.now(UTC)
+    before = at + timedelta(microseconds=1) if at is not None else None
+    since = None
+    if stale_after_s is not None:  # a live loop: only the recent files need opening
+        since = now - timedelta(seconds=stale_after_s + history_rows(twin) * spec.sample_period)
+    newest = newest_sample(historian, spec, since, before)
+    if newest is None:
+        where = f" since {since:%Y-%m-%d %H:%M:%S}" if since else ""
+        rec = hold_recommendation(
+            spec, now, f"stale data: no sample{where}", {}, sps, twin.horizon
+        )
+        return Step(rec, None, None)
+    age = (now - newest).total_seconds()
+    frame = recent_frame(historian, spec, history_rows(twin), newest)
+    if stale_after_s is not None and age > stale_after_s:
+        message = f"stale data: newest sample {age:.0f} s old (limit {stale_after_s:g} s)"
+        rec = hold_recommendation(
+            spec, newest, message, _last_values(frame, spec), sps, twin.horizon
+        )
+        return Step(rec, None, age)
+    try:
+        rec = controller.recommend(frame, sps)
+    except TwinError as exc:  # unusable history: gaps, missing tags
+        rec = hold_recommendation(spec, newest, str(exc), _last_values(frame, spec), sps, twin.horizon)
+    score = None
+    if health:
+        from twin.health import model_health
+
+        try:
+            score = model_health(twin, frame)
+        except TwinError as exc:
+            log.warning("model health not computed: %s", exc)
+    return Step(rec, score, age)
+
+
+@dataclass
+class LoopStats:
+    """Counters of one :func:`run_loop` run."""
+
+    steps: int = 0
+    recommended: int = 0
+    """recommendations with success=True"""
+    failed: int = 0
+    """recommendations with success=False (stale data included)"""
+    stale: int = 0
+    errors: int = 0
+    """steps that raised (logged with a traceback; the loop went on)"""
+    health: float | None = None
+    """the latest model health (live / validation forecast error)"""
+    last: Recommendation | None = None
+    collect: PumpStats | None = None
+
+
+async def run_loop(
+    spec: PlantSpec,
+    endpoint: str,
+    twin: Twin,
+    historian_dir: str | Path,
+    *,
+    interval_s: float | None = None,
+    setpoints: dict[str, float] | None = None,
+    controller: Controller | None = None,
+    settings: CollectorSettings | None = None,
+    security: Security | None = None,
+    duration_s: float | None = None,
+    flush_every_s: float = 2.0,
+    stale_after_s: float | None = None,
+    log_every_s: float = 30.0,
+) -> LoopStats:
+    """Collect ``spec``'s tags from ``endpoint`` and recommend every ``interval_s`` (advisory).
+
+    ``interval_s`` defaults to :func:`default_interval`, ``stale_after_s`` to
+    :func:`default_stale_after`. Runs until SIGINT / SIGTERM or ``duration_s``.
+    """
+    from connectors.collect_cli import run_collect
+    from twin.export import RecommendationLog
+
+    if controller is None:
+        from twin.mpc import Controller
+
+        controller = Controller(twin, spec)
+    interval = default_interval(spec, flush_every_s) if interval_s is None else interval_s
+    stale = default_stale_after(spec, flush_every_s) if stale_after_s is None else stale_after_s
+    if not (interval > 0 and stale > 0):
+        raise TwinError(f"interval ({interval}) and stale limit ({stale}) must be > 0 seconds")
+    stats = LoopStats()
+    recs = RecommendationLog(historian_dir)
+    reader = Historian(historian_dir)
+
+    async def recommend_forever() -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at = max(next_at + interval, loop.time())  # skip ticks a slow solve overran
+            try:
+                step = await asyncio.to_thread(
+                    recommend_from_historian,
+                    controller,
+                    twin,
+                    reader,
+                    setpoints=setpoints,
+                    stale_after_s=stale,
+                )
+                recs.append(step.rec)
+            except Exception:  # a bug or a full disk must not stop the collector
+                stats.errors += 1
+                log.exception("recommendation step failed; the loop goes on")
+                continue
+            _note(stats, step)
+
+    log.info(
+        "advisory loop for %s: recommending every %g s (stale after %g s) into %s",
+        spec.name,
+        interval,
+        stale,
+        historian_dir,
+    )
+    recommender = asyncio.create_task(recommend_forever())
+    try:
+        stats.collect = await run_collect(
+            spec,
+            endpoint,
+            Path(historian_dir),
+            settings=settings,
+            security=security,
+            duration_s=duration_s,
+            flush_every_s=flush_every_s,
+            log_every_s=log_every_s,
+        )
+    finally:
+        recommender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recommender
+    log.info(
+        "loop stopped: %d steps, %d recommendations, %d failed (%d stale), %d errors",
+        stats.steps,
+        stats.recommended,
+        stats.failed,
+        stats.stale,
+        stats.errors,
+    )
+    return stats
+
+
+def _note(stats: LoopStats, step: Step) -> None:
+    """Count one step and log its one line."""
+    rec = step.rec
+    stats.steps += 1
+    stats.last = rec
+    stats.health = step.health if step.health is not None else stats.health
+    health = "n/a" if step.health is None else f"{step.health:.2f}"
+    if rec.success:
+        stats.recommended += 1
+        moves = ", ".join(
+            f"{m.tag} {m.current:.4g} -> {m.recommended:.4g} {m.unit}" for m in rec.moves
+        )
+        log.info(
+            "recommend %s (limits %s, solve %.0f ms, health %s)",
+            moves,
+            "held" if rec.limits_held else "NOT held",
+            rec.solve_time_s * 1e3,
+            health,
+        )
+        return
+    stats.failed += 1
+    if rec.message.startswith("stale data"):
+        stats.stale += 1
+    log.warning("no recommendation: %s (MVs held; health %s)", rec.message, health)
