@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "after --duration seconds. The password for --user is read from $TWIN_OPCUA_PASSWORD.",
     )
     p.add_argument("--spec", required=True, help="plant spec: a TOML file or a built-in name")
-    p.add_argument("--endpoint", required=True, metavar="URL", help="opc.tcp://host:port/path")
     p.add_argument("--historian", required=True, type=Path, metavar="DIR", help="historian folder")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument(
@@ -43,6 +43,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--log-every", type=float, default=30.0, metavar="S", help="log the counters every S s"
     )
+    add_connection_args(p)
+    p.set_defaults(func=_collect)
+
+
+def add_connection_args(p: argparse.ArgumentParser) -> None:
+    """Add the OPC-UA connection options shared by ``twin collect`` and ``twin run``.
+
+    ``--endpoint``, the collector's subscription settings and the security group (identity,
+    certificate, policy, mode); read them back with :func:`security_from_args` and
+    :func:`settings_from_args`.
+    """
+    p.add_argument("--endpoint", required=True, metavar="URL", help="opc.tcp://host:port/path")
     p.add_argument(
         "--publishing-interval",
         type=float,
@@ -83,32 +95,43 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["None", "Sign", "SignAndEncrypt"],
         help="message security mode (default SignAndEncrypt when a policy is set)",
     )
-    p.set_defaults(func=_collect)
 
 
-def _collect(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from connectors.opcua import CollectorSettings
+def security_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Security:
+    """The :class:`Security` of the options :func:`add_connection_args` added (password from
+    ``env``, default the process environment, or from ``--password-file``)."""
     from connectors.opcua_security import Security
 
-    spec = spec_from_arg(args.spec)
-    security = Security.from_options(
+    return Security.from_options(
         user=args.user,
         cert=args.cert,
         key=args.key,
         policy=args.security_policy,
         mode=args.security_mode,
-        env=os.environ,
+        env=os.environ if env is None else env,
         password_file=args.password_file,
         cert_auth=args.cert_auth,
     )
-    settings = CollectorSettings(
+
+
+def settings_from_args(args: argparse.Namespace) -> CollectorSettings:
+    """The collector's :class:`CollectorSettings` of the options :func:`add_connection_args` added."""
+    from connectors.opcua import CollectorSettings
+
+    return CollectorSettings(
         publishing_interval_s=args.publishing_interval,
         chunk_size=args.chunk_size,
         backoff_max_s=args.max_backoff,
     )
-    _quiet_asyncua(args.log_level, security.password)
+
+
+def _collect(args: argparse.Namespace) -> int:
+    import asyncio
+
+    spec = spec_from_arg(args.spec)
+    security = security_from_args(args)
+    settings = settings_from_args(args)
+    quiet_asyncua(args.log_level, security.password)
     asyncio.run(
         run_collect(
             spec,
@@ -216,8 +239,11 @@ class _Redact(logging.Filter):
         return True
 
 
-def _quiet_asyncua(level: str, password: str | None) -> None:
-    """asyncua logs every outage with tracebacks at ERROR: keep those for --log-level DEBUG."""
+def quiet_asyncua(level: str, password: str | None) -> None:
+    """Keep asyncua's outage tracebacks (logged at ERROR) for --log-level DEBUG; mask ``password``.
+
+    ``twin collect`` and ``twin run`` call it once logging is configured.
+    """
     for handler in logging.getLogger().handlers:
         if password:
             handler.addFilter(_Redact(password))

@@ -1,8 +1,18 @@
-"""``twin demo``: serve a simulated plant over OPC-UA and watch its tags live through a subscription.
+"""``twin demo``: the whole product on a simulated plant, started and stopped with one command.
 
-An interim demo: the plant server runs in this process on a free loopback port, an asyncua client
-subscribes to every spec tag (plus ``Tripped``) and the terminal shows each tag's latest value,
-unit, status and source time. Later the collector, the twin and the dashboard take its place.
+What it starts, all on 127.0.0.1:
+
+1. a simulated plant (the CSTR by default) served over OPC-UA from this process, after filling a
+   fresh historian with the last ``--prefill-minutes`` of the same plant's history (recorded by
+   the simulator in a second), so the twin has its window of past samples at once;
+2. a trained twin: the small one shipped in ``data/models/<plant>`` (say so), or with ``--train``
+   one trained here on 24 h of recorded data (about 2 minutes, with a progress bar);
+3. ``twin run``: the collector and the advisory control loop (a child process), which stores
+   every sample in the historian and logs a recommendation every sample period;
+4. ``twin dashboard``: the operator app (a child process), whose URL is printed.
+
+Ctrl-C (SIGINT) or SIGTERM stops the children first (each exits cleanly on SIGINT), then the
+plant server. The children's logs go to ``<workdir>/logs/``.
 """
 
 from __future__ import annotations
@@ -11,18 +21,32 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import signal
+import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, TextIO
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from twin.spec import PlantSpec
+from twin.errors import TwinError
 
 if TYPE_CHECKING:
     from connectors.sim.base import SimPlant
+    from connectors.sim.server import PlantServer
 
 log = logging.getLogger(__name__)
+
+#: where the shipped models live (``data/models/<plant>``)
+MODELS_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
+#: how long a child may take to stop after SIGINT before its process group is killed
+STOP_TIMEOUT_S = 30.0
+#: how long the app may take to answer its first HTTP request
+APP_START_TIMEOUT_S = 90.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,13 +54,35 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "demo",
-        help="serve a simulated plant and watch it live over OPC-UA",
-        description="Start a simulated plant's OPC-UA server on a free 127.0.0.1 port, subscribe "
-        "to its tags and show them live until Ctrl-C (or --duration).",
+        help="run the whole product on a simulated plant: plant, collector, twin, MPC, app",
+        description="Serve a simulated plant over OPC-UA, collect it into a fresh historian, "
+        "load (or --train) a twin, run the advisory control loop and the operator app, all on "
+        "127.0.0.1. Prints the app's URL; Ctrl-C stops everything it started.",
     )
     p.add_argument("--plant", default="cstr", help="built-in plant (see `twin plant list`)")
-    p.add_argument("--speed", type=positive_float, default=10.0, help="times faster than real time")
-    p.add_argument("--seed", type=int, default=0, help="seed of the plant's noise")
+    p.add_argument(
+        "--model", type=Path, help="twin folder (default: the shipped data/models/<plant>)"
+    )
+    p.add_argument(
+        "--train",
+        action="store_true",
+        help="record 24 h of the plant and train a twin here (~2 min) instead of loading one",
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("runs/demo"),
+        help="folder for this run's historian, model and logs (default runs/demo)",
+    )
+    p.add_argument("--app-port", type=int, default=8501, help="port of the app (0: a free one)")
+    p.add_argument("--opcua-port", type=int, default=0, help="plant server port (0: a free one)")
+    p.add_argument(
+        "--prefill-minutes",
+        type=positive_float,
+        default=60.0,
+        help="minutes of simulated history written before the plant goes live (default 60)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the plant's noise and moves")
     p.add_argument(
         "--duration",
         type=positive_float,
@@ -52,138 +98,212 @@ def _demo(args: argparse.Namespace) -> int:
 
     plant = make_plant(args.plant, seed=args.seed)  # an unknown name exits 2 via twin.cli
     quiet_asyncua(args)
-    received = asyncio.run(watch_plant(plant, speed=args.speed, duration=args.duration))
-    return 0 if received else 1
+    run_dir = args.workdir.resolve() / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    historian, logs = run_dir / "historian", run_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    model = _model(args, plant, run_dir)
+    print(f"run folder: {run_dir}", flush=True)
+
+    prefill(plant, historian, minutes=args.prefill_minutes, seed=args.seed)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with serve_in_thread(plant, port=args.opcua_port) as server:
+        print(f"plant {args.plant!r} served at {server.endpoint}", flush=True)
+        children = {
+            "loop": _start(
+                [
+                    *("run", "--spec", args.plant, "--endpoint", server.endpoint),
+                    *("--model", str(model), "--historian", str(historian)),
+                ],
+                logs / "loop.log",
+            ),
+            "app": _start(
+                [
+                    *("dashboard", "--historian", str(historian), "--model", str(model)),
+                    *("--port", str(args.app_port)),
+                ],
+                logs / "app.log",
+            ),
+        }
+        try:
+            url = _wait_for_app(children["app"], logs / "app.log", stop)
+            if url:
+                print(f"operator app: {url}  (Ctrl-C stops the demo)", flush=True)
+            return _supervise(children, logs, stop, args.duration)
+        finally:
+            _stop_all(children)
+            print("stopped: plant, collector and control loop, app", flush=True)
 
 
-@dataclass(frozen=True)
-class Reading:
-    """The latest DataValue of one tag, as the subscription delivered it."""
-
-    value: Any
-    status: str  # good / uncertain / bad (the StatusCode's name when not good)
-    source_ts: datetime | None
-
-
-class _Latest:
-    """Subscription handler: the latest Reading per tag, and how many notifications came."""
-
-    def __init__(self, names: dict[Any, str]) -> None:
-        self.names = names  # node id -> tag name
-        self.readings: dict[str, Reading] = {}
-        self.count = 0
-
-    def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
-        dv = data.monitored_item.Value  # the DataValue: value, status and timestamps
-        label = "good" if dv.StatusCode.is_good() else dv.StatusCode.name
-        value = dv.Value.Value if dv.Value is not None else None
-        self.readings[self.names[node.nodeid]] = Reading(value, label, dv.SourceTimestamp)
-        self.count += 1
+def _model(args: argparse.Namespace, plant: SimPlant, run_dir: Path) -> Path:
+    """The twin folder to use: --model, a fresh one (--train), or the shipped one."""
+    if args.train:
+        return train_demo_twin(args.plant, run_dir, seed=args.seed)
+    model: Path = args.model or MODELS_DIR / args.plant
+    if not (model / "model.pt").is_file():
+        raise TwinError(
+            f"no trained twin at {model}: pass --model DIR, or --train to train one here (~2 min)"
+        )
+    if args.model is None:
+        print(
+            f"twin: the small model shipped in {model} (trained on 24 h of simulated "
+            f"{args.plant} data; see data/models/README.md). --train trains one here instead.",
+            flush=True,
+        )
+    return model
 
 
-async def watch_plant(
-    plant: SimPlant,
-    *,
-    speed: float = 10.0,
-    duration: float | None = None,
-    out: TextIO | None = None,
-) -> int:
-    """Serve ``plant`` on a free loopback port and show its tags live; return updates received."""
-    out = out or sys.stdout  # looked up per call, not bound at import
-    from asyncua import Client, ua
+def train_demo_twin(plant_name: str, run_dir: Path, *, seed: int) -> Path:
+    """Record 24 h of the plant and train a twin on it (progress bars on the terminal)."""
+    from connectors.sim import make_plant
+    from connectors.sim.record import DEFAULT_START, record
+    from twin.historian import Historian
+    from twin.model import TwinConfig
+    from twin.twin import Twin
 
-    from connectors.sim.server import PlantServer, stop_on_signals, trip_nodes
+    t0 = time.perf_counter()
+    train_hist = run_dir / "training-data"
+    recorder = make_plant(plant_name, seed=seed + 1)
+    summary = record(recorder, 24.0, train_hist, seed=seed + 1)
+    frame = Historian(train_hist).frame(
+        recorder.spec, DEFAULT_START, DEFAULT_START + timedelta(hours=24)
+    )
+    twin = Twin.fit(recorder.spec, frame, TwinConfig(minutes=1.5, seed=seed))
+    out = twin.save(run_dir / "model")
+    print(
+        f"twin: trained here on {summary.samples} samples in {time.perf_counter() - t0:.0f} s "
+        f"-> {out}",
+        flush=True,
+    )
+    return out
 
+
+def prefill(plant: SimPlant, historian_dir: Path, *, minutes: float, seed: int) -> None:
+    """Write the plant's last ``minutes`` of (simulated) history, ending now, to the historian."""
+    from connectors.sim.record import record
+
+    period = plant.spec.sample_period
+    steps = max(1, round(minutes * 60.0 / period))
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now - timedelta(seconds=steps * period)
+    summary = record(plant, steps * period / 3600.0, historian_dir, seed=seed, start=start)
+    print(
+        f"historian: {historian_dir} (pre-filled with {summary.samples} simulated samples, "
+        f"the last {minutes:g} min)",
+        flush=True,
+    )
+
+
+@contextlib.contextmanager
+def serve_in_thread(plant: SimPlant, *, port: int = 0) -> Iterator[PlantServer]:
+    """Serve ``plant`` on 127.0.0.1 from a background thread with its own event loop."""
+    from connectors.sim.server import PlantServer
+
+    loop = asyncio.new_event_loop()
+    started, servers, errors = threading.Event(), [], []
     stop = asyncio.Event()
-    stop_on_signals(stop)
-    spec = plant.spec
-    async with PlantServer(plant, port=0, speed=speed) as server:
-        client = Client(server.endpoint)
-        client.session_timeout = 600_000  # what asyncua servers grant; no warning on connect
-        async with client:
-            namespaces = await client.get_namespace_array()
-            refs = {t.name: t.node for t in spec.tags} | {"Tripped": trip_nodes(spec)[0]}
-            nodes = {name: client.get_node(ref.resolve(namespaces)) for name, ref in refs.items()}
-            latest = _Latest({node.nodeid: name for name, node in nodes.items()})
-            interval_ms = min(max(server.period * 500, 50.0), 500.0)
-            params = ua.CreateSubscriptionParameters(
-                RequestedPublishingInterval=interval_ms,
-                RequestedMaxKeepAliveCount=ua.UInt32(10_000 // interval_ms),  # ~10 s, below caps
-                RequestedLifetimeCount=ua.UInt32(10_000),
-            )
-            sub = await client.create_subscription(params, latest)
-            await sub.subscribe_data_change(list(nodes.values()))
-            until = "Ctrl-C" if duration is None else f"{duration:g} s"
-            print(
-                f"{spec.name}: {spec.description}\nserved at {server.endpoint}, x{speed:g} real "
-                f"time; watching {len(spec.tags)} tags ({until})",
-                file=out,
-                flush=True,
-            )
-            refresh = min(max(server.period, 0.2), 1.0)
-            await _show(spec, latest.readings, stop, duration, out, refresh)
-            await sub.delete()
-    print(f"received {latest.count} updates from {spec.name}", file=out, flush=True)
-    return latest.count
+
+    async def main() -> None:
+        try:
+            async with PlantServer(plant, port=port) as server:
+                servers.append(server)
+                started.set()
+                await stop.wait()
+        except Exception as exc:  # handed to the caller below
+            errors.append(exc)
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    started.wait(60.0)
+    if errors or not servers:
+        raise TwinError(f"the plant server did not start: {errors[0] if errors else 'timeout'}")
+    try:
+        yield servers[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(15.0)
 
 
-async def _show(
-    spec: PlantSpec,
-    latest: dict[str, Reading],
-    stop: asyncio.Event,
+def _start(argv: list[str], logfile: Path) -> subprocess.Popen[bytes]:
+    """Start ``python -m twin ARGV`` in its own process group, output in ``logfile``.
+
+    Its own group, so that a child that hangs can be killed with everything it started (the app
+    runs Streamlit under it); Ctrl-C reaches the children through :func:`_stop_all`.
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with logfile.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "twin", *argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+
+
+def _wait_for_app(app: subprocess.Popen[bytes], logfile: Path, stop: threading.Event) -> str | None:
+    """The app's URL once it answers HTTP (read from its log); None if it died or we stop."""
+    deadline = time.monotonic() + APP_START_TIMEOUT_S
+    while time.monotonic() < deadline and not stop.is_set() and app.poll() is None:
+        url = _url_in(logfile)
+        if url:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(url + "/_stcore/health", timeout=2) as resp,
+            ):
+                if resp.status == 200:
+                    return url
+        time.sleep(0.5)
+    return None
+
+
+def _url_in(logfile: Path) -> str | None:
+    for line in logfile.read_text(errors="replace").splitlines():
+        for word in line.split():
+            if word.startswith("http://127.0.0.1:"):
+                return word.rstrip("/.,")
+    return None
+
+
+def _supervise(
+    children: dict[str, subprocess.Popen[bytes]],
+    logs: Path,
+    stop: threading.Event,
     duration: float | None,
-    out: TextIO,
-    refresh: float,
-) -> None:
-    """Redraw the table in place on a terminal; elsewhere print one line per refresh."""
-    tty = out.isatty()
-    end = None if duration is None else time.monotonic() + duration
-    drawn = 0
-    shown: dict[str, Reading] = {}
-    while not stop.is_set():
-        wait = refresh if end is None else min(refresh, end - time.monotonic())
-        if wait <= 0:
-            break
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), wait)
-        if latest == shown:
-            continue
-        shown = dict(latest)
-        if tty:
-            lines = _table(spec, shown)
-            up = f"\x1b[{drawn}F" if drawn else ""
-            out.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
-            drawn = len(lines)
-        else:
-            out.write(_line(spec, shown) + "\n")
-        out.flush()
+) -> int:
+    """Wait for Ctrl-C or ``duration``; a child that dies on its own ends the demo with 1."""
+    deadline = None if duration is None else time.monotonic() + duration
+    while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+        for name, child in children.items():
+            if child.poll() is not None:
+                tail = (logs / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
+                print(
+                    f"the {name} process exited with {child.returncode}; its log ends:\n  "
+                    + "\n  ".join(tail),
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return 1
+        stop.wait(0.5)
+    return 0
 
 
-def _fmt(reading: Reading | None) -> str:
-    if reading is None:
-        return "-"
-    if reading.status != "good":
-        return reading.status
-    return f"{reading.value:.5g}" if isinstance(reading.value, float) else str(reading.value)
-
-
-def _table(spec: PlantSpec, latest: dict[str, Reading]) -> list[str]:
-    lines = [f"{'tag':8s} {'value':>10s} {'unit':8s} {'status':10s} source time"]
-    for tag in spec.tags:
-        r = latest.get(tag.name)
-        ts = r.source_ts.strftime("%H:%M:%S.%f")[:-3] if r and r.source_ts else ""
-        status = r.status if r else ""
-        lines.append(f"{tag.name:8s} {_fmt(r):>10s} {tag.unit:8s} {status:10s} {ts}")
-    trip = latest.get("Tripped")
-    lines.append(f"tripped: {trip.value if trip else '-'}")
-    return lines
-
-
-def _line(spec: PlantSpec, latest: dict[str, Reading]) -> str:
-    stamps = [r.source_ts for r in latest.values() if r.source_ts]
-    when = max(stamps).strftime("%H:%M:%S.%f")[:-3] if stamps else "--:--:--"
-    cells = [f"{t.name}={_fmt(latest.get(t.name))} {t.unit}" for t in spec.tags]
-    trip = latest.get("Tripped")
-    if trip is not None and trip.value:
-        cells.append("TRIPPED")
-    return f"{when}  " + "  ".join(cells)
+def _stop_all(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    """SIGINT to every child still running, then wait; kill the group of one that hangs."""
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for name, child in children.items():
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %.0f s: killed", name, STOP_TIMEOUT_S)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        with contextlib.suppress(ProcessLookupError):  # nothing it started may outlive it
+            os.killpg(child.pid, signal.SIGKILL)

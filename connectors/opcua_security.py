@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,13 +176,18 @@ async def connect_client(endpoint: str, security: Security, *, timeout_s: float 
     The caller closes it (``await client.disconnect()``).
     """
     client = Client(endpoint, timeout=timeout_s)
+    client.session_timeout = 600_000  # ms: asyncua servers grant at most 10 min
     try:
         await apply_security(client, security)
         await client.connect()
     except Exception as exc:
         with contextlib.suppress(Exception):
             await client.disconnect()
-        explained = refusal(exc, endpoint, security)
+        offered: list[str] = []
+        if _no_endpoint(exc):
+            with contextlib.suppress(Exception):
+                offered = await offered_security(endpoint, timeout_s=timeout_s)
+        explained = refusal(exc, endpoint, security, offered)
         if explained is not None:
             raise explained from exc
         raise ConnectorError(f"cannot connect to OPC-UA server {endpoint}: {_reason(exc)}") from exc
@@ -207,7 +212,24 @@ _CERTIFICATE = (
 )
 
 
-def refusal(exc: BaseException, endpoint: str, security: Security) -> ConnectorError | None:
+async def offered_security(endpoint: str, *, timeout_s: float = 4.0) -> list[str]:
+    """The ``Policy/Mode`` pairs a server's endpoints offer (``None`` for no security)."""
+    endpoints = await Client(endpoint, timeout=timeout_s).connect_and_get_server_endpoints()
+    names = {getattr(security_policies, f"SecurityPolicy{p}").URI: p for p in POLICIES}
+    out = []
+    for ep in endpoints:
+        policy = names.get(ep.SecurityPolicyUri, ep.SecurityPolicyUri.rpartition("#")[2])
+        out.append("None" if policy == "None" else f"{policy}/{ep.SecurityMode.name}")
+    return sorted(set(out))
+
+
+def _no_endpoint(exc: BaseException) -> bool:
+    return isinstance(exc, ua.UaError) and "No matching endpoints" in str(exc)
+
+
+def refusal(
+    exc: BaseException, endpoint: str, security: Security, offered: Sequence[str] = ()
+) -> ConnectorError | None:
     """A clear error when ``exc`` is a server refusing who we are or how we connect, else None.
 
     Retrying cannot fix these: a wrong password, an identity the server does not accept, a
@@ -241,15 +263,16 @@ def refusal(exc: BaseException, endpoint: str, security: Security) -> ConnectorE
         return ConnectorError(
             f"OPC-UA server {endpoint} rejected security {security.policy}/{security.mode} ({name})"
         )
-    if isinstance(exc, ua.UaError) and "No matching endpoints" in str(exc):
+    if _no_endpoint(exc):
         hint = (
             "set --security-policy, --security-mode and a client certificate (--cert, --key)"
             if not security.secure
             else "choose a policy and mode the server offers"
         )
+        offers = f"it offers {', '.join(offered)}" if offered else "it requires another"
         return ConnectorError(
             f"OPC-UA server {endpoint} offers no endpoint with security "
-            f"{security.policy}/{security.mode} (it requires another): {hint}"
+            f"{security.policy}/{security.mode} ({offers}): {hint}"
         )
     return None
 

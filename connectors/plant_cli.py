@@ -54,9 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="accept the holder of this certificate as a user (repeatable)",
     )
-    sec.add_argument(
-        "--trust", metavar="DIR", help="accept only client certificates found in DIR"
-    )
+    sec.add_argument("--trust", metavar="DIR", help="accept only client certificates found in DIR")
     sec.add_argument(
         "--allow-anonymous",
         action="store_true",

@@ -59,9 +59,7 @@ def detect(spec: PlantSpec, latest: pl.DataFrame, now: datetime) -> list[Alarm]:
         ts, value, quality = row["ts"], row["value"], str(row["quality"])
         age = (now - ts).total_seconds()
         if age > stale_s:
-            out.append(
-                Alarm(tag.name, "stale", f"{tag.name}: no new sample for {_age(age)}", now)
-            )
+            out.append(Alarm(tag.name, "stale", f"{tag.name}: no new sample for {_age(age)}", now))
         if quality != "good" or value is None or not math.isfinite(value):
             out.append(Alarm(tag.name, "quality", f"{tag.name}: quality {quality}", now))
         if value is None or not math.isfinite(value):
@@ -69,19 +67,33 @@ def detect(spec: PlantSpec, latest: pl.DataFrame, now: datetime) -> list[Alarm]:
         unit = f" {tag.unit}" if tag.unit else ""
         if value > tag.hi:
             out.append(
-                Alarm(tag.name, "limit", f"{tag.name} {value:.4g}{unit} above hi {tag.hi:g}", now)
+                Alarm(
+                    tag.name,
+                    "limit",
+                    f"{tag.name} {value:.4g}{unit} above hi {tag.hi:g}{unit}",
+                    now,
+                )
             )
         elif value < tag.lo:
             out.append(
-                Alarm(tag.name, "limit", f"{tag.name} {value:.4g}{unit} below lo {tag.lo:g}", now)
+                Alarm(
+                    tag.name,
+                    "limit",
+                    f"{tag.name} {value:.4g}{unit} below lo {tag.lo:g}{unit}",
+                    now,
+                )
             )
         elif tag.role == "mv":
             room = AT_LIMIT_FRACTION * tag.span
             if value >= tag.hi - room or value <= tag.lo + room:
                 side = "hi" if value >= tag.hi - room else "lo"
                 out.append(
-                    Alarm(tag.name, "at limit", f"{tag.name} {value:.4g}{unit} at its {side} "
-                          "limit", now)
+                    Alarm(
+                        tag.name,
+                        "at limit",
+                        f"{tag.name} {value:.4g}{unit} at its {side} limit",
+                        now,
+                    )
                 )
     return out
 

@@ -33,6 +33,7 @@ from twin.historian import Historian
 from twin.spec import PlantSpec, spec_from_arg
 
 if TYPE_CHECKING:
+    from twin.recommendation import Recommendation
     from twin.twin import Twin
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ ENV = {
     "refresh": "TWIN_REFRESH_S",
     "approve": "TWIN_APPROVE",
 }
-DEFAULT_REFRESH_S = 2.0
+DEFAULT_REFRESH_S = 2.0  # a browser redraws the trends in time on a busy 2-core machine
 APP_SCRIPT = "app.py"
 
 
@@ -152,27 +153,36 @@ def stamp(root: Path) -> tuple[str, int]:
     return (days[-1], (root / days[-1]).stat().st_mtime_ns)
 
 
+@st.cache_data(ttl=60, max_entries=16, show_spinner=False)
+def newest_sample(root: str, tags: tuple[str, ...], version: Any) -> datetime | None:
+    """Time of the newest sample of ``tags`` (None: the historian is empty).
+
+    ``version`` (from :func:`stamp`) is part of the cache key: a new file invalidates it.
+    """
+    if not version[0]:
+        return None
+    day = datetime.fromisoformat(version[0].removeprefix("day=")).replace(tzinfo=UTC)
+    hist, lock = historian(root)
+    with lock:
+        ts = hist.scan(list(tags), day - timedelta(days=1)).select(pl.col("ts").max()).collect()
+    value = ts.item()
+    return value if isinstance(value, datetime) else None
+
+
 @st.cache_data(ttl=60, max_entries=32, show_spinner=False)
 def recent_rows(root: str, tags: tuple[str, ...], minutes: float, version: Any) -> pl.DataFrame:
-    """Long rows (tag, ts, value, quality) of ``tags`` over the last ``minutes``.
+    """Long rows (tag, ts, value, quality) of ``tags`` over the last ``minutes``, sorted by ts.
 
-    The window ends now, or at the newest sample when the historian holds nothing that recent
-    (replayed or stopped data). ``version`` (from :func:`stamp`) is part of the cache key so
-    that a new file invalidates it.
+    The window ends now, or at the newest sample when that is older than the window (replayed
+    or stopped data).
     """
+    newest = newest_sample(root, tags, version)
+    now = datetime.now(UTC)
+    end = newest if newest is not None and now - newest > timedelta(minutes=minutes) else now
     hist, lock = historian(root)
-    cols = ["tag", "ts", "value", "quality"]
     with lock:
-        now = datetime.now(UTC)
-        rows = hist.read(list(tags), now - timedelta(minutes=minutes))
-        if rows.is_empty() and version[0]:
-            day = datetime.fromisoformat(version[0].removeprefix("day=")).replace(tzinfo=UTC)
-            rows = hist.read(list(tags), day - timedelta(days=1))
-            if not rows.is_empty():
-                newest = rows.get_column("ts").max()
-                assert isinstance(newest, datetime)
-                rows = rows.filter(pl.col("ts") > newest - timedelta(minutes=minutes))
-    return rows.select(cols).sort("ts")
+        rows = hist.read(list(tags), end - timedelta(minutes=minutes))
+    return rows.select("tag", "ts", "value", "quality").sort("ts")
 
 
 @st.cache_data(ttl=120, max_entries=16, show_spinner=False)
@@ -182,22 +192,16 @@ def history_frame(
     """The last ``samples`` grid points (wide frame on the spec's period) up to the newest sample.
 
     The grid is placed so that its last point is the newest sample's time: a forecast made
-    from it starts where the data ends.
+    from it starts where the data ends. ``spec_key`` names ``_spec`` in the cache key.
     """
-    from twin.frames import default_max_gap, make_frame
-
-    period = timedelta(seconds=_spec.sample_period)
-    minutes = (samples + 3) * _spec.sample_period / 60 + default_max_gap(_spec) / 60
-    rows = recent_rows(root, tuple(_spec.tag_names), minutes, version)
-    if rows.is_empty():
-        return make_frame(rows, _spec, datetime.now(UTC), datetime.now(UTC))
-    newest = rows.get_column("ts").max()
-    assert isinstance(newest, datetime)
-    start = newest - period * (samples - 1)
+    newest = newest_sample(root, tuple(_spec.tag_names), version)
     hist, lock = historian(root)
+    if newest is None:
+        now = datetime.now(UTC)
+        return hist.frame(_spec, now, now)
+    period = timedelta(seconds=_spec.sample_period)
     with lock:
-        gaps = hist.gaps(start - period * 3, newest + period)
-    return make_frame(rows, _spec, start, newest + period / 2, gaps=gaps)
+        return hist.frame(_spec, newest - period * (samples - 1), newest + period / 2)
 
 
 def latest_values(rows: pl.DataFrame) -> pl.DataFrame:
@@ -228,6 +232,17 @@ def latest_recommendation_dict(root: str, version: Any) -> dict[str, Any] | None
 
     rec = RecommendationLog(root).latest()
     return rec.to_dict() if rec is not None else None
+
+
+def latest_recommendation(root: Path) -> Recommendation | None:
+    """The newest recommendation in ``root``'s log, or None (no log yet)."""
+    from twin.recommendation import Recommendation
+
+    version = recommendations_stamp(root)
+    if not version[0]:
+        return None
+    doc = latest_recommendation_dict(str(root), version)
+    return Recommendation.from_dict(doc) if doc else None
 
 
 def model_files(model: Path) -> dict[str, Any]:

@@ -75,33 +75,68 @@ def figure(height: int = 260, **layout: Any) -> go.Figure:
     return fig
 
 
-def band(fig: go.Figure, x: Any, lower: Any, upper: Any, *, fill: str = BAND, name: str = "band",
-         row: int | None = None, col: int | None = None, legend: bool = True) -> None:
+def band(
+    fig: go.Figure,
+    x: Any,
+    lower: Any,
+    upper: Any,
+    *,
+    fill: str = BAND,
+    name: str = "band",
+    row: int | None = None,
+    col: int | None = None,
+    legend: bool = True,
+) -> None:
     """Draw a shaded band between ``lower`` and ``upper``."""
     where = {"row": row, "col": col} if row is not None else {}
     fig.add_trace(
-        go.Scatter(x=x, y=upper, mode="lines", line={"width": 0}, hoverinfo="skip",
-                   showlegend=False, legendgroup=name),
+        go.Scatter(
+            x=x,
+            y=upper,
+            mode="lines",
+            line={"width": 0},
+            hoverinfo="skip",
+            showlegend=False,
+            legendgroup=name,
+        ),
         **where,
     )
     fig.add_trace(
-        go.Scatter(x=x, y=lower, mode="lines", line={"width": 0}, fill="tonexty",
-                   fillcolor=fill, name=name, showlegend=legend, legendgroup=name,
-                   hoverinfo="skip"),
+        go.Scatter(
+            x=x,
+            y=lower,
+            mode="lines",
+            line={"width": 0},
+            fill="tonexty",
+            fillcolor=fill,
+            name=name,
+            showlegend=legend,
+            legendgroup=name,
+            hoverinfo="skip",
+        ),
         **where,
     )
 
 
-def limit_lines(fig: go.Figure, lo: float | None, hi: float | None,
-                row: int | None = None, col: int | None = None) -> None:
+def limit_lines(
+    fig: go.Figure,
+    lo: float | None,
+    hi: float | None,
+    row: int | None = None,
+    col: int | None = None,
+) -> None:
     """Dotted horizontal lines at a tag's low and high limits."""
     where = {"row": row, "col": col} if row is not None else {}
     for value, label in ((lo, "lo"), (hi, "hi")):
         if value is not None:
-            fig.add_hline(y=value, line={"color": LIMIT, "dash": "dot", "width": 1},
-                          annotation_text=f"{label} {value:g}", annotation_font_color=LIMIT,
-                          annotation_position="top left" if label == "hi" else "bottom left",
-                          **where)
+            fig.add_hline(
+                y=value,
+                line={"color": LIMIT, "dash": "dot", "width": 1},
+                annotation_text=f"{label} {value:g}",
+                annotation_font_color=LIMIT,
+                annotation_position="top left" if label == "hi" else "bottom left",
+                **where,
+            )
 
 
 def axis_title(name: str, unit: str) -> str:

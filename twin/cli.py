@@ -23,6 +23,8 @@ COMMAND_MODULES = [
     "connectors.files_cli",  # twin import | replay
     "twin.evaluate_cli",  # twin evaluate
     "twin.train_cli",  # twin train
+    "twin.control_cli",  # twin recommend | whatif | run
+    "dashboards.cli",  # twin dashboard
 ]
 
 log = logging.getLogger("twin")

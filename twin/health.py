@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
+import torch
 
 from twin.dataset import cv_columns, dv_columns, frame_to_array, mv_columns
-from twin.errors import DataQualityError, TwinError
+from twin.errors import TwinError
 
 if TYPE_CHECKING:
     from twin.twin import Twin
@@ -53,7 +54,7 @@ def model_health(twin: Twin, frame: pl.DataFrame, *, origins: int = ORIGINS) -> 
     step = fits[0]
     values, ok = frame_to_array(frame, spec)
     cvs, mvs, dvs = cv_columns(spec), mv_columns(spec), dv_columns(spec)
-    errors = []
+    pasts, plans, dv_plans, actual = [], [], [], []
     for o in range(origins):
         end = n - step - o  # the origin's history is frame[:end], its future frame[end:end+step]
         if end < twin.window:
@@ -62,15 +63,22 @@ def model_health(twin: Twin, frame: pl.DataFrame, *, origins: int = ORIGINS) -> 
         if not good[:, mvs + dvs].all() or not good[-1, cvs].all():
             continue
         try:
-            fc = twin.forecast(
-                frame.head(end), future[:, mvs], future[:, dvs] if dvs else None
-            )
-        except (DataQualityError, TwinError) as exc:
+            pasts.append(twin.past_tensor(frame.head(end)))
+        except TwinError as exc:  # a gap in this origin's window
             log.debug("health: origin %d skipped: %s", o, exc)
             continue
-        errors.append(fc.mean[step - 1, cvs] - future[-1, cvs])
-    if len(errors) < 3:
+        plans.append(future[:, mvs])
+        dv_plans.append(future[:, dvs])
+        actual.append(future[-1, cvs])
+    if len(pasts) < 3:
         return None
+    with torch.no_grad():  # one batched rollout for every origin
+        mean, _ = twin.torch_rollout(
+            torch.stack(pasts),
+            torch.as_tensor(np.array(plans)),
+            torch.as_tensor(np.array(dv_plans)) if dvs else None,
+        )
+    errors = mean[:, step - 1, cvs].double().numpy() - np.array(actual)
     live = np.sqrt(np.mean(np.square(errors), axis=0)) / twin.normalizer.scale[cvs]
     names = [spec.tags[j].name for j in cvs]
     reference = np.array([float(nrmse[str(step)].get(name, np.nan)) for name in names])

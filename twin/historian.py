@@ -19,9 +19,10 @@ Rows follow :data:`SCHEMA`. Guarantees and how they are kept:
   whose rows reach back in time). Each file records its ts range in its Parquet metadata;
   reads deduplicate the files whose ranges overlap, as the final guarantee (a second writer,
   or a crash mid-compaction).
-- *Compaction* merges a day's small files into one. It writes the merged file atomically and a
-  journal (``compact-*.journal``) naming its inputs before removing them; a later open finishes
-  an interrupted compaction by removing inputs whose merged file exists.
+- *Compaction* merges a day's small files into one. It puts a journal (``compact-*.journal``)
+  naming the merged file and its inputs in place before the merged file appears, and removes
+  the inputs after; a later open finishes an interrupted compaction by removing the inputs of a
+  merged file that exists (else only the journal): after a crash, no reader meets a row twice.
 - *Bad input*: NaN and ±inf values are stored as null with quality ``bad`` (and a warning);
   naive timestamps, unknown columns and wrong types raise :class:`DataQualityError`; an
   unreadable file is moved to ``quarantine/`` with a warning and the rest reads fine.
@@ -230,6 +231,10 @@ class Historian:
 
     def _write(self, day: date, rows: pl.DataFrame) -> Path:
         """Write ``rows`` (sorted) as a new file of ``day``: temporary file, fsync, rename."""
+        return self._publish(*self._write_tmp(day, rows))
+
+    def _write_tmp(self, day: date, rows: pl.DataFrame) -> tuple[Path, Path, Range]:
+        """Write ``rows`` to a fsynced temporary file; returns it, its final name and ts range."""
         folder = self.root / f"day={day.isoformat()}"
         folder.mkdir(exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -246,11 +251,19 @@ class Historian:
                 metadata=dict(zip(_RANGE_KEYS, map(str, span), strict=True)),
             )
             _fsync(tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp, final, span
+
+    def _publish(self, tmp: Path, final: Path, span: Range) -> Path:
+        """Rename a file from :meth:`_write_tmp` into place (readers see it from now on)."""
+        try:
             os.replace(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync(folder)
+        _fsync(final.parent)
         self._ranges[final] = span
         return final
 
@@ -283,14 +296,23 @@ class Historian:
                 for p in inputs:
                     self._check(p, deep=True)
                 continue
-            output = self._write(day, merged)
-            # a crash before the journal leaves duplicates, which reads drop; after it, a later
-            # open finishes removing the inputs
+            staged, output, span = self._write_tmp(day, merged)
+            # the journal is in place before the merged file appears: a crash at any point
+            # leaves either the inputs alone, or the merged file and a journal from which a
+            # later open removes the inputs; never rows twice for another Parquet reader
             journal = output.with_name(f"compact-{output.stem}.journal")
             tmp = journal.with_name(journal.name + ".tmp")
-            tmp.write_text(json.dumps({"output": output.name, "inputs": [p.name for p in inputs]}))
-            _fsync(tmp)
-            os.replace(tmp, journal)
+            try:
+                tmp.write_text(
+                    json.dumps({"output": output.name, "inputs": [p.name for p in inputs]})
+                )
+                _fsync(tmp)
+                os.replace(tmp, journal)
+                self._publish(staged, output, span)
+            except BaseException:
+                for leftover in (staged, tmp) if output.exists() else (staged, tmp, journal):
+                    leftover.unlink(missing_ok=True)
+                raise
             for p in inputs:
                 p.unlink(missing_ok=True)
                 self._ranges.pop(p, None)

@@ -6,8 +6,12 @@
 recommender side by side in one asyncio loop. Every ``interval_s`` the recommender reads the
 last stretch of history from the historian, asks the controller for the next moves (in a worker
 thread, so the collector never stalls), appends the recommendation to the historian folder's
-:class:`~twin.export.RecommendationLog` and logs one line with the model's health. It is
-advisory: nothing is written to the plant. Data older than ``stale_after_s`` gives no
+:class:`~twin.export.RecommendationLog` and logs one line with the model's health. By default
+it is advisory: nothing is written to the plant. With ``write=True`` each recommendation goes
+through the guarded write-back (:class:`twin.loop_write.LoopWriter`: limits, rate limits against
+the measured MVs, fresh data, model health, watchdog, optional operator approval, audit log in
+``<historian>/audit.jsonl``); a change of the spec file or the model folder under the running
+loop stops writing until restart. Data older than ``stale_after_s`` gives no
 recommendation but a logged ``success=False`` one with message ``"stale data ..."``, so the
 operator app shows why. SIGINT / SIGTERM (or ``duration_s``) stop both tasks cleanly.
 
@@ -20,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,13 +34,14 @@ import polars as pl
 
 from twin.errors import TwinError
 from twin.historian import Historian
-from twin.mpc import MoveRec, Recommendation
+from twin.recommendation import MoveRec, Recommendation
 from twin.spec import PlantSpec
 
 if TYPE_CHECKING:
     from connectors.opcua import CollectorSettings
     from connectors.opcua_security import Security
     from connectors.source import PumpStats
+    from twin.loop_write import WriteCounts
     from twin.mpc import Controller
     from twin.twin import Twin
 
@@ -43,8 +49,6 @@ log = logging.getLogger(__name__)
 
 #: data is stale when its newest sample is older than the flush period plus this many periods
 STALE_PERIODS = 3
-#: rows read beyond the twin's window: short gaps to carry over, and the health check's replay
-EXTRA_ROWS = 24
 
 
 def default_interval(spec: PlantSpec, flush_every_s: float) -> float:
@@ -63,8 +67,12 @@ def default_stale_after(spec: PlantSpec, flush_every_s: float) -> float:
 
 
 def history_rows(twin: Twin) -> int:
-    """Grid rows a recommendation reads: the twin's window plus :data:`EXTRA_ROWS`."""
-    return twin.window + EXTRA_ROWS
+    """Grid rows a recommendation reads: window + horizon + the longest gap carried over.
+
+    The controller's offset-free correction re-forecasts "now" from up to H samples back, each
+    from its own window; the health check replays fewer (:func:`twin.health.health_rows`).
+    """
+    return twin.window + twin.horizon + twin.config.max_gap
 
 
 def newest_sample(
@@ -129,9 +137,14 @@ def hold_recommendation(
     )
 
 
-def _last_values(frame: pl.DataFrame, spec: PlantSpec) -> dict[str, float]:
+def _last_values(
+    frame: pl.DataFrame, spec: PlantSpec, roles: tuple[str, ...] = ("mv",)
+) -> dict[str, float]:
+    """The last finite value of each tag of ``roles`` in ``frame`` (tags without one left out)."""
     out = {}
-    for t in spec.mvs:
+    for t in spec.tags:
+        if t.role not in roles:
+            continue
         values = frame.get_column(t.name).drop_nulls().drop_nans() if t.name in frame else None
         if values is not None and not values.is_empty():
             out[t.name] = float(values[-1])
@@ -144,8 +157,13 @@ class Step:
 
     rec: Recommendation
     health: float | None
+    """live / validation forecast error (:func:`twin.health.model_health`); None if unknown"""
     age_s: float | None
     """seconds from the newest sample to now (None when the historian has none)"""
+    measured: dict[str, float]
+    """the last finite value of every tag in the history used"""
+    newest: datetime | None = None
+    """time of the newest stored sample (None when the historian has none)"""
 
 
 def recommend_from_historian(
@@ -158,15 +176,17 @@ def recommend_from_historian(
     now: datetime | None = None,
     stale_after_s: float | None = None,
     health: bool = True,
+    spec: PlantSpec | None = None,
 ) -> Step:
     """Recommend from the newest history (at or before ``at``); never raises on bad data.
 
     With ``stale_after_s``, data whose newest sample is older than that (seen from ``now``,
     default the clock) gives a holding ``success=False`` recommendation, message "stale data".
-    Unusable history (gaps, no data) gives one too, with the reason as its message.
+    Unusable history (gaps, no data) gives one too, with the reason as its message. ``spec``
+    (default the twin's) names the nodes in those.
     """
-    spec = twin.spec
-    sps = {t.name: float(t.setpoint or 0.0) for t in spec.cvs} | (setpoints or {})
+    spec = spec or twin.spec
+    sps = {t.name: t.setpoint for t in spec.cvs if t.setpoint is not None} | (setpoints or {})
     now = now or datetime.now(UTC)
     before = at + timedelta(microseconds=1) if at is not None else None
     since = None
@@ -175,22 +195,22 @@ def recommend_from_historian(
     newest = newest_sample(historian, spec, since, before)
     if newest is None:
         where = f" since {since:%Y-%m-%d %H:%M:%S}" if since else ""
-        rec = hold_recommendation(
-            spec, now, f"stale data: no sample{where}", {}, sps, twin.horizon
-        )
-        return Step(rec, None, None)
+        rec = hold_recommendation(spec, now, f"stale data: no sample{where}", {}, sps, twin.horizon)
+        return Step(rec, None, None, {})
     age = (now - newest).total_seconds()
     frame = recent_frame(historian, spec, history_rows(twin), newest)
+    measured = _last_values(frame, spec, ("cv", "mv", "dv"))
     if stale_after_s is not None and age > stale_after_s:
+        # stamped now, not with the old sample: it is a decision of now, and the newest entry
         message = f"stale data: newest sample {age:.0f} s old (limit {stale_after_s:g} s)"
-        rec = hold_recommendation(
-            spec, newest, message, _last_values(frame, spec), sps, twin.horizon
-        )
-        return Step(rec, None, age)
+        rec = hold_recommendation(spec, now, message, _last_values(frame, spec), sps, twin.horizon)
+        return Step(rec, None, age, measured, newest)
     try:
         rec = controller.recommend(frame, sps)
     except TwinError as exc:  # unusable history: gaps, missing tags
-        rec = hold_recommendation(spec, newest, str(exc), _last_values(frame, spec), sps, twin.horizon)
+        rec = hold_recommendation(
+            spec, newest, str(exc), _last_values(frame, spec), sps, twin.horizon
+        )
     score = None
     if health:
         from twin.health import model_health
@@ -199,7 +219,7 @@ def recommend_from_historian(
             score = model_health(twin, frame)
         except TwinError as exc:
             log.warning("model health not computed: %s", exc)
-    return Step(rec, score, age)
+    return Step(rec, score, age, measured, newest)
 
 
 @dataclass
@@ -218,6 +238,8 @@ class LoopStats:
     """the latest model health (live / validation forecast error)"""
     last: Recommendation | None = None
     collect: PumpStats | None = None
+    write: WriteCounts | None = None
+    """the write-back's counters (None when advisory)"""
 
 
 async def run_loop(
@@ -235,15 +257,34 @@ async def run_loop(
     flush_every_s: float = 2.0,
     stale_after_s: float | None = None,
     log_every_s: float = 30.0,
+    on_step: Callable[[Step], Awaitable[None]] | None = None,
+    write: bool = False,
+    approve: bool = False,
+    max_error_ratio: float = 3.0,
+    rate_slack: float = 0.0,
+    model_dir: str | Path | None = None,
 ) -> LoopStats:
-    """Collect ``spec``'s tags from ``endpoint`` and recommend every ``interval_s`` (advisory).
+    """Collect ``spec``'s tags from ``endpoint`` and recommend every ``interval_s``.
 
     ``interval_s`` defaults to :func:`default_interval`, ``stale_after_s`` to
-    :func:`default_stale_after`. Runs until SIGINT / SIGTERM or ``duration_s``.
+    :func:`default_stale_after`. Runs until SIGINT / SIGTERM or ``duration_s``. ``on_step`` is
+    awaited after each logged step (after the write-back); an error in it is logged and
+    counted, and the loop goes on.
+
+    Advisory unless ``write``: then each recommendation is written to the spec's write nodes
+    when every check passes (:func:`twin.loop_write.make_writer`: ``max_error_ratio`` bounds the model health,
+    ``rate_slack`` widens the rate limits for noisy MV readings), over a session with the
+    collector's ``security``. ``approve`` (with ``write``) writes only recommendations an
+    operator approved in ``<historian>/approvals.jsonl``, each once. The spec's file (when it
+    has one) and the twin's saved folder ``model_dir`` are watched: a change stops writing.
     """
     from connectors.collect_cli import run_collect
     from twin.export import RecommendationLog
+    from twin.twin import spec_difference
 
+    diff = spec_difference(twin.spec, spec)
+    if diff:
+        raise TwinError(f"the twin does not fit plant spec {spec.source}: {diff}")
     if controller is None:
         from twin.mpc import Controller
 
@@ -252,9 +293,29 @@ async def run_loop(
     stale = default_stale_after(spec, flush_every_s) if stale_after_s is None else stale_after_s
     if not (interval > 0 and stale > 0):
         raise TwinError(f"interval ({interval}) and stale limit ({stale}) must be > 0 seconds")
+    if approve and not write:
+        raise TwinError("approval mode releases writes: it needs write-back enabled (--write)")
     stats = LoopStats()
     recs = RecommendationLog(historian_dir)
     reader = Historian(historian_dir)
+    writer = None
+    if write:
+        from twin.loop_write import make_writer
+
+        writer = make_writer(
+            spec,
+            endpoint,
+            historian_dir,
+            interval_s=interval,
+            stale_after_s=stale,
+            flush_every_s=flush_every_s,
+            approve=approve,
+            max_error_ratio=max_error_ratio,
+            rate_slack=rate_slack,
+            security=security,
+            model_dir=model_dir,
+        )
+        stats.write = writer.counts
 
     async def recommend_forever() -> None:
         loop = asyncio.get_running_loop()
@@ -270,21 +331,39 @@ async def run_loop(
                     reader,
                     setpoints=setpoints,
                     stale_after_s=stale,
+                    spec=spec,
                 )
                 recs.append(step.rec)
+                _note(stats, step)
+                if writer is not None:
+                    await writer.on_step(step)
+                if on_step is not None:
+                    await on_step(step)
             except Exception:  # a bug or a full disk must not stop the collector
                 stats.errors += 1
                 log.exception("recommendation step failed; the loop goes on")
-                continue
-            _note(stats, step)
 
-    log.info(
-        "advisory loop for %s: recommending every %g s (stale after %g s) into %s",
-        spec.name,
-        interval,
-        stale,
-        historian_dir,
-    )
+    if writer is None:
+        log.info(
+            "advisory loop for %s: recommending every %g s (stale after %g s) into %s; "
+            "nothing is written to the plant",
+            spec.name,
+            interval,
+            stale,
+            historian_dir,
+        )
+    else:
+        log.warning(
+            "WRITE-BACK loop for %s: recommending every %g s (stale after %g s) into %s and "
+            "writing the moves to %s when every check passes%s; audit log %s",
+            spec.name,
+            interval,
+            stale,
+            historian_dir,
+            ", ".join(str(t.write_node) for t in spec.mvs),
+            " and an operator approved them" if approve else "",
+            writer.audit.path,
+        )
     recommender = asyncio.create_task(recommend_forever())
     try:
         stats.collect = await run_collect(
@@ -301,6 +380,8 @@ async def run_loop(
         recommender.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await recommender
+        if writer is not None:
+            await writer.close()
     log.info(
         "loop stopped: %d steps, %d recommendations, %d failed (%d stale), %d errors",
         stats.steps,
@@ -309,6 +390,16 @@ async def run_loop(
         stats.stale,
         stats.errors,
     )
+    if writer is not None:
+        c = writer.counts
+        log.info(
+            "write-back: %d written (%d approved), %d refused, %d awaited approval; %d sessions",
+            c.written,
+            c.approved,
+            c.refused,
+            c.waiting,
+            c.sessions,
+        )
     return stats
 
 
@@ -317,7 +408,7 @@ def _note(stats: LoopStats, step: Step) -> None:
     rec = step.rec
     stats.steps += 1
     stats.last = rec
-    stats.health = step.health if step.health is not None else stats.health
+    stats.health = step.health
     health = "n/a" if step.health is None else f"{step.health:.2f}"
     if rec.success:
         stats.recommended += 1

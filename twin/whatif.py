@@ -6,9 +6,10 @@
 
 A scenario either changes CV setpoints at given times (closed loop: the controller recommends at
 every step on the simulated history and the twin plays the plant, its one-step mean forecast
-becoming the next "measured" row) or fixes an MV schedule (open loop). Either way the MV
-trajectory that results is then forecast once, open loop, from the real history: that forecast's
-mean and calibrated band are what the scenario returns. Bands are calibrated up to the model's
+becoming the next "measured" row; a later setpoint change reaches the controller when its time
+comes, without preview) or fixes an MV schedule (open loop). Either way the MV trajectory that
+results is then forecast once, open loop, from the real history: that forecast's mean and
+calibrated band are what the scenario returns. Bands are calibrated up to the model's
 horizon H only, so a what-if runs at most H steps. Every scenario starts from the same history
 with a reset controller, so scenarios are independent and comparable side by side.
 """
@@ -120,7 +121,9 @@ def check_setpoint(spec: PlantSpec, tag: str, value: float) -> None:
     """TwinError unless ``tag`` is a CV of ``spec`` and ``value`` a finite number in its limits."""
     cvs = [t.name for t in spec.cvs]
     if tag not in spec.tag_names:
-        raise TwinError(f"setpoint {tag}={value:g}: plant {spec.name!r} has no tag {tag!r} (CVs: {cvs})")
+        raise TwinError(
+            f"setpoint {tag}={value:g}: plant {spec.name!r} has no tag {tag!r} (CVs: {cvs})"
+        )
     t = spec.tag(tag)
     if t.role != "cv":
         raise TwinError(
@@ -147,7 +150,9 @@ def check_scenario(spec: PlantSpec, scenario: Scenario) -> None:
         except TwinError as exc:
             raise TwinError(f"{where}: {exc}") from None
         if not (math.isfinite(minutes) and minutes >= 0):
-            raise TwinError(f"{where}: setpoint {tag}={value:g} at {minutes} min: time must be >= 0")
+            raise TwinError(
+                f"{where}: setpoint {tag}={value:g} at {minutes} min: time must be >= 0"
+            )
     mvs = [t.name for t in spec.mvs]
     for tag, values in (scenario.mv_schedule or {}).items():
         if tag not in mvs:

@@ -1,5 +1,171 @@
-"""model page (being written)."""
+"""Model page: the validation report (twin against baselines by horizon, band coverage), how the
+twin was trained, and its live forecast error against the validation error as a health signal."""
 
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+import polars as pl
 import streamlit as st
 
-st.write("todo")
+from dashboards import compute, data, style
+from dashboards.skill import skill_table
+from twin.errors import TwinError
+
+NO_MODEL = "No model loaded: start the app with --model MODEL to see its validation and health."
+#: health ratio above which the page flags the twin (where the write-back guard refuses)
+WARN_RATIO = 3.0
+
+
+def validation_table(metrics: dict[str, Any]) -> pl.DataFrame:
+    """Per step and CV: twin and persistence NRMSE on the validation split, band coverage."""
+    rows = []
+    for step, per_tag in metrics.get("nrmse", {}).items():
+        for tag, err in per_tag.items():
+            rows.append(
+                {
+                    "step": int(step),
+                    "tag": tag,
+                    "twin NRMSE": err,
+                    "persistence NRMSE": metrics.get("persistence_nrmse", {})
+                    .get(step, {})
+                    .get(tag),
+                    "band coverage (all CVs)": metrics.get("coverage", {}).get(step),
+                }
+            )
+    return pl.DataFrame(rows)
+
+
+def report_figure(report: dict[str, Any]) -> go.Figure:
+    """NRMSE against horizon step for the twin and each baseline (test split, all CVs)."""
+    fig = style.figure(
+        height=320, xaxis_title="horizon step [samples]", yaxis_title="NRMSE [-] (RMSE / std)"
+    )
+    for k, (name, by_step) in enumerate(report["summary"]["nrmse"].items()):
+        colour, dash, _ = style.SCENARIO_STYLES[k % len(style.SCENARIO_STYLES)]
+        steps = sorted(by_step, key=int)
+        fig.add_trace(
+            go.Scatter(
+                x=[int(s) for s in steps],
+                y=[by_step[s] for s in steps],
+                mode="lines+markers",
+                name=name,
+                line={"color": colour, "dash": dash, "width": 2},
+            )
+        )
+    return fig
+
+
+def evaluation(report: dict[str, Any] | None) -> None:
+    st.markdown("**Test report** (`twin evaluate`: twin against baselines on held-out data)")
+    if report is None:
+        st.caption("no report in MODEL/report/report.json: run `twin evaluate --out MODEL/report`")
+        return
+    st.plotly_chart(report_figure(report), key="report_chart", config={"displaylogo": False})
+    steps = [str(s) for s in report["steps"]]
+    rows = [
+        {"model": name, **{f"k={s}": by_step.get(s) for s in steps}}
+        for name, by_step in report["summary"]["nrmse"].items()
+    ]
+    st.dataframe(pl.DataFrame(rows), hide_index=True)
+    cover = report["summary"].get("coverage", {})
+    st.caption(
+        "band coverage by step: "
+        + ", ".join(f"k={s}: {v:.0%}" for s, v in cover.items())
+        + f" (nominal {report.get('nominal_coverage', 0.9):.0%}); test data "
+        f"{report['test']['start']} .. {report['test']['end']}, {report['test']['origins']} origins"
+    )
+
+
+def training(metrics: dict[str, Any], config: dict[str, Any] | None) -> None:
+    st.markdown("**Training**")
+    info = metrics.get("training", {})
+    cols = st.columns(4)
+    cols[0].metric("epochs", info.get("epochs", "—"), delta_color="off")
+    cols[1].metric("training time [s]", info.get("seconds", "—"), delta_color="off")
+    windows = info.get("windows", {})
+    cols[2].metric("training windows", windows.get("train", "—"), delta_color="off")
+    cols[3].metric("stopped by", info.get("stopped", "—"), delta_color="off")
+    if config:
+        keys = (
+            "window",
+            "horizon",
+            "latent",
+            "hidden",
+            "ensemble",
+            "anti_collapse",
+            "target",
+            "w_jepa",
+            "lr",
+            "batch",
+            "coverage",
+            "band_score",
+        )
+        st.dataframe(
+            pl.DataFrame([{"setting": k, "value": str(config[k])} for k in keys if k in config]),
+            hide_index=True,
+            key="config_table",
+        )
+
+
+def live_health(cfg: data.AppConfig) -> None:
+    """The health ratio (live / validation error) and the live error by step."""
+    assert cfg.model is not None
+    st.markdown("**Live health** (recent forecasts against the validation error)")
+    if cfg.historian is None or not cfg.historian.is_dir():
+        st.caption("no historian: start the app with --historian DIR")
+        return
+    twin = data.load_twin(str(cfg.model))
+    root, model = str(cfg.historian), str(cfg.model)
+    version = data.stamp(cfg.historian)
+    ratio = compute.health(model, root, version)
+    if ratio is None:
+        st.caption("not enough recent data to tell")
+    else:
+        st.metric(
+            "health ratio (live / validation NRMSE, worst CV)",
+            f"{ratio:.2f}",
+            delta_color="off",
+            help="about 1: as validated; the write-back guard refuses above 3",
+        )
+        if ratio > WARN_RATIO:
+            st.markdown(
+                f":orange-background[the twin's recent forecasts miss {ratio:.1f} times "
+                "more than in validation: the plant may have moved away from its data]"
+            )
+        else:
+            st.caption("recent forecasts as good as validated")
+    try:
+        live = compute.skill(model, root, version)
+    except TwinError as exc:
+        st.caption(f"no live error by step: {exc}")
+        return
+    st.dataframe(skill_table(live, twin.metrics), hide_index=True)
+
+
+def main() -> None:
+    cfg = data.app_config()
+    st.subheader("Model")
+    if cfg.model is None:
+        st.info(NO_MODEL)
+        return
+    twin = data.load_twin(str(cfg.model))
+    files = data.model_files(cfg.model)
+    metrics = files["metrics"] or twin.metrics
+    st.caption(
+        f"twin of plant {twin.spec.name} from `{cfg.model}`: window {twin.window}, "
+        f"horizon {twin.horizon} samples of {twin.spec.sample_period:g} s"
+    )
+    live_health(cfg)
+    st.markdown("**Validation** (held-out split of the training data; NRMSE = RMSE / std)")
+    if metrics.get("nrmse"):
+        st.dataframe(validation_table(metrics), hide_index=True)
+        st.caption(f"band coverage, all steps: {metrics.get('coverage_all', float('nan')):.1%}")
+    else:
+        st.caption("the model folder holds no validation metrics")
+    evaluation(files["report"])
+    training(metrics, files["config"])
+
+
+main()

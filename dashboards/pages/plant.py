@@ -7,6 +7,7 @@ cache shared by every session (:func:`dashboards.data.recent_rows`).
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import plotly.graph_objects as go
@@ -21,42 +22,51 @@ from twin.spec import PlantSpec
 
 RANGES_MIN = (5, 15, 60, 240)
 ROW_HEIGHT = 170
+MAX_POINTS = 800  # points drawn per tag at most (a longer range is thinned evenly)
 
 
 def setpoints(cfg: data.AppConfig, spec: PlantSpec) -> dict[str, float]:
     """CV setpoints: those the controller used last (``twin run``), else the spec's."""
     out = {t.name: t.setpoint for t in spec.cvs if t.setpoint is not None}
     if cfg.historian is not None:
-        version = data.recommendations_stamp(cfg.historian)
-        if version[0]:
-            try:
-                rec = data.latest_recommendation_dict(str(cfg.historian), version)
-            except ImportError:  # twin.export not there yet
-                rec = None
-            if rec:
-                out.update({k: float(v) for k, v in rec.get("setpoints", {}).items()})
+        rec = data.latest_recommendation(cfg.historian)
+        if rec is not None:
+            out.update(rec.setpoints)
     return out
 
 
-def trends(spec: PlantSpec, rows: pl.DataFrame, sp: dict[str, float], now: datetime,
-           minutes: float) -> go.Figure:
+def trends(
+    spec: PlantSpec, rows: pl.DataFrame, sp: dict[str, float], now: datetime, minutes: float
+) -> go.Figure:
     """One strip per tag (CVs, then MVs, then DVs): value, setpoint, limits; units on axes."""
     tags = [*spec.cvs, *spec.mvs, *spec.dvs]
     fig = make_subplots(rows=len(tags), cols=1, shared_xaxes=True, vertical_spacing=0.03)
-    fig.update_layout(template=style.TEMPLATE, height=ROW_HEIGHT * len(tags), showlegend=False)
+    fig.update_layout(
+        template=style.TEMPLATE,
+        height=ROW_HEIGHT * len(tags),
+        showlegend=False,
+        uirevision="plant",  # a zoom or pan survives the refreshes
+    )
     parts = rows.partition_by("tag", as_dict=True, maintain_order=True)
     newest = rows.get_column("ts").max() if rows.height else None
-    end = now if newest is None or now - newest < timedelta(minutes=minutes) else newest
-    x0 = end - timedelta(minutes=minutes)
-    assert isinstance(x0, datetime) and isinstance(end, datetime)
-    edge = [x0, end]
+    window = timedelta(minutes=minutes)
+    end = newest if isinstance(newest, datetime) and now - newest > window else now
+    edge = [(end - window).replace(tzinfo=None), end.replace(tzinfo=None)]  # UTC, as plotted
     for i, tag in enumerate(tags, start=1):
         part = parts.get((tag.name,))
         if part is not None:
+            if part.height > MAX_POINTS:  # SVG stays fast; a pixel holds no more anyway
+                part = part.gather_every(math.ceil(part.height / MAX_POINTS))
             fig.add_trace(
-                go.Scattergl(x=part["ts"], y=part["value"], mode="lines", name=tag.name,
-                             line={"color": style.PV, "width": 1.6}),
-                row=i, col=1,
+                go.Scatter(
+                    x=part["ts"].dt.replace_time_zone(None),
+                    y=part["value"],
+                    mode="lines",
+                    name=tag.name,
+                    line={"color": style.PV, "width": 1.6},
+                ),
+                row=i,
+                col=1,
             )
         for value, dash, color, label in (
             (tag.hi, "dot", style.LIMIT, "hi"),
@@ -65,9 +75,15 @@ def trends(spec: PlantSpec, rows: pl.DataFrame, sp: dict[str, float], now: datet
         ):
             if value is not None:
                 fig.add_trace(
-                    go.Scatter(x=edge, y=[value, value], mode="lines", name=f"{tag.name} {label}",
-                               line={"color": color, "dash": dash, "width": 1}),
-                    row=i, col=1,
+                    go.Scatter(
+                        x=edge,
+                        y=[value, value],
+                        mode="lines",
+                        name=f"{tag.name} {label}",
+                        line={"color": color, "dash": dash, "width": 1},
+                    ),
+                    row=i,
+                    col=1,
                 )
         role = {"cv": "CV", "mv": "MV", "dv": "DV"}[tag.role]
         fig.update_yaxes(title_text=f"{role} {style.axis_title(tag.name, tag.unit)}", row=i, col=1)
@@ -75,20 +91,29 @@ def trends(spec: PlantSpec, rows: pl.DataFrame, sp: dict[str, float], now: datet
     return fig
 
 
-def values_table(spec: PlantSpec, latest: pl.DataFrame, sp: dict[str, float],
-                 now: datetime) -> pl.DataFrame:
+def values_table(
+    spec: PlantSpec, latest: pl.DataFrame, sp: dict[str, float], now: datetime
+) -> pl.DataFrame:
     """Current value of each tag with unit, limits, setpoint, quality and age."""
     by_tag = {r["tag"]: r for r in latest.iter_rows(named=True)}
     rows = []
     for t in spec.tags:
         r = by_tag.get(t.name, {})
         ts = r.get("ts")
-        rows.append({
-            "tag": t.name, "role": t.role.upper(), "description": t.description,
-            "value": r.get("value"), "unit": t.unit, "lo": t.lo, "hi": t.hi,
-            "setpoint": sp.get(t.name), "quality": str(r.get("quality", "none")),
-            "age [s]": round((now - ts).total_seconds(), 1) if ts is not None else None,
-        })
+        rows.append(
+            {
+                "tag": t.name,
+                "role": t.role.upper(),
+                "description": t.description,
+                "value": r.get("value"),
+                "unit": t.unit,
+                "lo": t.lo,
+                "hi": t.hi,
+                "setpoint": sp.get(t.name),
+                "quality": str(r.get("quality", "none")),
+                "age [s]": round((now - ts).total_seconds(), 1) if ts is not None else None,
+            }
+        )
     return pl.DataFrame(rows, schema_overrides={"value": pl.Float64, "setpoint": pl.Float64})
 
 
@@ -109,8 +134,9 @@ def alarm_list(book: AlarmBook) -> None:
         else:
             colour = ALARM_COLOURS[alarm.kind]
             left.markdown(f":{colour}-background[{text}]" if alarm.active else f":{colour}[{text}]")
-            right.button("Acknowledge", key=f"ack:{alarm.key}", on_click=book.acknowledge,
-                         args=(alarm.key,))
+            right.button(
+                "Acknowledge", key=f"ack:{alarm.key}", on_click=book.acknowledge, args=(alarm.key,)
+            )
 
 
 def metrics(spec: PlantSpec, rows: pl.DataFrame, latest: pl.DataFrame) -> None:
@@ -128,8 +154,13 @@ def metrics(spec: PlantSpec, rows: pl.DataFrame, latest: pl.DataFrame) -> None:
         delta = None
         if past.height and past["value"][-1] is not None:
             delta = f"{row['value'] - past['value'][-1]:+.3g} {tag.unit} /min"
-        col.metric(style.axis_title(tag.name, tag.unit), f"{row['value']:.4g}", delta,
-                   delta_color="off", help=tag.description or None)
+        col.metric(
+            style.axis_title(tag.name, tag.unit),
+            f"{row['value']:.4g}",
+            delta,
+            delta_color="off",
+            help=tag.description or None,
+        )
 
 
 def live(cfg: data.AppConfig, spec: PlantSpec, minutes: float) -> None:
@@ -147,11 +178,13 @@ def live(cfg: data.AppConfig, spec: PlantSpec, minutes: float) -> None:
     metrics(spec, rows, latest)
     newest = latest.get_column("ts").max() if latest.height else None
     stamp = newest.strftime("%H:%M:%S") if isinstance(newest, datetime) else "none"
-    st.caption(f"newest sample {stamp} UTC · updated {now:%H:%M:%S} UTC · "
-               f"every {cfg.refresh_s:g} s")
-    st.plotly_chart(trends(spec, rows, sp, now, minutes), key="plant_trends",
-                    config={"displaylogo": False})
-    st.dataframe(values_table(spec, latest, sp, now), hide_index=True, key="plant_values")
+    st.caption(
+        f"newest sample {stamp} UTC · updated {now:%H:%M:%S} UTC · every {cfg.refresh_s:g} s"
+    )
+    st.plotly_chart(
+        trends(spec, rows, sp, now, minutes), key="plant_trends", config={"displaylogo": False}
+    )
+    st.dataframe(values_table(spec, latest, sp, now), hide_index=True)
 
 
 def main() -> None:
@@ -167,8 +200,16 @@ def main() -> None:
     if not cfg.historian.is_dir():
         st.error(f"historian folder {cfg.historian} does not exist")
         return
-    minutes = st.segmented_control("Time range", RANGES_MIN, default=15, key="plant_minutes",
-                                   format_func=lambda m: f"{m} min") or 15
+    minutes = (
+        st.segmented_control(
+            "Time range",
+            RANGES_MIN,
+            default=15,
+            key="plant_minutes",
+            format_func=lambda m: f"{m} min",
+        )
+        or 15
+    )
     st.fragment(run_every=cfg.refresh_s)(live)(cfg, spec, minutes)
 
 

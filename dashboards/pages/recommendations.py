@@ -1,5 +1,193 @@
-"""recommendations page (being written)."""
+"""Recommendations page: the controller's current moves (as ``twin run`` logged them), the CVs it
+predicts, its solver status, CSV and JSON downloads, and, in approval mode, an approve button."""
 
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
 import streamlit as st
 
-st.write("todo")
+from dashboards import charts, data, exports
+from twin.errors import TwinError
+from twin.recommendation import Recommendation
+from twin.spec import PlantSpec, builtin_spec
+
+ADVISORY = (
+    "Advisory: these moves are recommendations only. Nothing is written to the plant; "
+    "an operator enters them at the control system."
+)
+AUDIT_ROWS = 20
+REFRESH_S = 5.0
+
+
+def moves_table(rec: Recommendation) -> pl.DataFrame:
+    """One row per MV: current, recommended, change, limits, and whether the limits hold."""
+    return pl.DataFrame(
+        [
+            {
+                "tag": m.tag,
+                "unit": m.unit,
+                "current": m.current,
+                "recommended": m.recommended,
+                "change": m.change,
+                "lo": m.lo,
+                "hi": m.hi,
+                "rate limit /sample": m.rate_limit,
+                "limits held": m.limits_held,
+                "write node": m.write_node or "",
+            }
+            for m in rec.moves
+        ]
+    )
+
+
+def status(rec: Recommendation) -> None:
+    """Solver status: a grey line when it succeeded, in colour when it did not."""
+    age = (datetime.now(UTC) - rec.ts).total_seconds()
+    cols = st.columns(4)
+    cols[0].metric("solver", "ok" if rec.success else "failed", delta_color="off")
+    cols[1].metric("objective [-]", f"{rec.objective:.4g}", delta_color="off")
+    cols[2].metric("solve time [ms]", f"{rec.solve_time_s * 1000:.0f}", delta_color="off")
+    cols[3].metric(
+        "data age [s]",
+        f"{age:.0f}",
+        delta_color="off",
+        help=f"the decision used the sample at {rec.ts:%Y-%m-%d %H:%M:%S} UTC",
+    )
+    text = f"solver: {rec.message} ({rec.iterations} iterations)"
+    if not rec.success:
+        st.markdown(f":red-background[{text}: the MVs are held at their current values]")
+    elif not rec.limits_held:
+        st.markdown(f":red-background[{text}, but a limit does not hold]")
+    else:
+        st.caption(text + "; every limit holds")
+
+
+def spec_for(cfg: data.AppConfig, rec: Recommendation) -> PlantSpec | None:
+    """The plant spec to draw with: the app's, else the built-in plant the recommendation names."""
+    try:
+        return data.plant_spec(cfg) or builtin_spec(rec.plant)
+    except TwinError:
+        return None
+
+
+def predicted(cfg: data.AppConfig, rec: Recommendation) -> None:
+    """The CV (and MV plan) trajectories the controller expects, on the recent history."""
+    if rec.forecast is None:
+        st.caption("no forecast with this recommendation (the solve failed)")
+        return
+    spec = spec_for(cfg, rec)
+    if spec is None:
+        st.caption(f"unknown plant {rec.plant!r}: start the app with --spec to draw it")
+        return
+    assert cfg.historian is not None
+    samples = int(30 * 60 / spec.sample_period)
+    history = data.history_frame(
+        str(cfg.historian), f"{spec.name}:{spec.source}", samples, data.stamp(cfg.historian), spec
+    )
+    fig = charts.forecast_figure(
+        spec, [*spec.cvs, *spec.mvs], history, [("recommended plan", rec.forecast)], [rec.setpoints]
+    )
+    st.plotly_chart(fig, key="rec_chart", config={"displaylogo": False})
+
+
+def downloads(rec: Recommendation) -> None:
+    stamp = rec.ts.strftime("%Y%m%dT%H%M%SZ")
+    left, right = st.columns(2)
+    left.download_button(
+        "Download CSV",
+        exports.recommendation_bytes(rec, ".csv"),
+        f"recommendation-{stamp}.csv",
+        "text/csv",
+        key="rec_csv",
+        on_click="ignore",
+    )
+    right.download_button(
+        "Download JSON",
+        exports.recommendation_bytes(rec, ".json"),
+        f"recommendation-{stamp}.json",
+        "application/json",
+        key="rec_json",
+        on_click="ignore",
+    )
+
+
+def approval(cfg: data.AppConfig, rec: Recommendation) -> None:
+    """Approval mode: the operator releases this recommendation for write-back."""
+    assert cfg.historian is not None
+    st.warning(
+        "Approval mode: an approved recommendation is written to the plant by the "
+        "write-back loop, once, if its guard allows."
+    )
+    with st.form("approve_form", border=False):
+        operator = st.text_input("operator", key="rec_operator")
+        if st.form_submit_button("Approve these moves", key="rec_approve", type="primary"):
+            if st.session_state.get("rec_seen") != rec.ts:
+                st.error("a newer recommendation has arrived: review it, then approve again")
+                return
+            try:
+                done = exports.request_approval(rec, cfg.historian, operator)
+            except TwinError as exc:
+                st.error(str(exc))
+            else:
+                st.caption(f"approved by {done.operator} at {done.ts:%H:%M:%S} UTC")
+
+
+def audit(root: Path) -> None:
+    """The last lines of the write-back audit log, if there is one."""
+    path = root / "audit.jsonl"
+    if not path.is_file():
+        return
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines()[-AUDIT_ROWS:]:
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            continue
+    if lines:
+        st.markdown("**Write-back audit** (newest last)")
+        keys = ("ts", "who", "action", "tag", "value", "why")
+        st.dataframe(
+            pl.DataFrame([{k: str(e.get(k, "")) for k in keys} for e in lines]),
+            hide_index=True,
+            key="audit_table",
+        )
+
+
+def live(cfg: data.AppConfig) -> None:
+    """The newest recommendation and everything about it (redrawn as ``twin run`` adds more)."""
+    assert cfg.historian is not None
+    rec = data.latest_recommendation(cfg.historian)
+    if rec is None:
+        st.info("No recommendation yet: `twin run` writes them into the historian folder.")
+        return
+    st.caption(
+        f"plant {rec.plant}, decided on the sample at {rec.ts:%Y-%m-%d %H:%M:%S} UTC; "
+        "setpoints " + ", ".join(f"{k} = {v:g}" for k, v in rec.setpoints.items())
+    )
+    st.dataframe(moves_table(rec), hide_index=True)
+    status(rec)
+    downloads(rec)
+    if cfg.approve:
+        approval(cfg, rec)
+    st.session_state["rec_seen"] = rec.ts  # what the operator has seen, for the approve button
+    st.markdown("**Predicted trajectories** under the recommended plan")
+    predicted(cfg, rec)
+    audit(cfg.historian)
+
+
+def main() -> None:
+    cfg = data.app_config()
+    st.subheader("Recommendations")
+    if cfg.historian is None or not cfg.historian.is_dir():
+        st.info("No historian: start the app with --historian DIR.")
+        return
+    if not cfg.approve:
+        st.info(ADVISORY)
+    st.fragment(run_every=REFRESH_S)(live)(cfg)
+
+
+main()

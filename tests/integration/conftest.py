@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,8 +41,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def plant_server_thread(plant: SimPlant, speed: float) -> Iterator[PlantServer]:
-    """Serve ``plant`` on a free loopback port from a background thread; stop it on exit."""
+def plant_server_thread(plant: SimPlant, speed: float, **options: Any) -> Iterator[PlantServer]:
+    """Serve ``plant`` on a free loopback port from a background thread; stop it on exit.
+
+    ``options`` go to :class:`PlantServer` (e.g. ``security=ServerSecurity(...)``).
+    """
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     started = threading.Event()
@@ -50,7 +54,7 @@ def plant_server_thread(plant: SimPlant, speed: float) -> Iterator[PlantServer]:
 
     async def main() -> None:
         try:
-            async with PlantServer(plant, port=0, speed=speed) as server:
+            async with PlantServer(plant, port=0, speed=speed, **options) as server:
                 servers.append(server)
                 started.set()
                 await stop.wait()

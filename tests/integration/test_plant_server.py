@@ -15,7 +15,6 @@ from asyncua import Client, Node, ua
 from connectors.sim import PLANTS, make_plant
 from connectors.sim.cstr import CSTR
 from connectors.sim.server import trip_nodes
-from twin.cli import main as twin_main
 from twin.spec import PlantSpec
 
 pytestmark = pytest.mark.integration
@@ -247,14 +246,3 @@ def test_failed_simulation_turns_tags_bad_and_keeps_serving(plant_server: Any) -
                 assert server.steps == steps  # stepping stopped; the server still answers
 
         asyncio.run(check())
-
-
-def test_demo_prints_live_values_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
-    assert twin_main(["demo", "--duration", "5", "--speed", "20"]) == 0
-    out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if " T=" in line]
-    temperatures = {row.split(" T=")[1].split()[0] for row in rows}
-    assert len(rows) >= 4, out
-    assert len(temperatures) >= 3, f"values did not change over time:\n{out}"
-    assert "K  Ca=" in rows[0]  # each value shown with its unit
-    assert "received" in out.splitlines()[-1]

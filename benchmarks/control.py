@@ -1,0 +1,269 @@
+"""Control benchmark: the twin MPC against the oracle MPC, a linear (ARX) MPC and SIMC PI loops.
+
+On each built-in plant one fixed, seeded closed-loop scenario (:mod:`benchmarks.control_loop`:
+setpoint steps, an unmeasured disturbance that drifts and then steps and holds, measurement and
+process noise) is run with
+
+- **twin MPC**: :class:`twin.mpc.Controller` on the trained twin;
+- **oracle MPC**: the same controller (objective, horizon, solver) on the plant's own noise-free
+  physics from its true state (:class:`benchmarks.control_models.OraclePredictor`);
+- **ARX MPC**: the same controller on an ARX model fitted to the twin's training data
+  (:class:`benchmarks.control_models.ARXPredictor`): a linear MPC;
+- **PI**: decentralised SIMC PI loops from simulated step tests (:mod:`benchmarks.pid`).
+
+Printed and written to ``benchmarks/results/control.{md,json}`` (``control-quick.*`` with
+``--quick``): the closed-loop cost J (the MPC objective on the true trajectory), IAE per CV,
+total MV movement, MV bound and rate violations, the steady-state offset, solve time per step
+(median, p95), the ratios J_twin / J_oracle and J_twin / J_ARX with PASS / FAIL against the
+issue's targets, and how the twin MPC's solve time scales with the horizon and the MV count.
+
+Twins: ``--models DIR`` loads ``DIR/<plant>``; otherwise ``data/models/<plant>`` (shipped)
+or ``benchmarks/models/<plant>`` (a cache), else one is trained on 24 h recorded with seed 1
+(``TwinConfig(minutes=2.5)``) and saved to the cache.
+
+    .venv/bin/python benchmarks/control.py                  # 3 plants (CPU-heavy: ~30 min)
+    .venv/bin/python benchmarks/control.py --plants cstr --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.control_loop import (  # noqa: E402
+    OFFSET_TOL,
+    SCENARIOS,
+    MPCPolicy,
+    PIPolicy,
+    Policy,
+    Scenario,
+    run_closed_loop,
+    score,
+)
+from benchmarks.control_models import ARXPredictor, OraclePredictor  # noqa: E402
+from benchmarks.control_report import CONTROLLERS, HORIZONS, checks, markdown  # noqa: E402
+from benchmarks.pid import DecentralisedPI, PITuning, tune  # noqa: E402
+from connectors.sim import PLANTS, make_plant  # noqa: E402
+from connectors.sim.base import SimPlant  # noqa: E402
+from connectors.sim.record import DEFAULT_START, record  # noqa: E402
+from twin.baselines import ARX  # noqa: E402
+from twin.dataset import split_by_time  # noqa: E402
+from twin.historian import Historian  # noqa: E402
+from twin.model import TwinConfig  # noqa: E402
+from twin.mpc import Controller, Predictor  # noqa: E402
+from twin.spec import PlantSpec  # noqa: E402
+from twin.twin import Twin  # noqa: E402
+
+log = logging.getLogger("benchmarks.control")
+
+TRAIN_HOURS, TRAIN_SEED = 24.0, 1
+
+
+def training_frame(plant: str, hours: float, folder: Path) -> Any:
+    """``hours`` of plant data recorded with seed 1 (the twin's training data), as a frame."""
+    out = folder / f"{plant}-train"
+    sim = make_plant(plant, seed=TRAIN_SEED)
+    record(sim, hours, out, seed=TRAIN_SEED, progress=False)
+    return Historian(out).frame(sim.spec, DEFAULT_START, DEFAULT_START + timedelta(hours=hours))
+
+
+def load_twin(
+    plant: str, spec: PlantSpec, frame: Any, args: argparse.Namespace
+) -> tuple[Twin, str]:
+    """The twin of ``plant`` and where it came from (trained and cached if none is found)."""
+    if args.models is not None:
+        return Twin.load(args.models / plant, spec=spec), str(args.models / plant)
+    for folder in (ROOT / "data" / "models" / plant, ROOT / "benchmarks" / "models" / plant):
+        if (folder / "model.pt").is_file():
+            return Twin.load(folder, spec=spec), str(folder.relative_to(ROOT))
+    folder = ROOT / "benchmarks" / "models" / plant
+    log.warning("no twin of %s found: training one (%.1f min)", plant, args.minutes)
+    twin = Twin.fit(spec, frame, TwinConfig(minutes=args.minutes), progress=True)
+    twin.save(folder)
+    return twin, f"{folder.relative_to(ROOT)} (trained now)"
+
+
+def run_plant(plant: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """Every controller on one plant's scenario, and the twin's solve-time scaling."""
+    spec = make_plant(plant).spec
+    scenario = SCENARIOS[plant].with_steps(args.steps or _default_steps(plant, args.quick))
+    frame = training_frame(plant, 4.0 if args.quick else TRAIN_HOURS, folder)
+    twin, twin_from = load_twin(plant, spec, frame, args)
+    fit, val, _ = split_by_time(frame, twin.config.fractions)
+    arx = ARX().fit(spec, fit, val, horizon=twin.horizon, window=twin.window)
+    loops = tune(plant)
+    weights = scenario.weights(spec)
+    h = twin.horizon
+
+    def mpc(name: str, model: Predictor, horizon: int = h) -> MPCPolicy:
+        return MPCPolicy(name, Controller(model, track_weights=weights, horizon=horizon))
+
+    makers: dict[str, Callable[[SimPlant], Policy]] = {
+        "twin": lambda p: mpc("twin", twin),
+        "oracle": lambda p: mpc("oracle", OraclePredictor(p, horizon=h)),
+        "arx": lambda p: mpc("arx", ARXPredictor(arx)),
+        "pi": lambda p: PIPolicy("pi", DecentralisedPI(spec, loops)),
+    }
+    reference = Controller(twin, track_weights=weights)  # the settings every MPC runs with
+    results = {}
+    for name in CONTROLLERS:
+        trace = run_closed_loop(scenario, makers[name], args.seed, progress=True)
+        results[name] = score(
+            trace,
+            scenario,
+            spec,
+            horizon=reference.horizon,
+            move_weight=reference.move_w,
+            limit_weight=reference.limit_weight,
+        )
+    scaling = {} if args.no_scaling else solve_scaling(twin, scenario, weights, args)
+    return {
+        "scenario": _describe(scenario, spec),
+        "twin": twin_from,
+        "arx": arx.describe(),
+        "pi": [_tuning(t) for t in loops],
+        "n_mv": len(spec.mvs),
+        "mpc": settings(reference),
+        "results": results,
+        "scaling": scaling,
+    }
+
+
+def solve_scaling(
+    twin: Twin, scenario: Scenario, weights: dict[str, float], args: argparse.Namespace
+) -> dict[str, dict[str, float]]:
+    """Twin MPC solve time (median, p95 ms) per horizon over a shortened run of the scenario."""
+    short = scenario.with_steps(args.scaling_steps)
+    out = {}
+    for horizon in (hh for hh in HORIZONS if hh <= twin.horizon):
+
+        def make(p: SimPlant, horizon: int = horizon) -> MPCPolicy:
+            ctl = Controller(twin, track_weights=weights, horizon=horizon)
+            return MPCPolicy(f"twin H={horizon}", ctl)
+
+        trace = run_closed_loop(short, make, args.seed, progress=True)
+        out[str(horizon)] = {
+            "median_ms": float(np.median(trace.seconds) * 1e3),
+            "p95_ms": float(np.percentile(trace.seconds, 95) * 1e3),
+        }
+    return out
+
+
+def settings(ctl: Controller) -> dict[str, Any]:
+    """The controller settings a run used: the :class:`twin.mpc.Controller` defaults, and H."""
+    params = inspect.signature(Controller.__init__).parameters.values()
+    out = {
+        p.name: p.default
+        for p in params
+        if p.default is not inspect.Parameter.empty
+        and p.name not in ("spec", "horizon", "track_weights")
+    }
+    return {"horizon": ctl.horizon, **out}
+
+
+def _default_steps(plant: str, quick: bool) -> int:
+    return 40 if quick else SCENARIOS[plant].steps
+
+
+def _describe(sc: Scenario, spec: PlantSpec) -> dict[str, Any]:
+    minutes = spec.sample_period / 60.0
+    return {
+        "steps": sc.steps,
+        "minutes": sc.steps * minutes,
+        "setpoints": [
+            {"at_step": round(frac * sc.steps), "values": values} for frac, values in sc.setpoints
+        ],
+        "disturbance": sc.disturbance,
+        "drift": {
+            "from_step": round(sc.drift[0] * sc.steps),
+            "to_step": round(sc.drift[1] * sc.steps),
+            "to": sc.drift[2],
+        },
+        "step": {"at_step": round(sc.step[0] * sc.steps), "to": sc.step[1]},
+        "final_stretch_steps": round(sc.final * sc.steps),
+        "track_weights": sc.weights(spec),
+        "note": sc.note,
+    }
+
+
+def _tuning(t: PITuning) -> dict[str, Any]:
+    m = t.model
+    return {
+        "cv": t.cv,
+        "mv": t.mv,
+        "k": m.gain,
+        "tau_s": m.tau,
+        "theta_s": m.theta,
+        "fit_error": m.fit_error,
+        "kc": t.kc,
+        "ti_s": t.ti,
+        "tau_c_s": t.tau_c,
+        "text": t.describe(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--plants", default=",".join(sorted(PLANTS)), help="comma-separated plants")
+    p.add_argument("--steps", type=int, default=None, help="closed-loop samples per run")
+    p.add_argument("--seed", type=int, default=2, help="seed of the closed-loop plant's noise")
+    p.add_argument("--quick", action="store_true", help="40 samples, 4 h ARX data, no scaling")
+    p.add_argument("--models", type=Path, default=None, help="folder with a twin per plant")
+    p.add_argument("--minutes", type=float, default=2.5, help="training budget of a new twin")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (solves use 1)")
+    p.add_argument("--scaling-steps", type=int, default=120, help="samples per scaling run")
+    p.add_argument("--no-scaling", action="store_true", help="skip the solve-time scaling runs")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    plants = [x.strip() for x in args.plants.split(",") if x.strip()]
+    unknown = sorted(set(plants) - set(SCENARIOS))
+    if unknown:
+        p.error(f"unknown plants {unknown}; built-in: {sorted(SCENARIOS)}")
+    args.no_scaling = args.no_scaling or args.quick
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    done: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="control-bench-") as tmp:
+        for plant in tqdm(plants, desc="control benchmark", unit="plant"):
+            done[plant] = run_plant(plant, args, Path(tmp))
+    doc: dict[str, Any] = {
+        "meta": {
+            "command": "benchmarks/control.py "
+            + " ".join(argv if argv is not None else sys.argv[1:]),
+            "seed": args.seed,
+            "quick": args.quick,
+            "scaling_steps": args.scaling_steps,
+            "offset_tolerance_of_span": OFFSET_TOL,
+            "wall_seconds": round(time.perf_counter() - t0, 1),
+        },
+        "plants": done,
+    }
+    doc["targets"] = checks(done)
+    text = markdown(doc)
+    stem = "control-quick" if args.quick else "control"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    (args.out / f"{stem}.md").write_text(text, encoding="utf-8")
+    print(text)
+    return 0 if all(c["result"] == "PASS" for c in doc["targets"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""The control benchmark's report: the targets checked and the Markdown tables.
+
+Reads the plain-data results :mod:`benchmarks.control` collects (one dict per plant with the
+scenario, the PI tunings, the controller settings, the scores of :func:`control_loop.score`
+per controller and the twin MPC's solve times per horizon).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.control_loop import OFFSET_TOL
+
+NONLINEAR = ("cstr", "quadtank")
+CONTROLLERS = ("twin", "oracle", "arx", "pi")
+LABELS = {"twin": "twin MPC", "oracle": "oracle MPC", "arx": "ARX MPC", "pi": "SIMC PI"}
+HORIZONS = (10, 20, 30)
+
+
+def checks(plants: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+    """The issue's targets, PASS / FAIL, per plant."""
+    out: list[dict[str, str]] = []
+
+    def add(plant: str, target: str, ok: bool, measured: str) -> None:
+        out.append(
+            {
+                "plant": plant,
+                "target": target,
+                "measured": measured,
+                "result": "PASS" if ok else "FAIL",
+            }
+        )
+
+    for plant, d in plants.items():
+        r = d["results"]
+        ratio = r["twin"]["J"] / r["oracle"]["J"]
+        add(plant, "J_twin / J_oracle <= 1.05", ratio <= 1.05, f"{ratio:.3f}")
+        if plant in NONLINEAR:
+            ratio = r["twin"]["J"] / r["arx"]["J"]
+            add(plant, "J_twin <= 0.8 x J_ARX-MPC (nonlinear plant)", ratio <= 0.8, f"{ratio:.3f}")
+        bad = {
+            LABELS[c]: (v["bound_violations"], v["rate_violations"])
+            for c, v in r.items()
+            if v["bound_violations"] or v["rate_violations"]
+        }
+        add(
+            plant, "zero MV bound or rate violations (all controllers)", not bad, str(bad or "none")
+        )
+        off = r["twin"]["offset"]
+        add(
+            plant,
+            f"no steady-state offset, twin MPC (|mean error| <= {OFFSET_TOL:.1%} of span)",
+            r["twin"]["offset_ok"],
+            ", ".join(f"{k} {v:+.4g}" for k, v in off.items()),
+        )
+        if d["n_mv"] >= 2:
+            med = r["twin"]["solve_ms_median"]
+            add(
+                plant,
+                "twin MPC median solve <= 15 ms (H=30, two MVs)",
+                med <= 15.0,
+                f"{med:.1f} ms",
+            )
+    return out
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The report as Markdown."""
+    meta, plants = doc["meta"], doc["plants"]
+    first = next(iter(plants.values()))["mpc"]
+    mpc_text = ", ".join(f"{k} {v}" for k, v in first.items())
+    lines = [
+        "# Control benchmark",
+        "",
+        f"`{meta['command']}` (seed {meta['seed']}, "
+        f"{meta['wall_seconds']:.0f} s wall on a shared 2-core machine).",
+        "",
+        "Every MPC is `twin.mpc.Controller` with its default settings, the same for all three "
+        f"({mpc_text}); the CV tracking weights are the spec's (overrides noted "
+        "per plant). J is that objective evaluated on the plant's noise-free trajectory: "
+        "1/N sum_k [sum_c w_c ((y - sp) / span_c)^2 + limit term] + H/N sum_k sum_m mw (du / "
+        "span_m)^2, i.e. the MPC objective summed over consecutive H-sample windows, per "
+        "window (lower is better; the PI loops are scored the same way). IAE in CV unit x min "
+        "on the true trajectory; offset = mean(y - sp) over the final stretch.",
+        "",
+        "PI: decentralised velocity-form PI (anti-windup by construction, moves clipped to the "
+        "rate limit and bounds), paired by the RGA of simulated step tests, tuned by SIMC "
+        "(Skogestad 2003) on FOPDT fits of those tests: theta' = theta + Ts/2, tau_c = theta', "
+        "Kc = tau / (k (tau_c + theta')), tau_I = min(tau, 4 (tau_c + theta')).",
+        "",
+    ]
+    for plant, d in plants.items():
+        sc, r = d["scenario"], d["results"]
+        sps = "; ".join(
+            f"at {s['at_step']}: " + ", ".join(f"{k} {v:g}" for k, v in s["values"].items())
+            for s in sc["setpoints"]
+        )
+        lines += [
+            f"## {plant}",
+            "",
+            f"{sc['steps']} samples ({sc['minutes']:.0f} min). Setpoints from the nominal point: "
+            f"{sps}. Unmeasured {sc['disturbance']}: ramp to {sc['drift']['to']} over steps "
+            f"{sc['drift']['from_step']}-{sc['drift']['to_step']}, step to {sc['step']['to']} at "
+            f"{sc['step']['at_step']} held to the end; offset over the last "
+            f"{sc['final_stretch_steps']} samples. {sc['note']}.",
+            "",
+            f"Twin: `{d['twin']}`; linear MPC model: {d['arx']}; PI: "
+            + "; ".join(t["text"] for t in d["pi"])
+            + ".",
+            "",
+        ]
+        cvs, mvs = list(r["twin"]["iae"]), list(r["twin"]["movement"])
+        head = (
+            "| controller | J | J / J_oracle | "
+            + " | ".join(f"IAE {c}" for c in cvs)
+            + " | "
+            + " | ".join(f"moves {m}" for m in mvs)
+            + " | MV bound / rate viol. | CV out of limits | offset | solve ms median / p95 "
+            "| failed solves |"
+        )
+        lines += [head, "|---" * (head.count("|") - 1) + "|"]
+        j_oracle = r["oracle"]["J"]
+        for c in CONTROLLERS:
+            v = r[c]
+            cells = [
+                LABELS[c],
+                f"{v['J']:.4g}",
+                f"{v['J'] / j_oracle:.3f}",
+                *(f"{v['iae'][x]:.4g}" for x in cvs),
+                *(f"{v['movement'][m]:.4g}" for m in mvs),
+                f"{v['bound_violations']} / {v['rate_violations']}",
+                str(v["cv_limit_samples"]),
+                ", ".join(f"{k} {x:+.3g}" for k, x in v["offset"].items()),
+                f"{v['solve_ms_median']:.1f} / {v['solve_ms_p95']:.1f}",
+                str(v["failures"]),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        twin, arx = r["twin"]["J"], r["arx"]["J"]
+        lines += [
+            "",
+            f"J_twin / J_oracle = {twin / j_oracle:.3f}; J_twin / J_ARX-MPC = {twin / arx:.3f}.",
+            "",
+        ]
+    lines += ["## Targets", "", "| plant | target | measured | result |", "|---|---|---|---|"]
+    lines += [
+        f"| {c['plant']} | {c['target']} | {c['measured']} | {c['result']} |"
+        for c in doc["targets"]
+    ]
+    scaled = {p: d for p, d in plants.items() if d["scaling"]}
+    if scaled:
+        lines += [
+            "",
+            "## Twin MPC solve time vs horizon and MV count",
+            "",
+            f"Median / p95 ms per step over {meta['scaling_steps']} samples of each scenario "
+            f"(control_horizon {first.get('control_horizon')} throughout).",
+            "",
+            "| plant | MVs | " + " | ".join(f"H = {h}" for h in HORIZONS) + " |",
+            "|---|---|" + "---|" * len(HORIZONS),
+        ]
+        for plant, d in scaled.items():
+            cells = [
+                f"{d['scaling'][str(h)]['median_ms']:.1f} / {d['scaling'][str(h)]['p95_ms']:.1f}"
+                if str(h) in d["scaling"]
+                else "-"
+                for h in HORIZONS
+            ]
+            lines.append(f"| {plant} | {d['n_mv']} | " + " | ".join(cells) + " |")
+        lines += ["", _scaling_summary(scaled)]
+    return "\n".join(lines) + "\n"
+
+
+def _scaling_summary(scaled: dict[str, dict[str, Any]]) -> str:
+    """One sentence: growth with the horizon per plant, and two MVs against one at H = 30."""
+
+    def med(d: dict[str, Any], h: int) -> float | None:
+        cell = d["scaling"].get(str(h))
+        return None if cell is None else float(cell["median_ms"])
+
+    parts = []
+    for plant, d in scaled.items():
+        lo, hi = med(d, HORIZONS[0]), med(d, HORIZONS[-1])
+        if lo and hi:
+            parts.append(f"{plant} x{hi / lo:.2f}")
+    text = f"From H = {HORIZONS[0]} to H = {HORIZONS[-1]} the median grows " + ", ".join(parts)
+    by_mv: dict[int, list[float]] = {}
+    for d in scaled.values():
+        m = med(d, HORIZONS[-1])
+        if m is not None:
+            by_mv.setdefault(int(d["n_mv"]), []).append(m)
+    if 1 in by_mv and 2 in by_mv:
+        one, two = min(by_mv[1]), min(by_mv[2])
+        text += f"; at H = {HORIZONS[-1]} two MVs take x{two / one:.2f} the time of one"
+    return text + "."

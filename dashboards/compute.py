@@ -1,0 +1,56 @@
+"""Model computations of the app, cached under the historian's change stamp.
+
+Each is a function of (model folder, historian folder, stamp): sessions looking at the same
+data share one result, and a new historian file makes the next call recompute.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+import streamlit as st
+
+from dashboards import data
+from dashboards.skill import LiveSkill, live_skill
+from twin.forecast import Forecast
+
+SKILL_MINUTES = 60.0
+"""recent history scored for the live forecast error"""
+
+
+def frame_for(model: str, root: str, samples: int, version: Any) -> pl.DataFrame:
+    """The last ``samples`` grid points of the historian, for the model's spec."""
+    twin = data.load_twin(model)
+    return data.history_frame(root, model, samples, version, twin.spec)
+
+
+@st.cache_data(ttl=300, max_entries=16, show_spinner=False)
+def forecast_hold(model: str, root: str, samples: int, version: Any) -> Forecast:
+    """The twin's forecast from now to its horizon with every MV held at its current value."""
+    twin = data.load_twin(model)
+    frame = frame_for(model, root, samples, version)
+    mv = [t.name for t in twin.spec.mvs]
+    current = [float(frame.get_column(name).drop_nulls().drop_nans().tail(1).item()) for name in mv]
+    plan = np.tile(np.asarray(current, dtype=np.float64), (twin.horizon, 1))
+    return twin.forecast(frame, plan)
+
+
+@st.cache_data(ttl=300, max_entries=8, show_spinner="scoring recent forecasts ...")
+def skill(model: str, root: str, version: Any) -> LiveSkill:
+    """Live forecast error over the last :data:`SKILL_MINUTES` (see :mod:`dashboards.skill`)."""
+    twin = data.load_twin(model)
+    samples = int(SKILL_MINUTES * 60 / twin.spec.sample_period)
+    frame = frame_for(model, root, samples, version)
+    return live_skill(twin, frame)
+
+
+@st.cache_data(ttl=300, max_entries=8, show_spinner=False)
+def health(model: str, root: str, version: Any) -> float | None:
+    """The write-back guard's health ratio (:func:`twin.health.model_health`) on recent data."""
+    from twin.health import health_rows, model_health
+
+    twin = data.load_twin(model)
+    frame = frame_for(model, root, health_rows(twin), version)
+    return model_health(twin, frame)

@@ -1,0 +1,66 @@
+"""Downloads of the app and the approval hook, as plain functions (testable without a browser).
+
+The files are those the command line writes: a recommendation through
+:func:`twin.export.write_export` (as ``twin recommend --out``), what-if scenarios as
+``twin whatif --out`` writes them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from twin.audit import Approval
+    from twin.recommendation import Recommendation
+    from twin.whatif import WhatIf
+
+
+def recommendation_bytes(rec: Recommendation, suffix: str) -> bytes:
+    """``rec`` exported as ``.csv`` or ``.json`` (the schema of ``twin recommend``)."""
+    from twin.export import write_export
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"recommendation{suffix}"
+        write_export(rec, path)
+        return path.read_bytes()
+
+
+def whatif_subset(result: WhatIf, names: list[str]) -> WhatIf:
+    """The scenarios of ``result`` called ``names``, in ``result``'s order."""
+    from twin.whatif import WhatIf
+
+    keep = [i for i, s in enumerate(result.scenarios) if s.name in names]
+    return WhatIf(
+        scenarios=tuple(result.scenarios[i] for i in keep),
+        forecasts=tuple(result.forecasts[i] for i in keep),
+        setpoint_paths=tuple(result.setpoint_paths[i] for i in keep),
+        failed_solves=tuple(result.failed_solves[i] for i in keep),
+    )
+
+
+def whatif_bytes(result: WhatIf, names: list[str], suffix: str) -> bytes:
+    """Scenarios ``names`` as ``twin whatif --out FILE.csv|FILE.json`` writes them."""
+    part = whatif_subset(result, names)
+    if suffix == ".csv":
+        return part.to_frame().write_csv().encode()
+    if suffix != ".json":
+        raise ValueError(f"what-if exports are .csv or .json, not {suffix!r}")
+    from twin.control_cli import _write_json  # the JSON document of `twin whatif`
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "whatif.json"
+        _write_json(part, path)
+        return path.read_bytes()
+
+
+def request_approval(rec: Recommendation, historian: str | Path, operator: str) -> Approval:
+    """The approve button's hook: release ``rec`` for write-back in ``operator``'s name.
+
+    Appends a line to ``<historian>/approvals.jsonl`` (:class:`twin.audit.ApprovalQueue`); the
+    write-back loop writes the recommendation once, if its guard allows, and audits it.
+    """
+    from twin.audit import ApprovalQueue
+
+    return ApprovalQueue(historian).approve(rec.ts, operator)

@@ -1,0 +1,127 @@
+"""How the twin's forecasts of the recent past compare with what happened: its live health.
+
+Every origin of the recent frame whose window and next H samples are complete is forecast with
+the MV moves that really followed (DVs held at their last value), as in validation. The error
+is scored the way ``metrics.json`` scores validation (RMSE over origins in normalised units,
+i.e. divided by the training standard deviation), so the two can be compared step by step:
+:func:`health_ratio` is the live error over the validation error at the same steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from twin.dataset import cv_columns, mv_columns
+
+if TYPE_CHECKING:
+    from twin.twin import Twin
+
+MAX_ORIGINS = 240
+"""forecast origins scored at most (evenly thinned)"""
+EXAMPLES = 3
+"""past forecasts drawn over the recent history"""
+
+
+@dataclass(frozen=True)
+class LiveSkill:
+    """Live forecast error of the twin on recent data, per step and CV."""
+
+    steps: tuple[int, ...]
+    """horizon steps reported (those of ``metrics.json`` within H)"""
+    nrmse: dict[str, dict[str, float]]
+    """step (as str) -> CV tag -> NRMSE on the recent data"""
+    coverage: dict[str, float]
+    """step (as str) -> fraction of CV samples inside the band"""
+    origins: int
+    examples: list[dict[str, Any]]
+    """a few past forecasts: ``origin``, ``ts`` [H], and per CV ``mean/lower/upper/truth`` [H]"""
+
+
+def live_skill(twin: Twin, frame: pl.DataFrame, steps: tuple[int, ...] | None = None) -> LiveSkill:
+    """Score the twin's forecasts from every complete origin of ``frame`` (see module doc).
+
+    Raises :class:`~twin.errors.DataQualityError` when the frame holds no complete window + horizon.
+    """
+    from twin.evaluate import forecast_cases, forecast_windows
+
+    spec, h = twin.spec, twin.horizon
+    past, future, origins = forecast_cases(frame, spec, twin.window, h, MAX_ORIGINS)
+    mean, lower, upper = forecast_windows(twin, past, future[..., mv_columns(spec)])
+    cv = cv_columns(spec)
+    names = [spec.tags[j].name for j in cv]
+    scale = np.asarray(twin.normalizer.scale)[cv]
+    err = np.sqrt(((mean[..., cv] - future[..., cv]) ** 2).mean(axis=0)) / scale  # [H, n_cv]
+    inside = (future[..., cv] >= lower[..., cv]) & (future[..., cv] <= upper[..., cv])
+    wanted = steps or tuple(sorted({s for s in (1, 5, 10, h) if s <= h}))
+    wanted = tuple(s for s in wanted if 1 <= s <= h)
+    period = np.timedelta64(round(spec.sample_period * 1e6), "us")
+    picks = np.unique(np.linspace(len(past) - 1, max(0, len(past) - 1 - h), EXAMPLES).astype(int))
+    examples = [
+        {
+            "origin": origins[i],
+            "ts": origins[i] + period * np.arange(1, h + 1),
+            **{
+                spec.tags[j].name: {
+                    "mean": mean[i, :, j],
+                    "lower": lower[i, :, j],
+                    "upper": upper[i, :, j],
+                    "truth": future[i, :, j],
+                }
+                for j in cv
+            },
+        }
+        for i in picks
+    ]
+    return LiveSkill(
+        steps=wanted,
+        nrmse={str(s): {n: float(err[s - 1, k]) for k, n in enumerate(names)} for s in wanted},
+        coverage={str(s): float(inside[:, s - 1].mean()) for s in wanted},
+        origins=len(past),
+        examples=examples,
+    )
+
+
+def health_ratio(live: LiveSkill, metrics: dict[str, Any]) -> float | None:
+    """Live over validation NRMSE, averaged over CVs and the steps both report (None: no overlap).
+
+    About 1 is as good as validated; above 2 to 3 the plant has moved away from the data the
+    twin learned from (or a sensor is wrong).
+    """
+    val = metrics.get("nrmse", {}) if metrics else {}
+    ratios = [
+        live.nrmse[s][tag] / v
+        for s in live.nrmse
+        for tag, v in val.get(s, {}).items()
+        if tag in live.nrmse[s] and v and v > 0
+    ]
+    return float(np.mean(ratios)) if ratios else None
+
+
+def skill_table(live: LiveSkill, metrics: dict[str, Any]) -> pl.DataFrame:
+    """Rows per step and CV: live NRMSE, validation NRMSE, persistence NRMSE, their ratio."""
+    val = (metrics or {}).get("nrmse", {})
+    pers = (metrics or {}).get("persistence_nrmse", {})
+    rows = []
+    for s in live.nrmse:
+        for tag, e in live.nrmse[s].items():
+            v = val.get(s, {}).get(tag)
+            rows.append(
+                {
+                    "step": int(s),
+                    "tag": tag,
+                    "live NRMSE": round(e, 4),
+                    "validation NRMSE": v,
+                    "persistence NRMSE (validation)": pers.get(s, {}).get(tag),
+                    "live / validation": round(e / v, 2) if v else None,
+                }
+            )
+    schema = {
+        "validation NRMSE": pl.Float64,
+        "persistence NRMSE (validation)": pl.Float64,
+        "live / validation": pl.Float64,
+    }
+    return pl.DataFrame(rows, schema_overrides=schema)

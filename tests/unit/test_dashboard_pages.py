@@ -1,0 +1,252 @@
+"""Every page of the operator app, run with Streamlit's AppTest on a real historian and the
+shipped CSTR twin: what an operator sees, the what-if run, the recommendations table, alarms.
+
+One module fixture records an hour of the simulated CSTR into a temporary historian (ending
+now) and logs two controller recommendations into it, as ``twin run`` would.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import polars as pl
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from connectors.sim import make_plant
+from connectors.sim.record import record
+from twin.export import RecommendationLog
+from twin.historian import Historian
+from twin.mpc import Controller
+from twin.recommendation import Recommendation
+from twin.twin import Twin
+
+REPO = Path(__file__).resolve().parents[2]
+APP = REPO / "dashboards" / "app.py"
+MODEL = REPO / "data" / "models" / "cstr"
+TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class PlantData:
+    historian: Path
+    twin: Twin
+    recs: tuple[Recommendation, ...]
+
+
+@pytest.fixture(scope="module")
+def plant(tmp_path_factory: pytest.TempPathFactory) -> PlantData:
+    root = tmp_path_factory.mktemp("historian")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    record(make_plant("cstr", seed=5), 1.0, root, seed=5, start=start, progress=False)
+    twin = Twin.load(MODEL)
+    hist = Historian(root)
+    newest = hist.read(["T"]).get_column("ts").max()
+    assert isinstance(newest, datetime)
+    period = timedelta(seconds=twin.spec.sample_period)
+    frame = hist.frame(twin.spec, newest - 59 * period, newest + period / 2)
+    controller, log = Controller(twin), RecommendationLog(root)
+    recs = []
+    for drop, sp in ((1, 324.5), (0, 327.0)):  # the newest asks for a hotter reactor
+        rec = controller.recommend(frame.head(frame.height - drop), {"T": sp, "Ca": 0.877})
+        log.append(rec)
+        recs.append(rec)
+    return PlantData(root, twin, tuple(recs))
+
+
+def fresh(root: Path) -> None:
+    """Append one good sample per tag at now, so that nothing is stale."""
+    hist = Historian(root)
+    last = hist.read(start=datetime.now(UTC) - timedelta(hours=2)).sort("ts").group_by("tag").last()
+    hist.append(last.select("tag", "value").with_columns(ts=pl.lit(datetime.now(UTC))))
+
+
+def app(
+    monkeypatch: pytest.MonkeyPatch,
+    historian: Path | None,
+    *,
+    model: Path | None = MODEL,
+    spec: str | None = None,
+    approve: bool = False,
+    page: str | None = None,
+) -> AppTest:
+    for name, value in (
+        ("TWIN_HISTORIAN", historian),
+        ("TWIN_MODEL", model),
+        ("TWIN_SPEC", spec),
+        ("TWIN_APPROVE", "1" if approve else None),
+    ):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, str(value))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    if page is not None:
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def table(at: AppTest, column: str) -> pd.DataFrame:
+    """The first table on the page that has ``column``."""
+    for df in at.dataframe:
+        if column in df.value.columns:
+            return df.value
+    raise AssertionError(f"no table with column {column!r}")
+
+
+def texts(at: AppTest) -> str:
+    parts = [
+        e.value
+        for kind in ("markdown", "caption", "info", "warning", "error")
+        for e in at.get(kind)
+    ]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_plant_page_shows_every_tag_live_with_units(
+    plant: PlantData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fresh(plant.historian)
+    at = app(monkeypatch, plant.historian)
+    labels = {m.label: m.value for m in at.metric}
+    assert set(labels) == {"T [K]", "Ca [mol/L]", "Tc [K]"}  # every CV and MV, with its unit
+    assert 300 < float(labels["T [K]"]) < 345
+    assert all(m.proto.delta and m.proto.color == 2 for m in at.metric)  # ISA-101: grey deltas
+    values = table(at, "age [s]")
+    assert values["tag"].tolist() == ["T", "Ca", "Tc", "Tf"]
+    assert values["unit"].tolist() == ["K", "mol/L", "K", "K"]
+    assert values["quality"].tolist() == ["good"] * 4
+    assert (values["age [s]"] < 18).all()
+    assert "0 unacknowledged" in texts(at)
+    assert len(at.get("plotly_chart")) == 1
+    # a time range is chosen without error
+    at.segmented_control(key="plant_minutes").set_value(60).run()
+    assert not at.exception
+
+
+def test_plant_alarms_show_in_colour_until_acknowledged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime.now(UTC)
+    rows = pl.DataFrame(
+        {
+            "tag": ["T", "Ca", "Tc", "Tf"],
+            "ts": [now, now, now, now - timedelta(minutes=2)],
+            "value": [350.0, 0.8, 302.0, 350.0],
+            "quality": ["good", "bad", "good", "good"],
+        }
+    ).with_columns(pl.col("ts").dt.cast_time_unit("us"))
+    Historian(tmp_path).append(rows)
+    at = app(monkeypatch, tmp_path, model=None, spec="cstr")  # no model: the spec's limits
+    shown = texts(at)
+    assert ":red-background[**LIMIT** T 350 K above hi 345" in shown
+    assert ":orange-background[**QUALITY** Ca: quality bad" in shown
+    assert ":orange-background[**AT LIMIT** Tc 302 K at its hi limit" in shown
+    assert ":orange-background[**STALE** Tf: no new sample for" in shown
+    assert "4 unacknowledged" in shown
+    at.button(key="ack:T:limit").click().run()
+    shown = texts(at)
+    assert "3 unacknowledged" in shown
+    assert "**LIMIT** T 350 K above hi 345 K — active" in shown and "acknowledged" in shown
+    assert ":red-background" not in shown  # acknowledged: no colour left for it
+
+
+def test_pages_without_a_model_say_so(plant: PlantData, monkeypatch: pytest.MonkeyPatch) -> None:
+    for page in ("forecast", "whatif", "model"):
+        at = app(monkeypatch, plant.historian, model=None, spec="cstr", page=page)
+        assert "No model loaded" in texts(at), page
+
+
+def test_forecast_page_draws_the_forecast_and_scores_past_ones(
+    plant: PlantData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = app(monkeypatch, plant.historian, page="forecast")
+    assert "30 steps of 6 s" in texts(at)
+    assert len(at.get("plotly_chart")) == 2  # the forecast, and past forecasts vs. truth
+    skill = table(at, "live NRMSE")
+    assert set(skill["tag"]) == {"T", "Ca"} and set(skill["step"]) == {1, 5, 10, 30}
+    # on data like its training data the twin is about as good as validated
+    assert skill["live / validation"].between(0.3, 3.0).all(), skill
+    at.segmented_control(key="forecast_plan").set_value("controller's plan").run()
+    assert not at.exception and len(at.get("plotly_chart")) == 2
+
+
+def test_whatif_page_runs_and_compares_two_scenarios(
+    plant: PlantData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = app(monkeypatch, plant.historian, page="whatif")
+    at.number_input(key="wi_sp_1_T").set_value(329.0)
+    at.button(key="wi_run").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "**2 scenarios:** hold, scenario 2" in texts(at)
+    values = table(at, "failed solves")
+    assert values["scenario"].tolist() == ["hold", "scenario 2"]
+    hold, hot = values["T end [K]"].tolist()
+    assert hot > hold + 0.5  # the controller heats toward the higher setpoint
+    assert [b.label for b in at.get("download_button")] == ["Download CSV", "Download JSON"]
+
+
+def test_whatif_open_loop_schedule(plant: PlantData, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app(monkeypatch, plant.historian, page="whatif")
+    at.number_input(key="wi_count").set_value(3).run()
+    for k, tc in ((1, 290.0), (2, 300.0)):
+        at.radio(key=f"wi_mode_{k}").set_value("MV schedule (open loop)")
+        at.number_input(key=f"wi_mv_{k}_Tc").set_value(tc)
+    at.button(key="wi_run").click().run()
+    values = table(at, "failed solves")
+    assert values["mode"].tolist() == ["controller", "open loop", "open loop"]
+    assert values["Tc end [K]"].tolist()[1:] == [290.0, 300.0]
+    assert values["T end [K]"][1] < values["T end [K]"][2]  # colder coolant, colder reactor
+
+
+def test_recommendations_page_is_advisory_with_table_and_downloads(
+    plant: PlantData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = app(monkeypatch, plant.historian, page="recommendations")
+    assert "Advisory" in texts(at)
+    newest = plant.recs[-1]
+    values = table(at, "limits held")
+    assert values["tag"].tolist() == ["Tc"]
+    assert values["recommended"][0] == pytest.approx(newest.moves[0].recommended)
+    assert values["current"][0] == pytest.approx(newest.moves[0].current)
+    assert {"change", "lo", "hi", "limits held", "unit"} <= set(values.columns)
+    assert "T = 327" in texts(at)  # the setpoints of the newest recommendation
+    solver = {m.label: m.value for m in at.metric}["solver"]
+    assert solver == ("ok" if newest.success else "failed")
+    assert [b.label for b in at.get("download_button")] == ["Download CSV", "Download JSON"]
+    assert not [b for b in at.button if b.label.startswith("Approve")]
+    assert len(at.get("plotly_chart")) == 1  # predicted CVs
+
+
+def test_approval_mode_records_the_operators_approval(
+    plant: PlantData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = app(monkeypatch, plant.historian, approve=True, page="recommendations")
+    assert "Advisory" not in texts(at)
+    at.button(key="rec_approve").click().run()  # no name: refused
+    assert "operator's name" in texts(at)
+    at.text_input(key="rec_operator").set_value("alice")
+    at.button(key="rec_approve").click().run()
+    lines = (plant.historian / "approvals.jsonl").read_text().splitlines()
+    entry = json.loads(lines[-1])
+    assert entry["operator"] == "alice"
+    assert datetime.fromisoformat(entry["rec_ts"]) == plant.recs[-1].ts
+
+
+def test_model_page_shows_validation_training_and_health(
+    plant: PlantData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = app(monkeypatch, plant.historian, page="model")
+    val = table(at, "twin NRMSE")
+    assert len(val) == 8 and set(val["tag"]) == {"T", "Ca"}
+    assert (val["twin NRMSE"].iloc[-2:] < val["persistence NRMSE"].iloc[-2:]).all()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["epochs"] == str(plant.twin.metrics["training"]["epochs"])
+    ratio = metrics["health ratio (live / validation NRMSE, worst CV)"]
+    assert 0 < float(ratio) < 10
+    assert len(table(at, "live NRMSE")) == 8

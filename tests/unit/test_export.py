@@ -1,0 +1,171 @@
+"""Exports and the recommendation log: the documented columns, round trips, torn writes."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from twin.errors import TwinError
+from twin.export import (
+    EXPORT_COLUMNS,
+    RecommendationLog,
+    read_export,
+    recommendation_rows,
+    write_export,
+)
+from twin.forecast import Forecast
+from twin.recommendation import MoveRec, Recommendation
+
+T0 = datetime(2026, 3, 1, 23, 59, 54, tzinfo=UTC)
+
+
+def make_rec(ts: datetime = T0, *, success: bool = True, tc: float = 300.5) -> Recommendation:
+    """A CSTR-like recommendation: two MVs (one without a write node), a 3-step forecast."""
+    moves = (
+        MoveRec(
+            tag="Tc",
+            node="nsu=urn:x;s=cstr.Tc",
+            write_node="nsu=urn:x;s=cstr.Tc.SP",
+            unit="K",
+            current=300.0,
+            recommended=tc,
+            change=tc - 300.0,
+            lo=285.0,
+            hi=302.0,
+            rate_limit=0.5,
+            plan=(tc, tc + 0.5, tc + 1.0),
+            limits_held=True,
+        ),
+        MoveRec(
+            tag="F",
+            node="ns=2;s=F",
+            write_node=None,
+            unit='L/min, "std"',
+            current=1.0,
+            recommended=1.0,
+            change=0.0,
+            lo=0.0,
+            hi=2.0,
+            rate_limit=0.1,
+            plan=(1.0, 1.0, 1.0),
+            limits_held=True,
+        ),
+    )
+    ts64 = np.datetime64(ts.replace(tzinfo=None), "us") + np.arange(1, 4) * np.timedelta64(6, "s")
+    mean = np.array([[324.5, tc, 1.0], [325.0, tc + 0.5, 1.0], [325.5, tc + 1.0, 1.0]])
+    band = np.array([[0.2, 0.0, 0.0], [0.3, 0.0, 0.0], [math.nan, 0.0, 0.0]])
+    fc = Forecast(("T", "Tc", "F"), ("K", "K", "L/min"), ts64, mean, mean - band, mean + band)
+    return Recommendation(
+        ts=ts,
+        plant="cstr",
+        success=success,
+        message="1 Gauss-Newton iteration(s) (least squares), with a comma",
+        moves=moves,
+        setpoints={"T": 326.0},
+        forecast=fc if success else None,
+        objective=0.0125 if success else math.nan,
+        solve_time_s=0.011,
+        iterations=1 if success else 0,
+        limits_held=True,
+    )
+
+
+def test_rows_have_exactly_the_documented_columns_one_per_mv() -> None:
+    rows = recommendation_rows(make_rec())
+    assert tuple(rows.columns) == EXPORT_COLUMNS
+    assert rows["tag"].to_list() == ["Tc", "F"]
+    assert rows["change"].to_list() == pytest.approx([0.5, 0.0])
+    assert rows["write_node"].to_list() == ["nsu=urn:x;s=cstr.Tc.SP", None]
+    assert rows["ts"].dtype == pl.Datetime("us", "UTC")
+    assert rows["ts"][0] == T0
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".JSON"])
+def test_export_round_trips_through_the_file(tmp_path: Path, suffix: str) -> None:
+    rec = make_rec()
+    out = write_export(rec, tmp_path / "sub" / f"moves{suffix}")
+    back = read_export(out)
+    assert back.equals(recommendation_rows(rec))
+    assert not list(out.parent.glob(".*tmp"))  # the temporary file is gone
+
+
+def test_csv_is_plain_text_a_spreadsheet_reads(tmp_path: Path) -> None:
+    out = write_export(make_rec(), tmp_path / "moves.csv")
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == ",".join(EXPORT_COLUMNS)
+    assert lines[1].startswith("2026-03-01T23:59:54.000000+00:00,cstr,Tc,")
+    frame = pl.read_csv(out)
+    assert frame.columns == list(EXPORT_COLUMNS) and frame.height == 2
+    assert frame["recommended"].to_list() == pytest.approx([300.5, 1.0])
+    assert frame["unit"][1] == 'L/min, "std"'  # quoted, not split
+
+
+def test_json_holds_rows_and_the_full_recommendation(tmp_path: Path) -> None:
+    rec = make_rec(success=False)
+    out = write_export(rec, tmp_path / "moves.json")
+    doc = json.loads(out.read_text(encoding="utf-8"))  # strict JSON: no NaN tokens
+    assert doc["schema_version"] == 1
+    assert doc["columns"] == list(EXPORT_COLUMNS)
+    assert [list(r) for r in doc["rows"]] == [list(EXPORT_COLUMNS)] * 2
+    assert doc["rows"][0]["ts"] == "2026-03-01T23:59:54+00:00"
+    assert doc["recommendation"]["objective"] is None
+    again = Recommendation.from_dict(doc["recommendation"])
+    assert again.to_dict() == rec.to_dict()
+    assert math.isnan(again.objective) and not again.success
+
+
+def test_recommendation_dict_round_trip_keeps_forecast_and_plan() -> None:
+    rec = make_rec()
+    again = Recommendation.from_dict(json.loads(json.dumps(rec.to_dict(), allow_nan=False)))
+    assert again.ts == rec.ts and again.moves == rec.moves
+    assert again.forecast is not None and rec.forecast is not None
+    np.testing.assert_array_equal(again.forecast.ts, rec.forecast.ts)
+    np.testing.assert_array_equal(again.forecast.mean, rec.forecast.mean)
+    np.testing.assert_array_equal(again.forecast.upper, rec.forecast.upper)  # NaN kept
+    assert again.move("Tc").plan == (300.5, 301.0, 301.5)
+    with pytest.raises(ValueError, match="schema_version"):
+        Recommendation.from_dict({**rec.to_dict(), "schema_version": 2})
+
+
+def test_unknown_suffix_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    with pytest.raises(TwinError, match=r"\.csv or \.json"):
+        write_export(make_rec(), tmp_path / "moves.xlsx")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(TwinError, match=r"moves\.txt"):
+        read_export(tmp_path / "moves.txt")
+
+
+def test_log_appends_reads_by_time_and_finds_the_latest(tmp_path: Path) -> None:
+    log = RecommendationLog(tmp_path)
+    assert log.latest() is None and log.read() == []
+    times = [T0 + timedelta(seconds=6 * i) for i in range(4)]  # crosses midnight UTC
+    for i, ts in enumerate(times):
+        log.append(make_rec(ts, tc=300.0 + 0.1 * i))
+    assert [p.name for p in log.files()] == ["2026-03-01.jsonl", "2026-03-02.jsonl"]
+    recs = log.read()
+    assert [r.ts for r in recs] == times
+    assert [r.ts for r in log.read(start=times[1], end=times[3])] == times[1:3]
+    latest = log.latest()
+    assert latest is not None and latest.ts == times[-1]
+    assert latest.move("Tc").recommended == pytest.approx(300.3)
+
+
+def test_a_torn_last_line_is_skipped_and_sealed_off(tmp_path: Path) -> None:
+    log = RecommendationLog(tmp_path)
+    path = log.append(make_rec(T0 - timedelta(seconds=6)))
+    # a crash half-way through the next write
+    line = json.dumps(make_rec(T0).to_dict())
+    with path.open("a", encoding="utf-8") as f:
+        f.write(line[: len(line) // 2])
+    latest = log.latest()
+    assert latest is not None and latest.ts == T0 - timedelta(seconds=6)
+    assert len(log.read()) == 1
+    log.append(make_rec(T0 + timedelta(seconds=0.5)))  # same day file, after the torn bytes
+    assert [r.ts for r in log.read()] == [T0 - timedelta(seconds=6), T0 + timedelta(seconds=0.5)]
+    assert path.read_bytes().endswith(b"\n")

@@ -1,0 +1,196 @@
+"""The write-back's records: the append-only audit log and the operators' approvals.
+
+:class:`AuditLog` is one JSON line per event (write, read-back, refusal, approval): who, when,
+what, why. :class:`ApprovalQueue` holds the approvals the operator app writes (one JSON line per
+press of its approve button); each releases one recommendation, once. Both files live in the
+historian folder, written with ``O_APPEND`` and fsynced line by line: nothing is ever rewritten,
+and a line torn by a crash is skipped on read.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from twin.errors import TwinError
+
+log = logging.getLogger(__name__)
+
+#: file name of the audit log inside a historian folder (the app reads it there)
+AUDIT_FILE = "audit.jsonl"
+#: file name of the operator approvals inside a historian folder (the app's button writes it)
+APPROVALS_FILE = "approvals.jsonl"
+
+
+def current_user() -> str:
+    """The OS user this process runs as ("unknown" where it cannot be told)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, no LOGNAME in a container
+        return "unknown"
+
+
+def now_utc() -> datetime:
+    """The current time, UTC."""
+    return datetime.now(UTC)
+
+
+def iso(ts: datetime) -> str:
+    """ISO 8601 in UTC."""
+    return ts.astimezone(UTC).isoformat()
+
+
+def _parse_ts(value: object) -> datetime | None:
+    try:
+        ts = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _append_line(path: Path, entry: Mapping[str, Any]) -> None:
+    """Append one JSON line, flushed and fsynced (O_APPEND: never rewrites what is there)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(entry, allow_nan=False, default=str) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    """Every complete JSON-object line of ``path``; a torn or foreign line is skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict):
+            out.append(entry)
+    return out
+
+
+def _json_num(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+class AuditLog:
+    """Append-only JSON lines ``{ts, who, action, tag, value, why, ...}``, one per event.
+
+    ``action`` is ``write`` | ``readback`` | ``refuse`` | ``approve``; ``ok`` says whether a write
+    or read-back succeeded. ``path`` is the file, or a folder (then ``<folder>/audit.jsonl``).
+    ``who`` defaults to the OS user running the writer.
+    """
+
+    def __init__(self, path: str | Path, who: str | None = None) -> None:
+        p = Path(path)
+        self.path = p / AUDIT_FILE if p.is_dir() or not p.suffix else p
+        self.who = who or current_user()
+
+    def record(
+        self,
+        action: str,
+        *,
+        tag: str | None,
+        value: float | None,
+        why: str,
+        who: str | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """Append one entry (now, by ``who`` or this log's user) and return it."""
+        entry = {
+            "ts": iso(now_utc()),
+            "who": who or self.who,
+            "action": action,
+            "tag": tag,
+            "value": _json_num(value),
+            "why": why,
+            **extra,
+        }
+        _append_line(self.path, entry)
+        return entry
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every entry so far, oldest first (a torn last line is ignored)."""
+        return _read_lines(self.path)
+
+
+@dataclass(frozen=True)
+class Approval:
+    """One operator's release of one recommendation (a line of ``approvals.jsonl``)."""
+
+    ts: datetime
+    rec_ts: datetime
+    operator: str
+
+
+@dataclass
+class ApprovalQueue:
+    """Operator approvals in ``<historian>/approvals.jsonl``; each releases one recommendation once.
+
+    The app's approve button calls :meth:`approve`; the writer calls :meth:`take`, which returns
+    the approval of a recommendation (by its ``ts``) unless that approval was used already
+    (an ``approve`` entry of the audit log).
+    """
+
+    historian_dir: str | Path
+    _used: set[datetime] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def path(self) -> Path:
+        """The approvals file."""
+        return Path(self.historian_dir) / APPROVALS_FILE
+
+    def approve(self, rec_ts: datetime, operator: str) -> Approval:
+        """Release the recommendation made at ``rec_ts`` in the name of ``operator``."""
+        operator = operator.strip()
+        if not operator:
+            raise TwinError("an approval needs the operator's name")
+        approval = Approval(now_utc(), rec_ts.astimezone(UTC), operator)
+        _append_line(
+            self.path,
+            {"ts": iso(approval.ts), "rec_ts": iso(approval.rec_ts), "operator": operator},
+        )
+        return approval
+
+    def pending(self) -> list[Approval]:
+        """Approvals on file, oldest first (used ones included)."""
+        out = []
+        for entry in _read_lines(self.path):
+            ts, rec_ts = _parse_ts(entry.get("ts")), _parse_ts(entry.get("rec_ts"))
+            operator = str(entry.get("operator") or "").strip()
+            if ts and rec_ts and operator:
+                out.append(Approval(ts, rec_ts, operator))
+        return out
+
+    def take(self, rec_ts: datetime, audit: AuditLog) -> Approval | None:
+        """The unused approval of the recommendation at ``rec_ts``, now marked used; else None."""
+        if self._used is None:
+            self._used = {
+                ts
+                for e in audit.read()
+                if e.get("action") == "approve" and (ts := _parse_ts(e.get("rec_ts")))
+            }
+        key = rec_ts.astimezone(UTC)
+        if key in self._used:
+            return None
+        for approval in self.pending():
+            if approval.rec_ts == key:
+                self._used.add(key)
+                return approval
+        return None
