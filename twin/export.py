@@ -255,11 +255,15 @@ class RecommendationLog:
         return out
 
     def latest(self) -> Recommendation | None:
-        """The most recent recommendation, or None when the log is empty."""
+        """The most recent recommendation (the last appended of equal times), or None.
+
+        Reads only the end of the newest day file: the app asks every refresh, and a day of
+        recommendations with their forecasts runs to tens of MB.
+        """
         for path in reversed(self.files()):
-            recs = _read_lines(path)
+            recs = _read_tail(path)
             if recs:
-                return max(recs, key=lambda r: r.ts)
+                return max(reversed(recs), key=lambda r: r.ts)
         return None
 
 
@@ -280,14 +284,36 @@ def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
+#: bytes read from the end of a day file by :meth:`RecommendationLog.latest`
+TAIL_BYTES = 256 * 1024
+
+
+def _read_tail(path: Path) -> list[Recommendation]:
+    """The readable records in the last :data:`TAIL_BYTES` of a file (the whole of a small one)."""
+    try:
+        size = path.stat().st_size
+        if size <= TAIL_BYTES:
+            return _read_lines(path)
+        with path.open("rb") as f:
+            f.seek(size - TAIL_BYTES)
+            data = f.read()
+    except OSError as exc:
+        raise TwinError(f"cannot read the recommendation log {path}: {exc}") from exc
+    recs = _parse_lines(path, data.split(b"\n")[1:])  # the first piece may be cut
+    return recs or _read_lines(path)  # one record longer than the tail: read it all
+
+
 def _read_lines(path: Path) -> list[Recommendation]:
     """Every readable record of one file; a torn or corrupt line is skipped with a warning."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise TwinError(f"cannot read the recommendation log {path}: {exc}") from exc
+    return _parse_lines(path, data.split(b"\n"))
+
+
+def _parse_lines(path: Path, lines: list[bytes]) -> list[Recommendation]:
     out = []
-    lines = data.split(b"\n")
     for i, raw in enumerate(lines):
         if not raw.strip():
             continue

@@ -14,6 +14,7 @@ import pytest
 from twin.errors import TwinError
 from twin.export import (
     EXPORT_COLUMNS,
+    TAIL_BYTES,
     RecommendationLog,
     read_export,
     recommendation_rows,
@@ -169,3 +170,17 @@ def test_a_torn_last_line_is_skipped_and_sealed_off(tmp_path: Path) -> None:
     log.append(make_rec(T0 + timedelta(seconds=0.5)))  # same day file, after the torn bytes
     assert [r.ts for r in log.read()] == [T0 - timedelta(seconds=6), T0 + timedelta(seconds=0.5)]
     assert path.read_bytes().endswith(b"\n")
+
+
+def test_latest_reads_the_end_of_a_long_day_and_prefers_the_last_of_equal_times(
+    tmp_path: Path,
+) -> None:
+    log = RecommendationLog(tmp_path)
+    start = T0 - timedelta(hours=1)
+    path = log.append(make_rec(start, tc=299.0))
+    while path.stat().st_size <= 2 * TAIL_BYTES:  # longer than the tail latest() reads
+        log.append(make_rec(start, tc=299.0))
+    log.append(make_rec(start + timedelta(seconds=6), tc=300.1))
+    log.append(make_rec(start + timedelta(seconds=6), tc=300.2))  # same time, appended later
+    latest = log.latest()
+    assert latest is not None and latest.move("Tc").recommended == pytest.approx(300.2)
