@@ -79,7 +79,10 @@ class OffsetCorrection:
         cache = self._pasts
         cache[(ts[-1], values[-1].tobytes())] = past
         pasts = [past]
+        inputs = values[:, self.mv_idx + self.dv_idx]
         for k in self.steps[self.steps < n]:
+            if not np.isfinite(inputs[n - int(k) :]).all():
+                break  # the MVs / DVs applied since t-k are not all known (a gap): fewer nodes
             key = (ts[n - 1 - k], values[n - 1 - k].tobytes())
             if key not in cache:
                 try:
