@@ -115,7 +115,7 @@ def security_from_args(args: argparse.Namespace, env: Mapping[str, str] | None =
 
 
 def settings_from_args(args: argparse.Namespace) -> CollectorSettings:
-    """The collector's :class:`CollectorSettings` of the options :func:`add_connection_args` added."""
+    """The :class:`CollectorSettings` of the options :func:`add_connection_args` added."""
     from connectors.opcua import CollectorSettings
 
     return CollectorSettings(

@@ -240,6 +240,9 @@ class CollectorSession:
             SamplingInterval=s.sampling_interval_s * 1000,
             QueueSize=s.item_queue_size,
             DiscardOldest=True,
+            # report a new source timestamp too, not only a new value: a tag that holds still
+            # (an MV at its setpoint) keeps reaching the historian instead of looking stale
+            Filter=ua.DataChangeFilter(Trigger=ua.DataChangeTrigger.StatusValueTimestamp),
         )
         return ua.MonitoredItemCreateRequest(
             ItemToMonitor=ua.ReadValueId(NodeId=node, AttributeId=ua.AttributeIds.Value),

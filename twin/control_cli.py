@@ -193,7 +193,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     wb.add_argument(
         "--approve", action="store_true",
         help="with --write: write only recommendations an operator approved (the app's approve "
-        "button, DIR/approvals.jsonl), each once",
+        "button, DIR/approvals.jsonl), each once, within --stale-after + 2 intervals of it",
     )  # fmt: skip
     wb.add_argument(
         "--max-error-ratio", type=positive_float, default=3.0, metavar="X",

@@ -272,11 +272,12 @@ async def run_loop(
     counted, and the loop goes on.
 
     Advisory unless ``write``: then each recommendation is written to the spec's write nodes
-    when every check passes (:func:`twin.loop_write.make_writer`: ``max_error_ratio`` bounds the model health,
-    ``rate_slack`` widens the rate limits for noisy MV readings), over a session with the
-    collector's ``security``. ``approve`` (with ``write``) writes only recommendations an
-    operator approved in ``<historian>/approvals.jsonl``, each once. The spec's file (when it
-    has one) and the twin's saved folder ``model_dir`` are watched: a change stops writing.
+    when every check passes (:func:`twin.loop_write.make_writer`; ``max_error_ratio`` bounds
+    the model health, ``rate_slack`` widens the rate limits for noisy MV readings), over a
+    session with the collector's ``security``. ``approve`` (with ``write``) writes only
+    recommendations an operator approved in ``<historian>/approvals.jsonl``, each once. The
+    spec's file (when it has one) and the twin's saved folder ``model_dir`` are watched: a
+    change stops writing until restart.
     """
     from connectors.collect_cli import run_collect
     from twin.export import RecommendationLog

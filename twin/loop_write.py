@@ -288,11 +288,11 @@ class LoopWriter:
         )
 
     async def _drop_if_lost(self) -> None:
-        """Forget a client whose connection is gone, so the next step opens a new one."""
+        """Close and forget a client whose connection is gone (a new one is opened next)."""
         from asyncua.client.ua_client import UaClientState
 
         if self._client is not None and self._client.uaclient.state is not UaClientState.CONNECTED:
-            log.warning("write-back session to %s lost; reopening at the next step", self.endpoint)
+            log.warning("write-back session to %s lost; opening a new one", self.endpoint)
             await self.close()
 
     def _count(self, rec: Recommendation, decision: Decision) -> None:

@@ -349,3 +349,20 @@ def test_notifications_lost_in_a_full_client_queue_are_counted(tmp_path: Path) -
     # each publish carries ~3 updates of 30 tags, and the queue holds 4 of them
     assert collector.counters.dropped > 5 * collector.counters.received
     assert stats.dropped == collector.counters.dropped
+
+
+def test_a_tag_that_holds_still_keeps_reaching_the_historian(tmp_path: Path) -> None:
+    """An MV parked at its setpoint never changes value; its samples must still be stored, or
+    the frame would mark it stale and the twin would refuse the history."""
+    from conftest import plant_server_thread
+
+    from connectors.sim import make_plant
+
+    plant = make_plant("cstr", noise=False)  # every tag constant at the steady state
+    with plant_server_thread(plant, speed=30.0) as server:
+        asyncio.run(run_collect(plant.spec, server.endpoint, tmp_path / "hist", duration_s=3.0))
+    rows = Historian(tmp_path / "hist").read(plant.spec.tag_names)
+    counts = dict(rows.group_by("tag").len().iter_rows())
+    # ~15 server steps in 3 s at 0.2 s each: every tag, including the constant Tc, most of them
+    assert all(counts.get(t, 0) >= 8 for t in plant.spec.tag_names), counts
+    assert rows.filter(pl.col("tag") == "Tc")["value"].n_unique() == 1  # it did hold still
