@@ -136,9 +136,24 @@ class WriteGuard:
                 f"model unhealthy: live forecast error {health_ratio:.2f}x its validation "
                 f"error (limit {self.max_error_ratio:g}x)"
             )
-        moves = {m.tag: m.recommended for m in rec.moves}
+        moves = {m.tag: m for m in rec.moves}
         for tag in self.spec.mvs:
-            reasons.extend(self._check_mv(tag, moves.get(tag.name), last_measured.get(tag.name)))
+            move = moves.get(tag.name)
+            value = None if move is None else move.recommended
+            reasons.extend(self._check_mv(tag, value, last_measured.get(tag.name)))
+            # the slack only absorbs measurement noise: against the value the controller
+            # planned from, the move must keep the spec's rate limit exactly
+            if (
+                move is not None
+                and value is not None
+                and tag.rate_limit is not None
+                and abs(value - move.current) > tag.rate_limit + TOL
+            ):
+                reasons.append(
+                    f"{tag.name}: move {value - move.current:+.4g} {tag.unit} from the "
+                    f"planned-from {move.current:.6g} exceeds the rate limit "
+                    f"{tag.rate_limit:g} {tag.unit} per sample"
+                )
         return Decision(not reasons, tuple(reasons))
 
     def _check_mv(self, tag: Tag, value: float | None, last: float | None) -> list[str]:

@@ -107,11 +107,17 @@ def test_limits_come_from_the_spec_and_the_rate_from_the_last_measured_value() -
     assert check(drifted, last_measured={"Tc": 299.95}).allowed  # +0.5 exactly: allowed
     slack = WriteGuard(SPEC, rate_slack=0.4).check(drifted, {"Tc": 299.8}, 2.0, 1.0, True, now=NOW)
     assert slack.allowed, "a 40 % slack admits a 0.65 move against a 0.5 limit"
+    # ... but only as measurement noise: from the value it was planned from, never past the limit
+    too_far = rec_for(SPEC, 300.6, current=300.0)
+    loose = WriteGuard(SPEC, rate_slack=0.4).check(too_far, {"Tc": 300.2}, 2.0, 1.0, True, now=NOW)
+    assert not loose.allowed
+    assert "move +0.6 K from the planned-from 300 exceeds the rate limit 0.5 K" in loose.why
 
 
 def test_every_reason_is_listed_not_just_the_first() -> None:
     decision = check(rec_for(SPEC, 310.0), enabled=False, data_age_s=99.0, health_ratio=9.0)
-    assert len(decision.reasons) == 5  # disabled, stale, unhealthy, out of range, rate
+    # disabled, stale, unhealthy, out of range, rate from measured, rate from planned-from
+    assert len(decision.reasons) == 6
 
 
 def test_watchdog_holds_when_the_collector_or_the_twin_falls_behind() -> None:
