@@ -31,6 +31,7 @@ import argparse
 import inspect
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -161,6 +162,8 @@ def solve_scaling(
         out[str(horizon)] = {
             "median_ms": float(np.median(trace.seconds) * 1e3),
             "p95_ms": float(np.percentile(trace.seconds, 95) * 1e3),
+            "cpu_median_ms": float(np.median(trace.cpu_seconds) * 1e3),
+            "cpu_p95_ms": float(np.percentile(trace.cpu_seconds, 95) * 1e3),
         }
     return out
 
@@ -238,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown plants {unknown}; built-in: {sorted(SCENARIOS)}")
     args.no_scaling = args.no_scaling or args.quick
     torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
+    t0, load_start = time.perf_counter(), os.getloadavg()[0]
     done: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="control-bench-") as tmp:
         for plant in tqdm(plants, desc="control benchmark", unit="plant"):
@@ -252,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             "scaling_steps": args.scaling_steps,
             "offset_tolerance_of_span": OFFSET_TOL,
             "wall_seconds": round(time.perf_counter() - t0, 1),
+            "load_average": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         },
         "plants": done,
     }

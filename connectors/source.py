@@ -10,6 +10,7 @@ gaps, and counts what it received, stored and dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -71,44 +72,66 @@ async def pump(
     ``max_buffer_rows`` rows, and once more on the way out (also on cancellation). A flush that
     fails (e.g. disk full) keeps its rows for the next try; only when the buffer would exceed
     ``2 * max_buffer_rows`` are the oldest rows dropped, and counted.
+
+    The historian writes in a worker thread, one flush at a time: a slow disk (a write that
+    takes longer than the server's per-item queue lasts) must not stall the event loop that
+    receives the samples, or the server would drop them unseen.
     """
     stats = stats or PumpStats()
     buffer: list[pl.DataFrame] = []
     buffered = 0
     last_flush = last_log = time.monotonic()
+    flushing = asyncio.Lock()
 
-    def flush() -> None:
+    async def write_buffer() -> None:
         nonlocal buffer, buffered, last_flush
-        last_flush = time.monotonic()
-        if not buffer:
-            return
-        batch = pl.concat(buffer, how="diagonal_relaxed")
-        try:
-            stats.stored += historian.append(batch)
-            stats.flushes += 1
-            buffer, buffered = [], 0
-        except OSError as exc:
-            log.error("flush of %d rows failed, keeping them for the next try: %s", buffered, exc)
-            if buffered > 2 * max_buffer_rows:
-                excess = buffered - max_buffer_rows
-                stats.dropped += excess
-                buffer, buffered = [batch.slice(excess)], batch.height - excess
-                log.error("buffer over %d rows: dropped the oldest %d", 2 * max_buffer_rows, excess)
+        async with flushing:
+            last_flush = time.monotonic()
+            if not buffer:
+                return
+            batch = pl.concat(buffer, how="diagonal_relaxed")
+            buffer, buffered = [], 0  # rows received while the disk works go to a new buffer
+            try:
+                stats.stored += await asyncio.to_thread(historian.append, batch)
+                stats.flushes += 1
+            except OSError as exc:
+                buffer, buffered = [batch, *buffer], buffered + batch.height
+                log.error(
+                    "flush of %d rows failed, keeping them for the next try: %s", batch.height, exc
+                )
+                if buffered > 2 * max_buffer_rows:
+                    excess = buffered - max_buffer_rows
+                    stats.dropped += excess
+                    kept = pl.concat(buffer, how="diagonal_relaxed").slice(excess)
+                    buffer, buffered = [kept], kept.height
+                    log.error(
+                        "buffer over %d rows: dropped the oldest %d", 2 * max_buffer_rows, excess
+                    )
+            except BaseException:
+                buffer, buffered = [batch, *buffer], buffered + batch.height
+                raise
+
+    async def flush() -> None:
+        # shielded: a flush under way finishes (and keeps its rows) even if its caller is
+        # cancelled; the final flush below waits for it through the lock
+        await asyncio.shield(write_buffer())
 
     async def flush_periodically() -> None:
         # flushes while the source is quiet too (e.g. a server outage with rows still buffered)
         while True:
             await asyncio.sleep(max(0.05, flush_every_s - (time.monotonic() - last_flush)))
             if time.monotonic() - last_flush >= flush_every_s:
-                flush()
+                await flush()
 
     flusher = asyncio.create_task(flush_periodically())
     try:
         async for item in source.stream():
             if isinstance(item, Gap):
                 stats.gaps += 1
-                flush()
-                historian.record_gap(list(item.tags), item.start, item.end, item.reason)
+                await flush()
+                await asyncio.to_thread(
+                    historian.record_gap, list(item.tags), item.start, item.end, item.reason
+                )
                 log.warning(
                     "gap %s .. %s in %d tags: %s", item.start, item.end, len(item.tags), item.reason
                 )
@@ -117,7 +140,7 @@ async def pump(
             buffer.append(item)
             buffered += item.height
             if buffered >= max_buffer_rows:
-                flush()
+                await flush()
             now = time.monotonic()
             if now - last_log >= log_every_s:
                 last_log = now
@@ -131,5 +154,8 @@ async def pump(
                 )
     finally:
         flusher.cancel()
-        flush()  # on the way out: normal end, cancellation (Ctrl-C) or an error in the source
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        # on the way out: normal end, cancellation (Ctrl-C) or an error in the source
+        await write_buffer()
     return stats

@@ -234,6 +234,13 @@ def latest_recommendation_dict(root: str, version: Any) -> dict[str, Any] | None
     return rec.to_dict() if rec is not None else None
 
 
+def latest_setpoints(root: Path) -> dict[str, float]:
+    """The CV setpoints of the newest recommendation (empty without one)."""
+    version = recommendations_stamp(root)
+    doc = latest_recommendation_dict(str(root), version) if version[0] else None
+    return {str(k): float(v) for k, v in (doc or {}).get("setpoints", {}).items()}
+
+
 def latest_recommendation(root: Path) -> Recommendation | None:
     """The newest recommendation in ``root``'s log, or None (no log yet)."""
     from twin.recommendation import Recommendation

@@ -202,8 +202,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     wb.add_argument(
         "--rate-slack", type=float, default=0.0, metavar="F",
-        help="allow MV moves up to (1 + F) x the rate limit from the measured value, for noisy "
-        "MV readings (default 0)",
+        help="allow MV moves up to (1 + F) x the rate limit from the freshly measured value, for "
+        "noisy MV readings; from the value the move was planned from it stays within the rate "
+        "limit (default 0)",
     )  # fmt: skip
     add_connection_args(p)
     p.set_defaults(func=_run)

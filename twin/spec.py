@@ -213,6 +213,12 @@ def load_spec(path: str | Path) -> PlantSpec:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"cannot read spec file: {exc.strerror or exc}", file=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}): is it "
+            "a TOML spec?",
+            file=str(path),
+        ) from None
     return parse_spec(text, source=str(path))
 
 

@@ -10,16 +10,19 @@ For a controller, :meth:`Twin.torch_rollout` is the same forecast as a different
 function of the MV plan, and :meth:`Twin.past_tensor` builds its input from a history frame.
 
 A saved folder holds ``model.pt`` (weights), ``config.json``, ``spec.toml``,
-``normalizer.json``, ``calibration.json`` and ``metrics.json`` (validation NRMSE per tag at
-steps 1, 5, 10 and H against persistence, and band coverage).
+``normalizer.json``, ``calibration.json``, ``metrics.json`` (validation NRMSE per tag at
+steps 1, 5, 10 and H against persistence, and band coverage) and ``checksums.json`` (SHA-256 of
+the weights and JSON files: a load refuses one damaged or replaced since, naming it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
@@ -41,12 +44,18 @@ from twin.dataset import (
 from twin.errors import DataQualityError, SpecError, TwinError
 from twin.forecast import Calibration, Forecast, history_window
 from twin.model import LatentDynamics, TwinConfig
-from twin.spec import PlantSpec, parse_spec
+from twin.spec import PlantSpec, load_spec
 from twin.train import nrmse_per_step, predict, resolve_device, torch_threads, train_model
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 FILES = ("model.pt", "config.json", "spec.toml", "normalizer.json", "calibration.json")
+#: SHA-256 of the binary and JSON files as saved: a load refuses one damaged since. spec.toml
+#: is left out: people edit it (units, descriptions), and parsing it checks it
+CHECKSUMS = "checksums.json"
+CHECKSUMMED = ("model.pt", "config.json", "normalizer.json", "calibration.json")
 
 
 class Twin:
@@ -189,6 +198,7 @@ class Twin:
         _write_json(out / "normalizer.json", self.normalizer.to_dict())
         _write_json(out / "calibration.json", self.calibration.to_dict())
         _write_json(out / "metrics.json", self.metrics)
+        _write_json(out / CHECKSUMS, {name: _sha256(out / name) for name in CHECKSUMMED})
         log.info("saved twin of %s to %s", self.spec.name, out)
         return out
 
@@ -199,9 +209,8 @@ class Twin:
         missing = [f for f in FILES if not (folder / f).is_file()]
         if missing:
             raise TwinError(f"{folder} is not a saved twin: it lacks {missing}")
-        saved = parse_spec(
-            (folder / "spec.toml").read_text(encoding="utf-8"), str(folder / "spec.toml")
-        )
+        _verify_checksums(folder)
+        saved = load_spec(folder / "spec.toml")
         if spec is not None:
             diff = spec_difference(saved, spec)
             if diff:
@@ -209,17 +218,28 @@ class Twin:
                     f"the twin in {folder} was trained for a different plant spec: {diff}",
                     file=spec.source,
                 )
-        cfg = TwinConfig.from_dict(_read_json(folder / "config.json"))
-        norm = Normalizer.from_dict(_read_json(folder / "normalizer.json"))
-        model = LatentDynamics(cfg, len(saved.tags), mv_columns(saved), dv_columns(saved))
-        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+        cfg = _from_json(folder / "config.json", TwinConfig.from_dict)
+        norm = _from_json(folder / "normalizer.json", Normalizer.from_dict)
+        try:
+            model = LatentDynamics(cfg, len(saved.tags), mv_columns(saved), dv_columns(saved))
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TwinError(f"{folder}/config.json holds unusable settings: {exc}") from exc
+        try:
+            state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises a different type per kind of damage
+            raise TwinError(
+                f"{folder}/model.pt is not a readable weights file: damaged, or not written by "
+                f"Twin.save ({type(exc).__name__})"
+            ) from exc
         try:
             model.load_state_dict(state)
-        except RuntimeError as exc:
+        except (RuntimeError, TypeError, AttributeError) as exc:
             raise TwinError(f"{folder}/model.pt does not match its config.json: {exc}") from exc
-        calibration = Calibration.from_dict(_read_json(folder / "calibration.json"))
+        calibration = _from_json(folder / "calibration.json", Calibration.from_dict)
         metrics_file = folder / "metrics.json"
         metrics = _read_json(metrics_file) if metrics_file.is_file() else {}
+        if not isinstance(metrics, dict):
+            raise TwinError(f"{metrics_file} must hold a JSON object, got {type(metrics).__name__}")
         return cls(spec or saved, cfg, norm, model, calibration, metrics)
 
     # --- forecasting -----------------------------------------------------------------------
@@ -328,8 +348,43 @@ def _write_json(path: Path, data: Any) -> None:
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or not JSON
         raise TwinError(f"cannot read {path}: {exc}") from exc
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _verify_checksums(folder: Path) -> None:
+    """TwinError naming the first file whose SHA-256 differs from the one Twin.save recorded.
+
+    Folders saved before checksums were written have no ``checksums.json``: nothing to verify.
+    """
+    path = folder / CHECKSUMS
+    if not path.is_file():
+        log.debug("%s has no %s: its files are not verified", folder, CHECKSUMS)
+        return
+    recorded = _read_json(path)
+    if not isinstance(recorded, dict):
+        raise TwinError(f"{path} must hold a JSON object of file name -> SHA-256")
+    for name in CHECKSUMMED:
+        if name in recorded and _sha256(folder / name) != recorded[name]:
+            raise TwinError(
+                f"{folder / name} is damaged or was replaced: its SHA-256 differs from the one "
+                f"Twin.save recorded in {CHECKSUMS}"
+            )
+
+
+def _from_json(path: Path, build: Callable[[Any], _T]) -> _T:
+    """``build`` applied to the JSON in ``path``; TwinError naming the file if it does not fit."""
+    data = _read_json(path)
+    try:
+        return build(data)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise TwinError(
+            f"{path} does not hold what Twin.save writes there ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def spec_to_toml(spec: PlantSpec) -> str:

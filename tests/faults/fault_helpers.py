@@ -261,25 +261,33 @@ def check_holes(
     rows: pl.DataFrame,
     faults: Sequence[Fault],
     *,
-    longest: float,
     before: float,
     after: float,
+    longest: float | None = None,
     start: datetime | None = None,
 ) -> pl.DataFrame:
-    """Assert every hole in each tag's samples (a step over ``longest`` s) lies within a fault.
+    """Assert every hole in each tag's samples lies within a planted fault; return the holes.
 
-    A hole from the last sample before it to the first after it must fit a fault's window
-    widened by ``before`` seconds at its start and ``after`` at its end. Returns the holes.
+    With ``longest``, a hole is a step of more than ``longest`` seconds between samples. Without
+    it the values are the toy server's counters (collector_helpers.toy_server: +1 per update),
+    and a hole is a step other than +1: samples the server sent that were not stored, however
+    late a busy server sent them. A hole, from the sample before it to the one after, must fit
+    a fault's window widened by ``before`` seconds at its start and ``after`` at its end.
     """
     data = rows if start is None else rows.filter(pl.col("ts") >= start)
+    step = (
+        (pl.col("ts") - pl.col("t0")) > timedelta(seconds=longest)
+        if longest is not None
+        else (pl.col("value").diff().over("tag") - 1.0).abs() > 1e-6
+    )
     holes = (
         data.sort("tag", "ts")
-        .with_columns(prev=pl.col("ts").shift(1).over("tag"))
-        .filter((pl.col("ts") - pl.col("prev")) > timedelta(seconds=longest))
-        .select("tag", t0="prev", t1="ts")
+        .with_columns(t0=pl.col("ts").shift(1).over("tag"))
+        .filter(step & pl.col("t0").is_not_null())
+        .select("tag", "t0", t1="ts")
     )
     for tag, t0, t1 in holes.iter_rows():
         assert any(f.covers(t0, t1, before, after) for f in faults), (
-            f"{tag}: no data from {t0} to {t1} outside any planted fault {faults}"
+            f"{tag}: samples lost from {t0} to {t1}, outside any planted fault {faults}"
         )
     return holes
