@@ -134,11 +134,6 @@ def plant_spec(cfg: AppConfig) -> PlantSpec | None:
     return None
 
 
-def twin_or_none(cfg: AppConfig) -> Twin | None:
-    """The configured twin, or None (the caller says "no model loaded")."""
-    return load_twin(str(cfg.model)) if cfg.model is not None else None
-
-
 # --- historian reads ----------------------------------------------------------------------
 
 

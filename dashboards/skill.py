@@ -4,7 +4,8 @@ Every origin of the recent frame whose window and next H samples are complete is
 the MV moves that really followed (DVs held at their last value), as in validation. The error
 is scored the way ``metrics.json`` scores validation (RMSE over origins in normalised units,
 i.e. divided by the training standard deviation), so the two can be compared step by step:
-:func:`health_ratio` is the live error over the validation error at the same steps.
+:func:`skill_table` puts the two side by side (the write-back guard's single health number is
+:func:`twin.health.model_health`).
 """
 
 from __future__ import annotations
@@ -83,22 +84,6 @@ def live_skill(twin: Twin, frame: pl.DataFrame, steps: tuple[int, ...] | None = 
         origins=len(past),
         examples=examples,
     )
-
-
-def health_ratio(live: LiveSkill, metrics: dict[str, Any]) -> float | None:
-    """Live over validation NRMSE, averaged over CVs and the steps both report (None: no overlap).
-
-    About 1 is as good as validated; above 2 to 3 the plant has moved away from the data the
-    twin learned from (or a sensor is wrong).
-    """
-    val = metrics.get("nrmse", {}) if metrics else {}
-    ratios = [
-        live.nrmse[s][tag] / v
-        for s in live.nrmse
-        for tag, v in val.get(s, {}).items()
-        if tag in live.nrmse[s] and v and v > 0
-    ]
-    return float(np.mean(ratios)) if ratios else None
 
 
 def skill_table(live: LiveSkill, metrics: dict[str, Any]) -> pl.DataFrame:

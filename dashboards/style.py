@@ -118,25 +118,11 @@ def band(
     )
 
 
-def limit_lines(
-    fig: go.Figure,
-    lo: float | None,
-    hi: float | None,
-    row: int | None = None,
-    col: int | None = None,
-) -> None:
-    """Dotted horizontal lines at a tag's low and high limits."""
-    where = {"row": row, "col": col} if row is not None else {}
-    for value, label in ((lo, "lo"), (hi, "hi")):
-        if value is not None:
-            fig.add_hline(
-                y=value,
-                line={"color": LIMIT, "dash": "dot", "width": 1},
-                annotation_text=f"{label} {value:g}",
-                annotation_font_color=LIMIT,
-                annotation_position="top left" if label == "hi" else "bottom left",
-                **where,
-            )
+def note(text: str) -> None:
+    """A plain notice in a grey box (``st.info`` is blue: colour is kept for abnormal states)."""
+    import streamlit as st
+
+    st.container(border=True).markdown(text)
 
 
 def axis_title(name: str, unit: str) -> str:

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import streamlit as st
 
-from dashboards import charts, compute, data
+from dashboards import charts, compute, data, style
 from dashboards.skill import skill_table
 from twin.errors import TwinError
 
@@ -67,7 +67,7 @@ def past_forecasts(cfg: data.AppConfig) -> None:
     try:
         live = compute.skill(model, root, version)
     except TwinError as exc:
-        st.info(f"not enough recent data to score forecasts: {exc}")
+        style.note(f"not enough recent data to score forecasts: {exc}")
         return
     h = twin.horizon
     samples = 3 * h + twin.window
@@ -88,10 +88,10 @@ def main() -> None:
     cfg = data.app_config()
     st.subheader("Forecast")
     if cfg.model is None:
-        st.info(NO_MODEL)
+        style.note(NO_MODEL)
         return
     if cfg.historian is None or not cfg.historian.is_dir():
-        st.info("No historian: start the app with --historian DIR.")
+        style.note("No historian: start the app with --historian DIR.")
         return
     minutes = (
         st.segmented_control(

@@ -112,18 +112,17 @@ def live(cfg: data.AppConfig, spec: PlantSpec, minutes: float) -> None:
     book: AlarmBook = st.session_state.setdefault("alarm_book", AlarmBook())
     book.update(detect(spec, latest, now))
     sp = setpoints(cfg, spec)
-    alarm_list(book)
-    metrics(spec, rows, latest)
+    alarm_list(book)  # ISA-101: alarms first, then trends, then the numbers
     newest = latest.get_column("ts").max() if latest.height else None
     stamp = newest.strftime("%H:%M:%S") if isinstance(newest, datetime) else "none"
-    st.caption(
-        f"newest sample {stamp} UTC · updated {now:%H:%M:%S} UTC · every {cfg.refresh_s:g} s"
-    )
+    updated = f"{now:%H:%M:%S}.{now.microsecond // 100_000}"
+    st.caption(f"newest sample {stamp} UTC · updated {updated} UTC · every {cfg.refresh_s:g} s")
     slot = int(now.timestamp() // cfg.refresh_s)
     fig = trends.shared(
         str(cfg.historian), version, float(minutes), tuple(sorted(sp.items())), slot, spec
     )
     st.plotly_chart(fig, key="plant_trends", config={"displaylogo": False})
+    metrics(spec, rows, latest)
     st.dataframe(values_table(spec, latest, sp, now), hide_index=True)
 
 
@@ -131,11 +130,11 @@ def main() -> None:
     cfg = data.app_config()
     spec = data.plant_spec(cfg)
     if spec is None:
-        st.info("No plant spec: start the app with --model MODEL or --spec SPEC.")
+        style.note("No plant spec: start the app with --model MODEL or --spec SPEC.")
         return
     st.subheader(f"Plant {spec.name}")
     if cfg.historian is None:
-        st.info("No historian: start the app with --historian DIR.")
+        style.note("No historian: start the app with --historian DIR.")
         return
     if not cfg.historian.is_dir():
         st.error(f"historian folder {cfg.historian} does not exist")

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import streamlit as st
 
-from dashboards import charts, data, exports
+from dashboards import charts, data, exports, style
 from twin.errors import TwinError
 from twin.recommendation import Recommendation
 from twin.spec import PlantSpec, builtin_spec
@@ -84,7 +84,7 @@ def predicted(cfg: data.AppConfig, rec: Recommendation) -> None:
         st.caption(f"unknown plant {rec.plant!r}: start the app with --spec to draw it")
         return
     assert cfg.historian is not None
-    samples = int(30 * 60 / spec.sample_period)
+    samples = 3 * rec.forecast.horizon  # three times the plan's span of history
     history = data.history_frame(
         str(cfg.historian), f"{spec.name}:{spec.source}", samples, data.stamp(cfg.historian), spec
     )
@@ -162,7 +162,7 @@ def live(cfg: data.AppConfig) -> None:
     assert cfg.historian is not None
     rec = data.latest_recommendation(cfg.historian)
     if rec is None:
-        st.info("No recommendation yet: `twin run` writes them into the historian folder.")
+        style.note("No recommendation yet: `twin run` writes them into the historian folder.")
         return
     st.caption(
         f"plant {rec.plant}, decided on the sample at {rec.ts:%Y-%m-%d %H:%M:%S} UTC; "
@@ -183,10 +183,10 @@ def main() -> None:
     cfg = data.app_config()
     st.subheader("Recommendations")
     if cfg.historian is None or not cfg.historian.is_dir():
-        st.info("No historian: start the app with --historian DIR.")
+        style.note("No historian: start the app with --historian DIR.")
         return
     if not cfg.approve:
-        st.info(ADVISORY)
+        style.note(ADVISORY)
     st.fragment(run_every=REFRESH_S)(live)(cfg)
 
 

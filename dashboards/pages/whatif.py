@@ -8,7 +8,7 @@ from typing import Any
 import polars as pl
 import streamlit as st
 
-from dashboards import charts, compute, data, exports
+from dashboards import charts, compute, data, exports, style
 from twin.errors import TwinError
 from twin.spec import PlantSpec
 
@@ -152,10 +152,10 @@ def main() -> None:
     cfg = data.app_config()
     st.subheader("What-if")
     if cfg.model is None:
-        st.info(NO_MODEL)
+        style.note(NO_MODEL)
         return
     if cfg.historian is None or not cfg.historian.is_dir():
-        st.info("No historian: start the app with --historian DIR.")
+        style.note("No historian: start the app with --historian DIR.")
         return
     from twin.whatif import current_mvs, whatif
 

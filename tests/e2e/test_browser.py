@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM_ARGS, REPO, free_port, twin_cli
+from browser_helpers import CHROMIUM_ARGS, REPO, chromium_path, free_port, twin_cli
 
 from connectors.sim import make_plant
 from connectors.sim.record import record
@@ -52,7 +52,8 @@ def newest_sample(page) -> str:  # type: ignore[no-untyped-def]
     return found.group(1)
 
 
-def test_operator_app_in_a_browser(tmp_path: Path, chromium_path: str) -> None:
+def test_operator_app_in_a_browser(tmp_path: Path) -> None:
+    chromium = chromium_path()
     from playwright.sync_api import expect, sync_playwright
 
     historian, shots = tmp_path / "historian", tmp_path / "screenshots"
@@ -102,7 +103,7 @@ def test_operator_app_in_a_browser(tmp_path: Path, chromium_path: str) -> None:
             base = app.wait_for(r"twin dashboard: (http://127\.0\.0\.1:\d+)", 60).group(1)
             run.wait_for(r"recommend", 60)
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+                browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
                 page = browser.new_page(
                     viewport={"width": 1400, "height": 2600}, accept_downloads=True
                 )

@@ -1,4 +1,4 @@
-"""Helpers of the end-to-end tests: the ``twin`` command line as subprocesses, free ports, and
+"""Helpers of the browser tests: the ``twin`` command line as subprocesses, free ports, and
 Debian's Chromium driven by Playwright (never ``playwright install``)."""
 
 from __future__ import annotations
@@ -90,9 +90,8 @@ def twin_cli(name: str, folder: Path, *args: str) -> Iterator[Proc]:
                 proc.wait(10)
 
 
-@pytest.fixture(scope="session")
 def chromium_path() -> str:
-    """Debian's Chromium; the browser tests skip where it is not installed (``make browser``)."""
+    """Debian's Chromium; the calling test skips where it is not installed (``make browser``)."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed (make browser)")
     return CHROMIUM
