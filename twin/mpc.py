@@ -11,12 +11,23 @@ span units (``span = hi - lo`` of the tag in the spec)::
       + sum_j sum_m mw_m (du_jm / span_m)^2                                      move suppression
       + limit_weight/H sum_k sum_c (relu(y_kc - hi_c)^2 + relu(lo_c - y_kc)^2) / span_c^2
       + risk_weight/H  sum_k sum_c (relu(y_kc + b_kc - hi_c)^2 + relu(lo_c - y_kc + b_kc)^2) / span_c^2
+      + target_weight sum_m ((v_Mm - u_ss_m) / span_m)^2                         steady-state target
 
 ``y`` the offset-corrected mean forecast of the CVs, ``b`` its band half-width (the risk term
 penalises the band, not only the mean, crossing a limit), ``w_c`` the spec's CV weight (or
 ``track_weights``; 0 for a CV without a setpoint), ``mw`` ``move_weight``, ``du_jm`` the move
 of MV m at block start j (the first from the current value).
 
+- **Steady-state target**: ``v_M`` the last block's MVs, ``u_ss`` the MVs within bounds whose
+  steady state (extrapolated from the tail of the horizon's offset-corrected response,
+  :func:`twin.mpc_solve.steady_target`) is nearest the setpoints. Without it, a horizon
+  shorter than the settling time of a plant whose interaction changes sign over time (the
+  quadruple tank in its non-minimum-phase configuration) lets the tracking term drive the MVs
+  the way that helps within the horizon and hurts at steady state: the loop keeps an offset
+  or pins an MV at a bound. With it the loop is offset-free there too. ``u_ss`` pays the
+  move weight for its distance from the current MVs, so that measurement noise does not
+  pass through the inverse of an ill-conditioned steady-state gain (Wood-Berry) into the
+  MV moves.
 - **Move blocking**: the MVs move only at ``control_horizon`` block starts spread over the
   horizon (:func:`twin.mpc_solve.block_starts`, or ``blocks=`` lengths) and hold in between.
 - **Hard limits**: every planned value lies in ``[lo, hi]`` and every move within the rate
@@ -105,11 +116,12 @@ class Controller:
     (default: the model's); ``horizon``: samples planned (default and most: the model's);
     ``control_horizon``: number of move blocks (or ``blocks``: their lengths, summing to the
     horizon); ``track_weights``: per-CV weight (default: the spec's); ``move_weight``: one or
-    per MV (0.1 for an MV not named); ``limit_weight`` / ``risk_weight``: soft CV limits on
-    the mean / on the band; ``offset_free``: the correction of :mod:`twin.mpc_offset`, with
-    ``offset_points`` nodes (None: every step); ``max_iter``: Gauss-Newton iterations per
-    call; ``threads``: torch CPU threads while solving (0: leave as is); ``jit``: trace the
-    rollout (default: for a Twin, see :mod:`twin.mpc_rollout`).
+    per MV (0.1 for an MV not named); ``limit_weight`` / ``risk_weight``: soft CV limits on the
+    mean / on the band; ``target_weight``: the steady-state target term (0: none; with no
+    setpoint ``u_ss`` is the current MVs); ``offset_free``: the correction of
+    :mod:`twin.mpc_offset`, with ``offset_points`` nodes (None: every step); ``max_iter``:
+    Gauss-Newton iterations per call; ``threads``: torch CPU threads while solving (0: leave as
+    is); ``jit``: trace the rollout (default: for a Twin, see :mod:`twin.mpc_rollout`).
     """
 
     def __init__(
@@ -123,6 +135,7 @@ class Controller:
         move_weight: float | dict[str, float] = 0.1,
         limit_weight: float = 100.0,
         risk_weight: float = 0.0,
+        target_weight: float = 0.1,
         offset_free: bool = True,
         max_iter: int = 3,
         blocks: tuple[int, ...] | None = None,
@@ -167,9 +180,12 @@ class Controller:
         for label, arr in (("track_weights", self.track_w), ("move_weight", self.move_w)):
             if not (np.isfinite(arr).all() and (arr >= 0).all()):
                 raise TwinError(f"{label} must be finite and >= 0, got {arr.tolist()}")
-        if not (limit_weight >= 0 and risk_weight >= 0 and max_iter >= 1):
-            raise TwinError("limit_weight and risk_weight must be >= 0 and max_iter >= 1")
+        if not (limit_weight >= 0 and risk_weight >= 0 and target_weight >= 0 and max_iter >= 1):
+            raise TwinError(
+                "limit_weight, risk_weight and target_weight must be >= 0 and max_iter >= 1"
+            )
         self.limit_weight, self.risk_weight = float(limit_weight), float(risk_weight)
+        self.target_weight = float(target_weight)
         self.offset_free, self.max_iter, self.threads = offset_free, int(max_iter), threads
         if jit is None:
             from twin.twin import Twin
@@ -292,6 +308,7 @@ class Controller:
             cv_span=np.array([t.span for t in cvs]),
             limit_w=self.limit_weight,
             risk_w=self.risk_weight,
+            target_w=self.target_weight,
         )
 
     def _solve(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import nnls
@@ -72,6 +72,10 @@ class Problem:
     cv_span: np.ndarray
     limit_w: float
     risk_w: float
+    target_w: float = 0.0
+    """weight of the steady-state target term on the last block (:func:`steady_target`)"""
+    u_target: np.ndarray | None = None
+    """``[n_mv]`` the steady-state MV target (None: no target term)"""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -116,6 +120,9 @@ class Problem:
         track = (self.track_w * e**2).sum((1, 2)) / n
         move = (self.move_w * (self.moves(x) / self.mv_span) ** 2).sum((1, 2))
         total = track + move
+        if self.u_target is not None and self.target_w > 0:
+            v_last = x.reshape(len(x), *self.shape)[:, -1]
+            total = total + self.target_w * (((v_last - self.u_target) / self.mv_span) ** 2).sum(1)
         if self.limit_w > 0:
             total = total + self.limit_w / n * _over(y, y, self).sum((1, 2))
         if self.risk_w > 0:
@@ -179,6 +186,11 @@ def qp_step(
     a_m = np.kron(diff, np.diag(wm))
     b_m = np.concatenate([p.u0 * wm, np.zeros((m - 1) * n_mv)])
     a, b = np.vstack([a_t, a_m]), np.concatenate([b_t, b_m])
+    if p.u_target is not None and p.target_w > 0:  # sqrt(tw)/span * (v_M - u_target)
+        wg = math.sqrt(p.target_w) / p.mv_span
+        a_g = np.zeros((n_mv, nx))
+        a_g[:, (m - 1) * n_mv :] = np.diag(wg)
+        a, b = np.vstack([a, a_g]), np.concatenate([b, p.u_target * wg])
     # hinge rows  relu(P x - q): upper/lower range of the mean, then of the band
     rows, offs = [], []
     for weight, jac_u, up, jac_l, low in (
@@ -345,7 +357,9 @@ def gauss_newton(
     ``first`` its answer for :func:`fd_plans` at ``x0`` when the caller already has it.
     One iteration costs two batched rollouts (Jacobian, then the step lengths of
     :data:`ALPHAS`). It stops when an iteration gains little or the linear model predicted
-    the full step well (so that a linear model converges in one iteration). Raises
+    the full step well (so that a linear model converges in one iteration). With
+    ``p.target_w > 0`` the steady-state target (:func:`steady_target`) is set from the first
+    Jacobian and held for the rest of the solve. Raises
     :class:`SolveError` on a non-finite forecast or objective at a point it must use.
     """
     x = x0
@@ -364,6 +378,9 @@ def gauss_newton(
         jh = np.moveaxis((h[1:] - h[0]) / fd[:, None, None], 0, -1)
         if not (np.isfinite(jy).all() and np.isfinite(jh).all()):
             raise SolveError("non-finite Jacobian of the forecast")
+        if it == 1 and p.target_w > 0:
+            p = replace(p, u_target=steady_target(p, x, y[0], jy))
+            value = _finite_objective(p, x, cur_mean, cur_half, cv)
         step = qp_step(p, x, y[0], h[0], jy, jh)
         predicted = value - step.predicted
         notes.append(step.method)
@@ -386,6 +403,65 @@ def gauss_newton(
         mean, half = rollout(p.plans(fd_plans(p, x)))
     msg = f"{it} Gauss-Newton iteration(s) ({'; '.join(notes)})"
     return Solution(x, cur_mean, cur_half, value, it, msg)
+
+
+#: longest time constant (in horizons) the tail extrapolation of :func:`steady_target` assumes
+TAU_MAX = 4.0
+
+
+def steady_target(p: Problem, x: np.ndarray, y0: np.ndarray, jy: np.ndarray) -> np.ndarray:
+    """``[n_mv]`` MVs within bounds whose predicted steady state is nearest the setpoints.
+
+    A horizon shorter than the plant's settling time lets the tracking term favour moves that
+    help only within the horizon (on a plant whose interaction changes sign, the wrong way for
+    the steady state): the closed loop then settles slowly, or pins an MV at a bound and keeps
+    an offset. The steady state is estimated from the tail of the horizon. Each entry of the
+    step response ``S_k`` (the Jacobian summed over the blocks) decays as a first-order tail
+    ``r = (dS_H / dS_{H-3})^(1/3)``, ``tau = r / (1 - r)`` (at most :data:`TAU_MAX` horizons;
+    0 for a tail that is not decaying monotonically), so ``K_ss = S_H + tau dS_H``. The
+    forecast with the current MVs held, ``y_hold = y0 + J (u0 - x)`` (linearised at ``x``),
+    is extrapolated alike with each CV's slowest ``tau``; then ``y_ss(u) = y_hold_ss + K_ss
+    (u - u0)`` and ``u_ss`` minimises the weighted tracking error of ``y_ss`` within
+    ``[lo, hi]`` plus the move term ``mw ((u - u0) / span)^2`` (which keeps measurement
+    noise, amplified by an ill-conditioned ``K_ss``, out of the target and settles an
+    underdetermined one), by :func:`_lsi` when a bound binds. For a linear model it does not depend on ``x``.
+    """
+    m, n_mv = p.shape
+    step = jy.reshape(*jy.shape[:2], m, n_mv).sum(2)  # [H, n_cv, n_mv]
+    tau = _tau(step)
+    k_ss = step[-1] + tau * (step[-1] - step[-2])
+    hold = y0 + jy @ (np.tile(p.u0, m) - x)  # [H, n_cv]
+    tau_c = tau.max(1) if len(hold) >= 2 else np.zeros(hold.shape[1])
+    y_ss = hold[-1] + tau_c * (hold[-1] - hold[-2] if len(hold) >= 2 else 0.0)
+    w = np.sqrt(p.track_w) / p.cv_span  # [n_cv]
+    scale = p.mv_span
+    a = k_ss * w[:, None] * scale[None, :]  # MV moves in span units
+    b = (p.sp - y_ss) * w
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return np.clip(p.u0, p.lo, p.hi)
+    ridge = np.maximum(np.sqrt(p.move_w), 1e-3 * max(float(np.abs(a).max(initial=0.0)), 1e-12))
+    a = np.vstack([a, np.diag(ridge)])
+    b = np.concatenate([b, np.zeros(n_mv)])
+    lo = np.minimum((p.lo - p.u0) / scale, 0.0)  # u0 may be outside while moving back
+    hi = np.maximum((p.hi - p.u0) / scale, 0.0)
+    du = np.linalg.lstsq(a, b, rcond=None)[0]
+    if not np.all((du >= lo) & (du <= hi)):
+        eye = np.eye(n_mv)
+        boxed = _lsi(a, b, np.vstack([eye, -eye]), np.concatenate([lo, -hi]))
+        du = np.clip(du if boxed is None else boxed, lo, hi)
+    return np.asarray(np.clip(p.u0 + du * scale, p.lo, p.hi))
+
+
+def _tau(z: np.ndarray) -> np.ndarray:
+    """Time constants (samples) of the tails of ``z [H, ...]`` (see :func:`steady_target`)."""
+    if len(z) < 5:
+        return np.zeros(z.shape[1:])
+    d_end, d_back = z[-1] - z[-2], z[-4] - z[-5]
+    with np.errstate(all="ignore"):
+        ratio = d_end / d_back
+        r = np.where((ratio > 0) & (ratio < 1), ratio, 0.0) ** (1.0 / 3.0)
+        tau = np.minimum(r / (1.0 - r), TAU_MAX * len(z))
+    return np.where(np.isfinite(tau), tau, 0.0)
 
 
 def _finite_objective(

@@ -163,7 +163,7 @@ def test_first_move_and_plan_match_the_batch_least_squares_optimum(mw: float) ->
     history = frame(spec, rows)
     blocks = (1, 2, 3, 4)
     sp = np.array([2.0, -1.0])
-    ctl = Controller(model, blocks=blocks, move_weight=mw, limit_weight=100.0)
+    ctl = Controller(model, blocks=blocks, move_weight=mw, limit_weight=100.0, target_weight=0.0)
     rec = ctl.recommend(history, {"y0": sp[0], "y1": sp[1]})
 
     want, cost = batch_ls_optimum(
@@ -491,6 +491,81 @@ def test_constant_unmeasured_disturbance_and_gain_error_leave_no_offset(
         u = np.array([m.recommended for m in rec.moves])
         rows.append(np.concatenate([a_true @ rows[-1][:2] + b_true @ u + [0.4, -0.3], u]))
     assert np.abs(np.array(rows[-1][:2]) - [1.5, -0.8]).max() > 0.05
+
+
+class FilterModel:
+    """``y_i = sum_j x_ij`` with ``x_ij+ = a_ij x_ij + (1 - a_ij) k_ij u_j``: one lag per pair.
+
+    The direct lags are fast, the cross ones slow and twice as strong, so the interaction
+    changes sign: the gain matrix's determinant is positive over a short horizon, -3 at steady
+    state (like the quadruple tank in its non-minimum-phase configuration). The past is the
+    state, simulated from the MV history (a plant started at rest).
+    """
+
+    K = np.array([[1.0, 2.0], [2.0, 1.0]])
+    A = np.array([[0.7, 0.93], [0.93, 0.7]])
+
+    def __init__(self, spec: PlantSpec, horizon: int) -> None:
+        self.spec, self._horizon = spec, horizon
+
+    @property
+    def horizon(self) -> int:
+        return self._horizon
+
+    def step(self, x: np.ndarray, u: np.ndarray) -> np.ndarray:
+        return self.A * x + (1 - self.A) * self.K * u[None, :]
+
+    def past_tensor(self, history: pl.DataFrame) -> torch.Tensor:
+        u = history.select(["u0", "u1"]).to_numpy()
+        x = np.zeros((2, 2))
+        for k in range(1, len(u)):
+            x = self.step(x, u[k])
+        return torch.as_tensor(np.concatenate([x.reshape(-1), u[-1]]))
+
+    def torch_rollout(
+        self, past: torch.Tensor, mv_plan: torch.Tensor, dv_plan: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        plan = mv_plan.to(torch.float64)
+        a, k = torch.as_tensor(self.A), torch.as_tensor(self.K)
+        x = past[..., :4].to(torch.float64).reshape(*past.shape[:-1], 2, 2)
+        if plan.dim() == 3 and x.dim() == 2:
+            x = x.expand(plan.shape[0], 2, 2)
+        ys = []
+        for i in range(plan.shape[-2]):
+            x = a * x + (1 - a) * k * plan[..., i, None, :]
+            ys.append(x.sum(-1))
+        mean = torch.cat([torch.stack(ys, -2), plan], -1)
+        return mean, torch.zeros_like(mean)
+
+
+def test_horizon_shorter_than_settling_on_a_sign_changing_plant_still_reaches_the_setpoints() -> (
+    None
+):
+    """The steady-state target makes the loop offset-free where the horizon alone misleads it."""
+    spec = make_spec(rate=0.5, mv_lo=-5.0, mv_hi=5.0, cv_lim=20.0, weights=(1.0, 1.0))
+    model = FilterModel(spec, horizon=8)  # the cross lags settle in ~60 samples
+    sp = {"y0": 1.0, "y1": 2.0}
+    d = np.array([0.3, -0.3])  # unmeasured, from sample 20 on
+
+    def loop(ctl: Controller, n: int) -> np.ndarray:
+        rows, x = [np.zeros(4)], np.zeros((2, 2))
+        for k in range(n):
+            rec = ctl.recommend(frame(spec, np.array(rows)), sp)
+            assert rec.success and rec.limits_held, rec.message
+            u = np.array([m.recommended for m in rec.moves])
+            x = model.step(x, u)
+            rows.append(np.concatenate([x.sum(1) + (d if k >= 20 else 0.0), u]))
+        return np.array(rows)
+
+    rows = loop(Controller(model, control_horizon=3, move_weight=0.05, target_weight=1.0), 150)
+    assert np.abs(rows[-1, :2] - [1.0, 2.0]).max() < 0.02
+    # u_ss = K^-1 (sp - d), inside the bounds
+    assert rows[-1, 2:] == pytest.approx(np.linalg.solve(FilterModel.K, [0.7, 2.3]), abs=0.02)
+
+    # without the target the horizon's gains drive the MVs the wrong way, to their bounds
+    rows = loop(Controller(model, control_horizon=3, move_weight=0.05, target_weight=0.0), 60)
+    assert np.abs(rows[-1, :2] - [1.0, 2.0]).max() > 1.0
+    assert np.abs(rows[-1, 2:]).max() > 4.0
 
 
 # --- 4. the shipped CSTR twin -----------------------------------------------------------------
