@@ -137,7 +137,8 @@ class Times:
         text = raw.str.strip_chars() if raw.dtype == pl.String else raw
         seconds = text.cast(pl.Float64, strict=False)
         ok = seconds.is_finite() & (seconds >= 0) & (seconds < _EPOCH_MAX_S)
-        micros = pl.when(pl.lit(ok)).then((pl.lit(seconds) * 1e6).round().cast(pl.Int64))
+        # mask before scaling: a huge number out of range must not reach the Int64 cast
+        micros = (pl.when(pl.lit(ok)).then(pl.lit(seconds)) * 1e6).round().cast(pl.Int64)
         ts = pl.select(pl.from_epoch(micros, time_unit="us").dt.replace_time_zone("UTC"))
         missing = text.is_null() | (text.cast(pl.String) == "")
         return ts.to_series(), _states(missing, seconds.is_null(), ~ok.fill_null(False))

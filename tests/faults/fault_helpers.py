@@ -43,7 +43,6 @@ __all__ = [
     "check_store",
     "collector_helpers",
     "faulty",
-    "toy_thread",
 ]
 
 #: how long a server may take to come up on a loaded 2-core CI machine
@@ -179,48 +178,6 @@ def faulty(plant: SimPlant, speed: float) -> Iterator[FaultyServer]:
     """``with faulty(plant, speed) as server:`` a restartable, freezable plant server."""
     with FaultyServer(plant, speed) as server:
         yield server
-
-
-@contextlib.contextmanager
-def toy_thread(tags: Sequence[str], period: float) -> Iterator[str]:
-    """The toy server of collector_helpers (``tags`` updated every ``period`` s) in a thread.
-
-    Yields its endpoint; stops it on exit.
-    """
-    port = collector_helpers.free_port()
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    stop: list[asyncio.Event] = []
-    errors: list[BaseException] = []
-
-    async def main() -> None:
-        stop.append(asyncio.Event())
-        up = asyncio.Event()
-        server = asyncio.create_task(
-            collector_helpers.toy_server(port, tags, period, stop=stop[0], ready=up)
-        )
-        waiter = asyncio.create_task(up.wait())
-        await asyncio.wait([server, waiter], return_when=asyncio.FIRST_COMPLETED)
-        ready.set()
-        try:
-            await server
-        except BaseException as exc:  # handed to the test thread
-            errors.append(exc)
-        finally:
-            waiter.cancel()
-            ready.set()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    try:
-        assert ready.wait(START_TIMEOUT), "toy server did not start"
-        assert not errors, f"toy server failed: {errors}"
-        yield f"opc.tcp://127.0.0.1:{port}/toy/"
-    finally:
-        if stop:
-            loop.call_soon_threadsafe(stop[0].set)
-        thread.join(30)
-        loop.close()
 
 
 def check_store(
