@@ -158,13 +158,20 @@ def newest_sample(root: str, tags: tuple[str, ...], version: Any) -> datetime | 
         return None
     day = datetime.fromisoformat(version[0].removeprefix("day=")).replace(tzinfo=UTC)
     hist, lock = historian(root)
-    with lock:
-        ts = hist.scan(list(tags), day - timedelta(days=1)).select(pl.col("ts").max()).collect()
+    for attempt in range(3):  # a compaction may replace the files between listing and reading
+        try:
+            with lock:
+                scan = hist.scan(list(tags), day - timedelta(days=1))
+                ts = scan.select(pl.col("ts").max()).collect()
+            break
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
     value = ts.item()
     return value if isinstance(value, datetime) else None
 
 
-@st.cache_data(ttl=60, max_entries=32, show_spinner=False)
+@st.cache_data(ttl=60, max_entries=8, show_spinner=False)  # each may hold 10^5+ rows
 def recent_rows(root: str, tags: tuple[str, ...], minutes: float, version: Any) -> pl.DataFrame:
     """Long rows (tag, ts, value, quality) of ``tags`` over the last ``minutes``, sorted by ts.
 
