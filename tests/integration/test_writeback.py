@@ -41,17 +41,19 @@ def plant() -> Iterator[PlantServer]:
         yield server
 
 
-def rec_for(spec: PlantSpec, value: float, **changes: Any) -> Recommendation:
-    """A successful recommendation moving Tc to ``value``, made just now."""
+def rec_for(
+    spec: PlantSpec, value: float, *, current: float = 300.0, **changes: Any
+) -> Recommendation:
+    """A successful recommendation moving Tc from ``current`` to ``value``, made just now."""
     tc = spec.tag("Tc")
     move = MoveRec(
         tag="Tc",
         node=str(tc.node),
         write_node=str(tc.write_node),
         unit=tc.unit,
-        current=300.0,
+        current=current,
         recommended=value,
-        change=value - 300.0,
+        change=value - current,
         lo=tc.lo,
         hi=tc.hi,
         rate_limit=float(tc.rate_limit or 0),
@@ -264,7 +266,7 @@ def test_a_write_the_plant_refuses_is_audited_as_failed(plant: PlantServer, tmp_
             node = client.get_node(tc.write_node.resolve(await client.get_namespace_array()))
             await node.write_value(ua.Variant(301.9, ua.VariantType.Double))
             start = await settle(client, spec)
-            decision = await attempt(client, wide, rec_for(wide, 302.2), audit)
+            decision = await attempt(client, wide, rec_for(wide, 302.2, current=301.9), audit)
             sp = (await tc_values(client, spec))[0]
             await node.write_value(ua.Variant(300.0, ua.VariantType.Double))  # back to nominal
             await settle(client, spec)
