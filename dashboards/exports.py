@@ -7,6 +7,7 @@ The files are those the command line writes: a recommendation through
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,12 +48,7 @@ def whatif_bytes(result: WhatIf, names: list[str], suffix: str) -> bytes:
         return part.to_frame().write_csv().encode()
     if suffix != ".json":
         raise ValueError(f"what-if exports are .csv or .json, not {suffix!r}")
-    from twin.control_cli import _write_json  # the JSON document of `twin whatif`
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "whatif.json"
-        _write_json(part, path)
-        return path.read_bytes()
+    return (json.dumps(part.to_json_dict(), allow_nan=False) + "\n").encode()
 
 
 def request_approval(rec: Recommendation, historian: str | Path, operator: str) -> Approval:

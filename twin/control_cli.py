@@ -332,29 +332,8 @@ def _whatif(args: argparse.Namespace) -> int:
 
 
 def _write_json(result: WhatIf, path: Path) -> None:
-    import polars as pl
-
-    frame = result.to_frame().with_columns(
-        pl.col("ts").dt.strftime(TS_FORMAT), pl.col(pl.Float64).fill_nan(None)
-    )
-    doc = {
-        "schema_version": 1,
-        "scenarios": [
-            {
-                "name": s.name,
-                "setpoints": [list(x) for x in s.setpoints],
-                "mv_schedule": None
-                if s.mv_schedule is None
-                else {k: list(v) for k, v in s.mv_schedule.items()},
-                "failed_solves": n,
-            }
-            for s, n in zip(result.scenarios, result.failed_solves, strict=True)
-        ],
-        "columns": frame.columns,
-        "rows": frame.rows(),
-    }
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(result.to_json_dict(), allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 

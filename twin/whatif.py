@@ -80,6 +80,31 @@ class WhatIf:
             raise KeyError(f"no scenario {name!r} (scenarios: {names})")
         return self.forecasts[names.index(name)]
 
+    def to_json_dict(self) -> dict[str, object]:
+        """The JSON document of ``twin whatif --out FILE.json`` (schema_version 1): the
+        scenarios as given, their failed solves, and :meth:`to_frame`'s columns and rows."""
+        frame = self.to_frame().with_columns(
+            pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00"),
+            pl.col(pl.Float64).fill_nan(None),
+        )
+        scenarios = [
+            {
+                "name": s.name,
+                "setpoints": [list(x) for x in s.setpoints],
+                "mv_schedule": None
+                if s.mv_schedule is None
+                else {k: list(v) for k, v in s.mv_schedule.items()},
+                "failed_solves": n,
+            }
+            for s, n in zip(self.scenarios, self.failed_solves, strict=True)
+        ]
+        return {
+            "schema_version": 1,
+            "scenarios": scenarios,
+            "columns": frame.columns,
+            "rows": frame.rows(),
+        }
+
     def to_frame(self) -> pl.DataFrame:
         """Long frame of all scenarios: ``scenario, step, ts, tag, unit, mean, lower, upper, setpoint``.
 
