@@ -304,11 +304,12 @@ async def write_moves(
     All MVs go in one Write request; each is read back and compared with what was written.
     Every outcome is audited; a lost connection is a refusal (or a failed write), never a raise.
     """
-    decision, namespaces = await check_live(
+    decision, namespaces = await _check_or_refuse(
         client,
         spec,
         rec,
         guard,
+        audit,
         last_measured=last_measured,
         data_age_s=data_age_s,
         health_ratio=health_ratio,
@@ -316,9 +317,23 @@ async def write_moves(
         now=now,
     )
     if not decision.allowed:
-        _audit_refusal(audit, spec, rec, decision.why)
         return decision
     return await _write(client, spec, rec, audit, namespaces, approved_by)
+
+
+async def _check_or_refuse(
+    client: Client,
+    spec: PlantSpec,
+    rec: Recommendation,
+    guard: WriteGuard,
+    audit: AuditLog,
+    **checks: Any,
+) -> tuple[Decision, list[str]]:
+    """:func:`check_live`, with a refusal audited at once (whatever an operator says)."""
+    decision, namespaces = await check_live(client, spec, rec, guard, **checks)
+    if not decision.allowed:
+        _audit_refusal(audit, spec, rec, decision.why)
+    return decision, namespaces
 
 
 async def _write(
@@ -421,18 +436,18 @@ async def maybe_write(
         reasons = (*held, *offline.reasons)
         _audit_refusal(audit, spec, rec, "; ".join(reasons))
         return Decision(False, reasons)
-    decision, namespaces = await check_live(
+    decision, namespaces = await _check_or_refuse(
         client,
         spec,
         rec,
         guard,
+        audit,
         last_measured=last_measured,
         data_age_s=data_age_s,
         health_ratio=health_ratio,
         enabled=enabled,
     )
-    if not decision.allowed:  # refused whatever an operator says: audited now
-        _audit_refusal(audit, spec, rec, decision.why)
+    if not decision.allowed:  # refused (and audited) before any approval is looked at
         return decision
     approved_by = None
     if approvals is not None:
