@@ -4,7 +4,7 @@ On each built-in plant one fixed, seeded closed-loop scenario (:mod:`benchmarks.
 setpoint steps, an unmeasured disturbance that drifts and then steps and holds, measurement and
 process noise) is run with
 
-- **twin MPC**: :class:`twin.mpc.Controller` on the trained twin;
+- **twin MPC**: :class:`twin.control.controller.Controller` on the trained twin;
 - **oracle MPC**: the same controller (objective, horizon, solver) on the plant's own noise-free
   physics from its true state (:class:`benchmarks.control_models.OraclePredictor`);
 - **ARX MPC**: the same controller on an ARX model fitted to the twin's training data
@@ -63,13 +63,13 @@ from benchmarks.pid import DecentralisedPI, PITuning, tune  # noqa: E402
 from connectors.sim import PLANTS, make_plant  # noqa: E402
 from connectors.sim.base import SimPlant  # noqa: E402
 from connectors.sim.record import DEFAULT_START, record  # noqa: E402
-from twin.baselines import ARX  # noqa: E402
-from twin.dataset import split_by_time  # noqa: E402
-from twin.historian import Historian  # noqa: E402
-from twin.model import TwinConfig  # noqa: E402
-from twin.mpc import Controller, Predictor  # noqa: E402
+from twin.control.controller import Controller, Predictor  # noqa: E402
+from twin.evaluate.baselines import ARX  # noqa: E402
+from twin.model.dataset import split_by_time  # noqa: E402
+from twin.model.network import TwinConfig  # noqa: E402
+from twin.model.twin import Twin  # noqa: E402
 from twin.spec import PlantSpec  # noqa: E402
-from twin.twin import Twin  # noqa: E402
+from twin.store.historian import Historian  # noqa: E402
 
 log = logging.getLogger("benchmarks.control")
 
@@ -169,7 +169,7 @@ def solve_scaling(
 
 
 def settings(ctl: Controller) -> dict[str, Any]:
-    """The controller settings a run used: the :class:`twin.mpc.Controller` defaults, and H."""
+    """The controller settings a run used: the :class:`twin.control.controller.Controller` defaults, and H."""
     params = inspect.signature(Controller.__init__).parameters.values()
     out = {
         p.name: p.default

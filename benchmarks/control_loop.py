@@ -12,7 +12,7 @@ The MV columns of the history hold the values applied (what a DCS reports as the
 setpoint), not a noisy measurement of them, so a move is judged against the value really held.
 
 :func:`score` evaluates a run on the plant's *noise-free* outputs (the true trajectory, not the
-sensors) with the controller's own objective (see :mod:`twin.mpc`), summed over consecutive
+sensors) with the controller's own objective (see :mod:`twin.control.controller`), summed over consecutive
 H-sample windows and averaged per window::
 
     J = 1/N sum_k [ sum_c w_c ((y_kc - sp_kc) / span_c)^2 + lw sum_c over_kc^2 / span_c^2 ]
@@ -37,7 +37,7 @@ from tqdm import tqdm
 from benchmarks.pid import DecentralisedPI
 from connectors.sim import make_plant
 from connectors.sim.base import SimPlant
-from twin.mpc import Controller
+from twin.control.controller import Controller
 from twin.spec import PlantSpec
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ class Policy(Protocol):
 
 
 class MPCPolicy:
-    """A :class:`twin.mpc.Controller` in the loop."""
+    """A :class:`twin.control.controller.Controller` in the loop."""
 
     def __init__(self, name: str, controller: Controller) -> None:
         self.name, self.controller = name, controller

@@ -1,6 +1,6 @@
 """What the benchmark's MPCs plan on, besides the twin: the true plant (oracle) and an ARX model.
 
-Both satisfy :class:`twin.mpc.Predictor`, so the *same* controller (same objective, horizon and
+Both satisfy :class:`twin.control.controller.Predictor`, so the *same* controller (same objective, horizon and
 solver) runs on the twin, on the plant's own physics and on a linear model, and the closed-loop
 costs compare the models alone:
 
@@ -8,7 +8,7 @@ costs compare the models alone:
   (:meth:`SimPlant.torch_step`) rolled forward from the plant's *true* state, measured
   disturbances and unmeasured parameters at the moment of the call: the controller that knows
   the plant. Its band is zero.
-- :class:`ARXPredictor`: a fitted :class:`twin.baselines.ARX` written in torch (its normaliser and
+- :class:`ARXPredictor`: a fitted :class:`twin.evaluate.baselines.ARX` written in torch (its normaliser and
   coefficients, the same recursion as ``ARX.predict``), so the MPC on it is a linear MPC on the
   ARX baseline. Its band is zero.
 
@@ -29,10 +29,10 @@ from torch import Tensor
 
 from connectors.sim.base import TORCH_OPS, SimPlant
 from connectors.sim.woodberry import WoodBerry
-from twin.baselines import ARX
-from twin.dataset import cv_columns, dv_columns, mv_columns
 from twin.errors import TwinError
-from twin.forecast import history_window
+from twin.evaluate.baselines import ARX
+from twin.model.dataset import cv_columns, dv_columns, mv_columns
+from twin.model.forecast import history_window
 from twin.spec import PlantSpec
 
 log = logging.getLogger(__name__)

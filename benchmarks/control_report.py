@@ -78,7 +78,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "end: wall-clock solve times include waiting for a core, so the CPU time of each "
         "solve, single-threaded, is shown beside them and the 15 ms target is judged on it).",
         "",
-        "Every MPC is `twin.mpc.Controller` with its default settings, the same for all three "
+        "Every MPC is `twin.control.controller.Controller` with its default settings, the same for all three "
         f"({mpc_text}); the CV tracking weights are the spec's (overrides noted "
         "per plant). J is that objective evaluated on the plant's noise-free trajectory: "
         "1/N sum_k [sum_c w_c ((y - sp) / span_c)^2 + limit term] + H/N sum_k sum_m mw (du / "

@@ -39,12 +39,12 @@ sys.path.insert(0, str(ROOT))
 from connectors.sim import PLANTS, make_plant  # noqa: E402
 from connectors.sim.excitation import ExcitationConfig  # noqa: E402
 from connectors.sim.record import DEFAULT_START, record  # noqa: E402
-from twin.baselines import ARX, DirectGRU, Persistence, Subspace  # noqa: E402
-from twin.dataset import split_by_time  # noqa: E402
-from twin.evaluate import effective_rank, evaluate, parameter_count  # noqa: E402
-from twin.historian import Historian  # noqa: E402
-from twin.model import TwinConfig  # noqa: E402
-from twin.twin import Twin  # noqa: E402
+from twin.evaluate.baselines import ARX, DirectGRU, Persistence, Subspace  # noqa: E402
+from twin.evaluate.report import effective_rank, evaluate, parameter_count  # noqa: E402
+from twin.model.dataset import split_by_time  # noqa: E402
+from twin.model.network import TwinConfig  # noqa: E402
+from twin.model.twin import Twin  # noqa: E402
+from twin.store.historian import Historian  # noqa: E402
 
 log = logging.getLogger("benchmarks.forecast")
 

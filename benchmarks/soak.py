@@ -59,10 +59,10 @@ MIB = 1024 * 1024
 def collector(timings: Path, argv: list[str]) -> int:
     """``twin collect ARGV`` in this process, each historian append timed into ``timings``."""
     import twin.cli
-    import twin.historian
+    import twin.store.historian
 
     rows: list[tuple[float, int, int, float]] = []  # (wall time, rows given, rows new, seconds)
-    append = twin.historian.Historian.append
+    append = twin.store.historian.Historian.append
     dumped = [time.monotonic()]
 
     def dump() -> None:
@@ -70,7 +70,7 @@ def collector(timings: Path, argv: list[str]) -> int:
         tmp.write_text(json.dumps(rows), encoding="utf-8")
         os.replace(tmp, timings)
 
-    def timed(self: twin.historian.Historian, batch: pl.DataFrame) -> int:
+    def timed(self: twin.store.historian.Historian, batch: pl.DataFrame) -> int:
         t0 = time.perf_counter()
         new = append(self, batch)
         rows.append((time.time(), batch.height, new, time.perf_counter() - t0))
@@ -79,7 +79,7 @@ def collector(timings: Path, argv: list[str]) -> int:
             dump()
         return new
 
-    twin.historian.Historian.append = timed  # type: ignore[method-assign]
+    twin.store.historian.Historian.append = timed  # type: ignore[method-assign]
     try:
         return twin.cli.main(argv)
     finally:
@@ -96,7 +96,7 @@ def app_reader(historian: Path, tags: tuple[str, ...], minutes: float) -> Any:
         from dashboards import data
     except ImportError as exc:  # the app is optional here: read as it would
         log.warning("dashboards not importable (%s): reading Historian.read directly", exc)
-        from twin.historian import Historian
+        from twin.store.historian import Historian
 
         hist = Historian(historian, auto_compact_files=0)
         return lambda: hist.read(list(tags), datetime.now(UTC) - timedelta(minutes=minutes)).height

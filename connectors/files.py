@@ -36,8 +36,8 @@ from connectors.files_parse import (
 )
 from connectors.replay import ReplaySource
 from twin.errors import DataQualityError
-from twin.historian import Historian
 from twin.spec import PlantSpec
+from twin.store.historian import Historian
 
 __all__ = ["ImportFileError", "ImportReport", "ReplaySource", "import_file"]
 

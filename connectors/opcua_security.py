@@ -10,7 +10,7 @@ identity token, ``cert_auth``). The password is read from the environment
 (``TWIN_OPCUA_PASSWORD``) or from a file outside the spec (``--password-file``), never from the
 command line or the spec; it never appears in a repr, and :func:`protect_secret` masks it in
 every asyncua log record (asyncua's DEBUG log prints whole requests, identity token included).
-The server side (the simulated plant's policies and users) is :mod:`connectors.opcua_server_security`.
+The server side (the simulated plant's policies and users) is :mod:`connectors.sim.server_security`.
 """
 
 from __future__ import annotations

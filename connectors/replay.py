@@ -20,8 +20,8 @@ import polars as pl
 
 from connectors.source import Gap
 from twin.errors import DataQualityError
-from twin.historian import Historian, utc
 from twin.spec import PlantSpec
+from twin.store.historian import Historian, utc
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class ReplaySource:
         return self.speed == 0 or math.isinf(self.speed)
 
     async def stream(self) -> AsyncIterator[pl.DataFrame | Gap]:
-        """Yield row batches (columns of :data:`twin.historian.SCHEMA`) and gaps, in time order."""
+        """Yield row batches (columns of :data:`twin.store.historian.SCHEMA`) and gaps, in time order."""
         first, last = self._bounds()
         gaps = self._gaps()
         if first is None or last is None:

@@ -17,7 +17,7 @@ import polars as pl
 from plotly.subplots import make_subplots
 
 from dashboards import style
-from twin.forecast import Forecast
+from twin.model.forecast import Forecast
 from twin.spec import PlantSpec, Tag
 
 ROW_HEIGHT = 190

@@ -14,7 +14,7 @@ import streamlit as st
 
 from dashboards import data
 from dashboards.skill import LiveSkill, live_skill
-from twin.forecast import Forecast
+from twin.model.forecast import Forecast
 
 SKILL_MINUTES = 60.0
 """recent history scored for the live forecast error"""
@@ -48,8 +48,8 @@ def skill(model: str, root: str, version: Any) -> LiveSkill:
 
 @st.cache_data(ttl=300, max_entries=8, show_spinner=False)
 def health(model: str, root: str, version: Any) -> float | None:
-    """The write-back guard's health ratio (:func:`twin.health.model_health`) on recent data."""
-    from twin.health import health_rows, model_health
+    """The write-back guard's health ratio (:func:`twin.model.health.model_health`) on recent data."""
+    from twin.model.health import health_rows, model_health
 
     twin = data.load_twin(model)
     frame = frame_for(model, root, health_rows(twin), version)

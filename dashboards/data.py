@@ -6,7 +6,7 @@ a saved twin. It never opens an OPC-UA session of its own.
 Settings come from ``streamlit run dashboards/app.py -- --historian DIR --model MODEL ...``
 or, for each one not given there, from the environment (:data:`ENV`).
 
-Caching: a :class:`~twin.historian.Historian`, a twin and a spec are shared by every session
+Caching: a :class:`~twin.store.historian.Historian`, a twin and a spec are shared by every session
 (``st.cache_resource``); frames are cached (``st.cache_data``) under the folder's change
 stamp (:func:`stamp`: the modification time of the newest day folder, which changes whenever
 a file is added there), so eight sessions refreshing every two seconds read the Parquet files
@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 import streamlit as st
 
-from twin.historian import Historian
 from twin.spec import PlantSpec, spec_from_arg
+from twin.store.historian import Historian
 
 if TYPE_CHECKING:
-    from twin.recommendation import Recommendation
-    from twin.twin import Twin
+    from twin.control.recommendation import Recommendation
+    from twin.model.twin import Twin
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def load_twin(path: str) -> Twin:
     """The twin saved in ``path`` (loaded once per app process)."""
     import torch
 
-    from twin.twin import Twin
+    from twin.model.twin import Twin
 
     torch.set_num_threads(1)  # the app shares the machine with the collector and the loop
     return Twin.load(path)
@@ -230,7 +230,7 @@ def recommendations_stamp(root: Path) -> tuple[str, int, int]:
 @st.cache_data(ttl=300, max_entries=8, show_spinner=False)
 def latest_recommendation_dict(root: str, version: Any) -> dict[str, Any] | None:
     """The newest recommendation ``twin run`` logged, as its dict (None: none yet)."""
-    from twin.export import RecommendationLog
+    from twin.control.export import RecommendationLog
 
     rec = RecommendationLog(root).latest()
     return rec.to_dict() if rec is not None else None
@@ -245,7 +245,7 @@ def latest_setpoints(root: Path) -> dict[str, float]:
 
 def latest_recommendation(root: Path) -> Recommendation | None:
     """The newest recommendation in ``root``'s log, or None (no log yet)."""
-    from twin.recommendation import Recommendation
+    from twin.control.recommendation import Recommendation
 
     version = recommendations_stamp(root)
     if not version[0]:

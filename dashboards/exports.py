@@ -1,7 +1,7 @@
 """Downloads of the app and the approval hook, as plain functions (testable without a browser).
 
 The files are those the command line writes: a recommendation through
-:func:`twin.export.write_export` (as ``twin recommend --out``), what-if scenarios as
+:func:`twin.control.export.write_export` (as ``twin recommend --out``), what-if scenarios as
 ``twin whatif --out`` writes them.
 """
 
@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from twin.audit import Approval
-    from twin.recommendation import Recommendation
-    from twin.whatif import WhatIf
+    from twin.control.recommendation import Recommendation
+    from twin.control.whatif import WhatIf
+    from twin.loop.audit import Approval
 
 
 def recommendation_bytes(rec: Recommendation, suffix: str) -> bytes:
     """``rec`` exported as ``.csv`` or ``.json`` (the schema of ``twin recommend``)."""
-    from twin.export import write_export
+    from twin.control.export import write_export
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"recommendation{suffix}"
@@ -30,7 +30,7 @@ def recommendation_bytes(rec: Recommendation, suffix: str) -> bytes:
 
 def whatif_subset(result: WhatIf, names: list[str]) -> WhatIf:
     """The scenarios of ``result`` called ``names``, in ``result``'s order."""
-    from twin.whatif import WhatIf
+    from twin.control.whatif import WhatIf
 
     keep = [i for i, s in enumerate(result.scenarios) if s.name in names]
     return WhatIf(
@@ -54,9 +54,9 @@ def whatif_bytes(result: WhatIf, names: list[str], suffix: str) -> bytes:
 def request_approval(rec: Recommendation, historian: str | Path, operator: str) -> Approval:
     """The approve button's hook: release ``rec`` for write-back in ``operator``'s name.
 
-    Appends a line to ``<historian>/approvals.jsonl`` (:class:`twin.audit.ApprovalQueue`); the
+    Appends a line to ``<historian>/approvals.jsonl`` (:class:`twin.loop.audit.ApprovalQueue`); the
     write-back loop writes the recommendation once, if its guard allows, and audits it.
     """
-    from twin.audit import ApprovalQueue
+    from twin.loop.audit import ApprovalQueue
 
     return ApprovalQueue(historian).approve(rec.ts, operator)

@@ -5,7 +5,7 @@ the MV moves that really followed (DVs held at their last value), as in validati
 is scored the way ``metrics.json`` scores validation (RMSE over origins in normalised units,
 i.e. divided by the training standard deviation), so the two can be compared step by step:
 :func:`skill_table` puts the two side by side (the write-back guard's single health number is
-:func:`twin.health.model_health`).
+:func:`twin.model.health.model_health`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from twin.dataset import cv_columns, mv_columns
+from twin.model.dataset import cv_columns, mv_columns
 
 if TYPE_CHECKING:
-    from twin.twin import Twin
+    from twin.model.twin import Twin
 
 MAX_ORIGINS = 240
 """forecast origins scored at most (evenly thinned)"""
@@ -47,7 +47,7 @@ def live_skill(twin: Twin, frame: pl.DataFrame, steps: tuple[int, ...] | None = 
 
     Raises :class:`~twin.errors.DataQualityError` when the frame holds no complete window + horizon.
     """
-    from twin.evaluate import forecast_cases, forecast_windows
+    from twin.evaluate.report import forecast_cases, forecast_windows
 
     spec, h = twin.spec, twin.horizon
     past, future, origins = forecast_cases(frame, spec, twin.window, h, MAX_ORIGINS)

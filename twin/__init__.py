@@ -8,31 +8,31 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from twin.errors import ConnectorError, DataQualityError, SimulationError, SpecError, TwinError
-from twin.frames import FRAME_STATES, frame_report, make_frame
-from twin.historian import QUALITIES, SCHEMA, Historian, quality_of
 from twin.spec import NodeRef, PlantSpec, Tag, builtin_spec, load_spec, parse_spec
+from twin.store.frames import FRAME_STATES, frame_report, make_frame
+from twin.store.historian import QUALITIES, SCHEMA, Historian, quality_of
 
 if TYPE_CHECKING:
-    from twin.export import RecommendationLog, write_export
-    from twin.forecast import Forecast
-    from twin.model import TwinConfig
-    from twin.mpc import Controller
-    from twin.recommendation import MoveRec, Recommendation
-    from twin.twin import Twin
-    from twin.whatif import Scenario, WhatIf  # whatif() itself: twin.whatif.whatif
+    from twin.control.controller import Controller
+    from twin.control.export import RecommendationLog, write_export
+    from twin.control.recommendation import MoveRec, Recommendation
+    from twin.control.whatif import Scenario, WhatIf  # whatif() itself: twin.whatif.whatif
+    from twin.model.forecast import Forecast
+    from twin.model.network import TwinConfig
+    from twin.model.twin import Twin
 
 #: re-exported lazily: they import torch, which ``twin --help`` and the historian do not need
 _LAZY = {
-    "Controller": "twin.mpc",
-    "Forecast": "twin.forecast",
-    "MoveRec": "twin.recommendation",
-    "Recommendation": "twin.recommendation",
-    "RecommendationLog": "twin.export",
-    "Scenario": "twin.whatif",
-    "Twin": "twin.twin",
-    "TwinConfig": "twin.model",
-    "WhatIf": "twin.whatif",
-    "write_export": "twin.export",
+    "Controller": "twin.control.controller",
+    "Forecast": "twin.model.forecast",
+    "MoveRec": "twin.control.recommendation",
+    "Recommendation": "twin.control.recommendation",
+    "RecommendationLog": "twin.control.export",
+    "Scenario": "twin.control.whatif",
+    "Twin": "twin.model.twin",
+    "TwinConfig": "twin.model.network",
+    "WhatIf": "twin.control.whatif",
+    "write_export": "twin.control.export",
 }
 
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from connectors.sim.base import SimPlant
 from connectors.sim.excitation import Excitation, ExcitationConfig
-from twin.historian import Historian
+from twin.store.historian import Historian
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ request into a service fault (and leaves earlier items of the request applied), 
 in the server's write service instead and answers per item.
 
 By default the server is open (security None, anonymous), for the demo on loopback; with a
-:class:`~connectors.opcua_server_security.ServerSecurity` it offers only the endpoints it names
+:class:`~connectors.sim.server_security.ServerSecurity` it offers only the endpoints it names
 (e.g. ``Basic256Sha256/SignAndEncrypt``), presents its certificate and requires users.
 """
 
@@ -35,8 +35,8 @@ from asyncua import Node, Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.address_space import AddressSpace, AttributeService
 
-from connectors.opcua_server_security import ServerSecurity, configure_server
 from connectors.sim.base import SimPlant
+from connectors.sim.server_security import ServerSecurity, configure_server
 from twin.errors import ConnectorError, SimulationError
 from twin.spec import NodeRef, PlantSpec, Tag
 

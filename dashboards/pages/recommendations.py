@@ -11,8 +11,8 @@ import polars as pl
 import streamlit as st
 
 from dashboards import charts, data, exports, style
+from twin.control.recommendation import Recommendation
 from twin.errors import TwinError
-from twin.recommendation import Recommendation
 from twin.spec import PlantSpec, builtin_spec
 
 ADVISORY = (

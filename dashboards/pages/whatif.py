@@ -30,7 +30,7 @@ def scenario_form(
     count: int,
 ) -> list[Any] | None:
     """The editor: one column per scenario; returns the scenarios when Run is pressed."""
-    from twin.whatif import Scenario
+    from twin.control.whatif import Scenario
 
     with st.form("whatif_form", border=False):
         cols = st.columns(count)
@@ -157,7 +157,7 @@ def main() -> None:
     if cfg.historian is None or not cfg.historian.is_dir():
         style.note("No historian: start the app with --historian DIR.")
         return
-    from twin.whatif import current_mvs, whatif
+    from twin.control.whatif import current_mvs, whatif
 
     twin = data.load_twin(str(cfg.model))
     spec = twin.spec

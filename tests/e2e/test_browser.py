@@ -23,7 +23,7 @@ from browser_helpers import CHROMIUM_ARGS, REPO, chromium_path, free_port, twin_
 
 from connectors.sim import make_plant
 from connectors.sim.record import record
-from twin.export import EXPORT_COLUMNS
+from twin.control.export import EXPORT_COLUMNS
 
 pytestmark = pytest.mark.integration
 MODEL = REPO / "data" / "models" / "cstr"

@@ -42,7 +42,7 @@ def _in_compaction() -> bool:
 
 def install(point: str, nth: int) -> None:
     """Patch the historian's file operations to SIGKILL at the ``nth`` arrival at ``point``."""
-    import twin.historian as historian
+    import twin.store.historian as historian
 
     seen: Counter[str] = Counter()
 
@@ -88,9 +88,9 @@ def main() -> None:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     sys.path.insert(0, str(REPO))
     # the collector's imports, before the start signal
-    import connectors.collect_cli
     import connectors.opcua  # noqa: F401
     import twin.cli
+    import twin.cli.collect
 
     if args.kill_at:
         point, _, nth = args.kill_at.partition(":")

@@ -31,7 +31,7 @@ from asyncua import Server
 
 from connectors.sim.base import SimPlant
 from connectors.sim.server import PlantServer
-from twin.historian import Historian
+from twin.store.historian import Historian
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 import collector_helpers

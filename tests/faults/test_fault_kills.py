@@ -21,7 +21,7 @@ import polars as pl
 import pytest
 from fault_helpers import Fault, check_holes, check_store, collector_helpers
 
-from twin.historian import Historian
+from twin.store.historian import Historian
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

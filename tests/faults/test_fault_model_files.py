@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from twin.errors import TwinError
-from twin.twin import CHECKSUMMED, Twin
+from twin.model.twin import CHECKSUMMED, Twin
 
 pytestmark = pytest.mark.integration
 

@@ -24,11 +24,11 @@ import pytest
 from fault_helpers import Fault, check_holes, check_store, collector_helpers, faulty
 
 from connectors.sim import make_plant
-from twin.audit import AuditLog
-from twin.historian import Historian
-from twin.loop_write import MODEL_CHANGED, SPEC_CHANGED
+from twin.loop.audit import AuditLog
+from twin.loop.writer import MODEL_CHANGED, SPEC_CHANGED
+from twin.model.twin import Twin, spec_to_toml
 from twin.spec import PlantSpec, load_spec
-from twin.twin import Twin, spec_to_toml
+from twin.store.historian import Historian
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -19,8 +19,8 @@ from fault_helpers import check_holes, check_store, collector_helpers
 
 from connectors.opcua import CollectorSettings, OpcUaCollector
 from connectors.source import PumpStats, pump
-from twin.historian import Historian
 from twin.spec import load_spec
+from twin.store.historian import Historian
 
 pytestmark = pytest.mark.integration
 

@@ -16,14 +16,14 @@ import pytest
 from asyncua import Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 
-from connectors.collect_cli import run_collect
 from connectors.opcua import CollectorSettings, OpcUaCollector
 from connectors.opcua_security import PASSWORD_ENV, Security
 from connectors.source import Gap, PumpStats
 from twin.cli import build_parser
+from twin.cli.collect import run_collect
 from twin.errors import ConnectorError
-from twin.historian import Historian
 from twin.spec import builtin_spec, load_spec
+from twin.store.historian import Historian
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from twin.historian import Historian
 from twin.spec import builtin_spec
+from twin.store.historian import Historian
 
 # each test restarts real processes several times: about a minute on 2 busy cores
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

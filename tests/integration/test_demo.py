@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from twin.historian import Historian
+from twin.store.historian import Historian
 
 pytestmark = pytest.mark.integration
 

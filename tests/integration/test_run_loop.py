@@ -23,11 +23,11 @@ import pytest
 from conftest import REPO, plant_server_thread
 
 from connectors.sim import make_plant
-from twin.export import RecommendationLog
-from twin.loop import run_loop
-from twin.recommendation import Recommendation
+from twin.control.export import RecommendationLog
+from twin.control.recommendation import Recommendation
+from twin.loop.run import run_loop
+from twin.model.twin import Twin, spec_to_toml
 from twin.spec import PlantSpec, load_spec
-from twin.twin import Twin, spec_to_toml
 
 pytestmark = pytest.mark.integration
 

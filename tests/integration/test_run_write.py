@@ -32,12 +32,12 @@ from conftest import REPO, plant_server_thread
 from connectors.opcua_security import Security, connect_client
 from connectors.sim import make_plant
 from connectors.sim.server import PlantServer
-from twin.audit import ApprovalQueue, AuditLog
-from twin.export import RecommendationLog
-from twin.loop import LoopStats, run_loop
-from twin.loop_write import SPEC_CHANGED
+from twin.control.export import RecommendationLog
+from twin.loop.audit import ApprovalQueue, AuditLog
+from twin.loop.run import LoopStats, run_loop
+from twin.loop.writer import SPEC_CHANGED
+from twin.model.twin import Twin, spec_to_toml
 from twin.spec import PlantSpec, load_spec
-from twin.twin import Twin, spec_to_toml
 
 pytestmark = pytest.mark.integration
 

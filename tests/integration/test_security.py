@@ -20,9 +20,9 @@ from cryptography import x509
 from connectors.certs import create_certificate
 from connectors.opcua import OpcUaCollector
 from connectors.opcua_security import PASSWORD_ENV, Security, certificate_uri, connect_client
-from connectors.opcua_server_security import USERS_ENV, ServerSecurity
 from connectors.sim import make_plant
 from connectors.sim.server import PlantServer
+from connectors.sim.server_security import USERS_ENV, ServerSecurity
 from twin.cli import main as twin_main
 from twin.errors import ConnectorError
 

@@ -18,9 +18,8 @@ from conftest import plant_server_thread
 from connectors.opcua_security import Security, connect_client
 from connectors.sim import make_plant
 from connectors.sim.server import PlantServer
-from twin.recommendation import MoveRec, Recommendation
-from twin.spec import PlantSpec
-from twin.writeback import (
+from twin.control.recommendation import MoveRec, Recommendation
+from twin.loop.writeback import (
     ApprovalQueue,
     AuditLog,
     Decision,
@@ -29,6 +28,7 @@ from twin.writeback import (
     current_user,
     maybe_write,
 )
+from twin.spec import PlantSpec
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from connectors.sim import make_plant
-from twin.frames import make_frame
+from twin.store.frames import make_frame
 
 MODEL = Path(__file__).resolve().parents[2] / "data" / "models" / "cstr"
 START = datetime(2026, 3, 1, tzinfo=UTC)

@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from twin.baselines import ARX, Baseline, DirectGRU, Persistence, Subspace
-from twin.dataset import cv_columns, frame_to_array, mv_columns, split_by_time
+from twin.evaluate.baselines import ARX, Baseline, DirectGRU, Persistence, Subspace
+from twin.model.dataset import cv_columns, frame_to_array, mv_columns, split_by_time
 from twin.spec import PlantSpec, parse_spec
 
 

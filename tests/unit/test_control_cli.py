@@ -12,10 +12,10 @@ import pytest
 from control_helpers import MODEL, steady_rows
 
 from twin.cli import main
-from twin.control_cli import parse_schedule, parse_setpoint, parse_setpoint_now
-from twin.export import EXPORT_COLUMNS
-from twin.historian import Historian
+from twin.cli.control import parse_schedule, parse_setpoint, parse_setpoint_now
+from twin.control.export import EXPORT_COLUMNS
 from twin.spec import builtin_spec
+from twin.store.historian import Historian
 
 SPEC = builtin_spec("cstr")
 

@@ -26,10 +26,10 @@ from benchmarks.control_models import ARXPredictor, OraclePredictor  # noqa: E40
 from benchmarks.pid import DecentralisedPI, pairing, step_tests, tune  # noqa: E402
 from connectors.sim import make_plant  # noqa: E402
 from connectors.sim.record import DEFAULT_START, record  # noqa: E402
-from twin.baselines import ARX  # noqa: E402
-from twin.dataset import frame_to_array, mv_columns, split_by_time  # noqa: E402
 from twin.errors import TwinError  # noqa: E402
-from twin.historian import Historian  # noqa: E402
+from twin.evaluate.baselines import ARX  # noqa: E402
+from twin.model.dataset import frame_to_array, mv_columns, split_by_time  # noqa: E402
+from twin.store.historian import Historian  # noqa: E402
 
 #: largest rollout error allowed per plant (RK4 against LSODA; Wood-Berry's map is exact)
 ROLLOUT_TOL = {"cstr": 2e-3, "quadtank": 1e-3, "woodberry": 1e-9}

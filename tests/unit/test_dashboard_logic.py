@@ -17,14 +17,14 @@ import pytest
 
 from dashboards import data, exports
 from dashboards.alarms import AlarmBook, detect
-from dashboards.cli import streamlit_command
 from twin.cli import build_parser, main
-from twin.export import EXPORT_COLUMNS
-from twin.forecast import Forecast
-from twin.loop import hold_recommendation
-from twin.recommendation import Recommendation
+from twin.cli.dashboard import streamlit_command
+from twin.control.export import EXPORT_COLUMNS
+from twin.control.recommendation import Recommendation
+from twin.control.whatif import Scenario, WhatIf
+from twin.loop.run import hold_recommendation
+from twin.model.forecast import Forecast
 from twin.spec import builtin_spec
-from twin.whatif import Scenario, WhatIf
 
 SPEC = builtin_spec("cstr")
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)

@@ -19,11 +19,11 @@ from streamlit.testing.v1 import AppTest
 
 from connectors.sim import make_plant
 from connectors.sim.record import record
-from twin.export import RecommendationLog
-from twin.historian import Historian
-from twin.mpc import Controller
-from twin.recommendation import Recommendation
-from twin.twin import Twin
+from twin.control.controller import Controller
+from twin.control.export import RecommendationLog
+from twin.control.recommendation import Recommendation
+from twin.model.twin import Twin
+from twin.store.historian import Historian
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "dashboards" / "app.py"

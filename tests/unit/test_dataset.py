@@ -7,7 +7,8 @@ import polars as pl
 import pytest
 import torch
 
-from twin.dataset import (
+from twin.errors import DataQualityError
+from twin.model.dataset import (
     Normalizer,
     cv_columns,
     dv_columns,
@@ -18,7 +19,6 @@ from twin.dataset import (
     spans,
     split_by_time,
 )
-from twin.errors import DataQualityError
 from twin.spec import builtin_spec
 
 SPEC = builtin_spec("cstr")  # tags T (cv), Ca (cv), Tc (mv), Tf (dv)

@@ -11,11 +11,11 @@ import polars as pl
 import pytest
 
 from twin.cli import main
-from twin.evaluate import forecast_cases, nrmse, report_steps
-from twin.historian import Historian
-from twin.model import TwinConfig
+from twin.evaluate.report import forecast_cases, nrmse, report_steps
+from twin.model.network import TwinConfig
+from twin.model.twin import Twin
 from twin.spec import load_spec, parse_spec
-from twin.twin import Twin
+from twin.store.historian import Historian
 
 SPEC = """
 [plant]

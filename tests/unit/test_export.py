@@ -11,8 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from twin.errors import TwinError
-from twin.export import (
+from twin.control.export import (
     EXPORT_COLUMNS,
     TAIL_BYTES,
     RecommendationLog,
@@ -20,8 +19,9 @@ from twin.export import (
     recommendation_rows,
     write_export,
 )
-from twin.forecast import Forecast
-from twin.recommendation import MoveRec, Recommendation
+from twin.control.recommendation import MoveRec, Recommendation
+from twin.errors import TwinError
+from twin.model.forecast import Forecast
 
 T0 = datetime(2026, 3, 1, 23, 59, 54, tzinfo=UTC)
 

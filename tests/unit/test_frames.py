@@ -10,11 +10,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from twin.dataset import frame_to_array
 from twin.errors import DataQualityError
-from twin.frames import FRAME_STATES, frame_report, make_frame
-from twin.historian import SCHEMA, Historian
+from twin.model.dataset import frame_to_array
 from twin.spec import parse_spec
+from twin.store.frames import FRAME_STATES, frame_report, make_frame
+from twin.store.historian import SCHEMA, Historian
 
 SPEC = parse_spec(
     """

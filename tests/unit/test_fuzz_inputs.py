@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from connectors.files import ImportFileError, ImportReport, import_file
 from twin.errors import DataQualityError, SpecError, TwinError
-from twin.historian import SCHEMA, Historian
 from twin.spec import PLANTS_DIR, PlantSpec, builtin_spec, parse_spec
+from twin.store.historian import SCHEMA, Historian
 
 SOURCE = "fuzzed.toml"
 FAST = settings(

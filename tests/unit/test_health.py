@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 from control_helpers import MODEL, steady_history
 
-from twin.health import health_rows, model_health
-from twin.twin import Twin
+from twin.model.health import health_rows, model_health
+from twin.model.twin import Twin
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 import connectors.files as files
 import twin.cli
 from connectors.files import ImportFileError, import_file
-from twin.historian import Historian
 from twin.spec import PlantSpec, builtin_spec
+from twin.store.historian import Historian
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -327,7 +327,7 @@ def test_importing_the_same_file_twice_stores_nothing_new(tmp_path, spec, store)
 
 
 def test_cli_import_exit_codes(tmp_path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(twin.cli, "COMMAND_MODULES", ["connectors.files_cli"])  # skip slow imports
+    monkeypatch.setattr(twin.cli, "COMMAND_MODULES", ["twin.cli.files"])  # skip slow imports
     main = twin.cli.main
     out = str(tmp_path / "store")
     good = write(tmp_path, "w.csv", wide_csv(3) + "garbage,1,2,3,4\n")

@@ -12,18 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from connectors.collect_cli import security_from_args, settings_from_args
 from twin.cli import build_parser, main
-from twin.loop import Step, hold_recommendation
-from twin.loop_write import (
+from twin.cli.collect import security_from_args, settings_from_args
+from twin.loop.run import Step, hold_recommendation
+from twin.loop.writer import (
     MODEL_CHANGED,
     SPEC_CHANGED,
     FileWatch,
     LoopWatchdog,
     make_writer,
 )
+from twin.model.twin import spec_to_toml
 from twin.spec import builtin_spec, load_spec
-from twin.twin import spec_to_toml
 
 SPEC = builtin_spec("cstr")
 

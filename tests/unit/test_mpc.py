@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
+from twin.control.controller import Controller, Recommendation
+from twin.control.solve import Problem, block_starts, qp_step
 from twin.errors import TwinError
-from twin.mpc import Controller, Recommendation
-from twin.mpc_solve import Problem, block_starts, qp_step
 from twin.spec import PlantSpec, parse_spec
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -573,15 +573,15 @@ def test_horizon_shorter_than_settling_on_a_sign_changing_plant_still_reaches_th
 
 @pytest.fixture(scope="module")
 def cstr_twin(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from twin.twin import Twin
+    from twin.model.twin import Twin
 
     if (CSTR_MODEL / "model.pt").is_file():
         return Twin.load(CSTR_MODEL)
     # no shipped model in this checkout: a tiny one from 2 h of recorded data
     from connectors.sim import make_plant
     from connectors.sim.record import record
-    from twin.historian import Historian
-    from twin.model import TwinConfig
+    from twin.model.network import TwinConfig
+    from twin.store.historian import Historian
 
     out = tmp_path_factory.mktemp("cstr")
     summary = record(make_plant("cstr", seed=1), 2.0, out, seed=1, progress=False)

@@ -14,8 +14,8 @@ import twin.cli
 from connectors.files import ReplaySource
 from connectors.source import Gap, pump
 from twin.errors import DataQualityError
-from twin.historian import Historian
 from twin.spec import PlantSpec, builtin_spec
+from twin.store.historian import Historian
 
 T0 = datetime(2026, 1, 1, 23, 0, tzinfo=UTC)  # the history runs over midnight: two day folders
 
@@ -145,7 +145,7 @@ def test_empty_store_replays_nothing_and_a_missing_one_is_an_error(tmp_path, spe
 
 
 def test_cli_replay(tmp_path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(twin.cli, "COMMAND_MODULES", ["connectors.files_cli"])
+    monkeypatch.setattr(twin.cli, "COMMAND_MODULES", ["twin.cli.files"])
     history(tmp_path / "src", spec=builtin_spec("cstr"), n=30)
     argv = ["replay", "--spec", "cstr", "--from", str(tmp_path / "src"), "--speed", "0"]
     assert twin.cli.main([*argv, "--historian", str(tmp_path / "out")]) == 0

@@ -15,11 +15,11 @@ import polars as pl
 import pytest
 import torch
 
-from twin.dataset import Normalizer
 from twin.errors import DataQualityError, SpecError, TwinError
-from twin.model import TwinConfig
+from twin.model.dataset import Normalizer
+from twin.model.network import TwinConfig
+from twin.model.twin import Twin
 from twin.spec import PlantSpec, parse_spec
-from twin.twin import Twin
 
 SPEC_TOML = """
 [plant]
@@ -235,7 +235,7 @@ def test_same_seed_same_weights() -> None:
 
 def test_train_command_writes_a_loadable_twin(tmp_path, capsys) -> None:
     import twin.cli
-    from twin.historian import Historian
+    from twin.store.historian import Historian
 
     frame, _ = simulate(900, seed=21)
     long = frame.unpivot(index="ts", variable_name="tag", value_name="value").with_columns(

@@ -8,10 +8,10 @@ import polars as pl
 import pytest
 from control_helpers import MODEL, steady_history
 
+from twin.control.whatif import HOLD, Scenario, WhatIf, setpoint_path, whatif
 from twin.errors import TwinError
+from twin.model.twin import Twin
 from twin.spec import PlantSpec
-from twin.twin import Twin
-from twin.whatif import HOLD, Scenario, WhatIf, setpoint_path, whatif
 
 STEPS = 12  # closed loop: one controller solve per step and scenario
 

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from twin.control.recommendation import MoveRec, Recommendation
 from twin.errors import TwinError
-from twin.recommendation import MoveRec, Recommendation
-from twin.spec import PlantSpec, builtin_spec
-from twin.writeback import (
+from twin.loop.writeback import (
     ApprovalQueue,
     AuditLog,
     Watchdog,
@@ -22,6 +21,7 @@ from twin.writeback import (
     current_user,
     maybe_write,
 )
+from twin.spec import PlantSpec, builtin_spec
 
 SPEC = builtin_spec("cstr")  # one MV: Tc in [285, 302] K, rate limit 0.5 K per sample
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)

@@ -1,0 +1,456 @@
+"""Model-predictive controller on the twin: recommended MV moves within every limit.
+
+    ctl = Controller(twin, control_horizon=6, move_weight=0.1)
+    rec = ctl.recommend(history, setpoints={"T": 330.0})   # history: Historian.frame(...)
+    rec.moves[0].recommended, rec.moves[0].plan, rec.forecast, rec.success, rec.limits_held
+
+Objective over the horizon ``k = 1..H`` (CVs ``c``, MVs ``m``, block starts ``j``), all terms in
+span units (``span = hi - lo`` of the tag in the spec)::
+
+    J = 1/H sum_k sum_c w_c ((y_kc - sp_c) / span_c)^2                          tracking
+      + sum_j sum_m mw_m (du_jm / span_m)^2                                      move suppression
+      + limit_weight/H sum_k sum_c (relu(y_kc - hi_c)^2 + relu(lo_c - y_kc)^2) / span_c^2
+      + risk_weight/H  sum_k sum_c (relu(y_kc + b_kc - hi_c)^2 + relu(lo_c - y_kc + b_kc)^2) / span_c^2
+      + target_weight sum_m ((v_Mm - u_ss_m) / span_m)^2                         steady-state target
+
+``y`` the offset-corrected mean forecast of the CVs, ``b`` its band half-width (the risk term
+penalises the band, not only the mean, crossing a limit), ``w_c`` the spec's CV weight (or
+``track_weights``; 0 for a CV without a setpoint), ``mw`` ``move_weight``, ``du_jm`` the move
+of MV m at block start j (the first from the current value).
+
+- **Steady-state target**: ``v_M`` the last block's MVs, ``u_ss`` the MVs within bounds whose
+  steady state (extrapolated from the tail of the horizon's offset-corrected response,
+  :func:`twin.control.solve.steady_target`) is nearest the setpoints. Without it, a horizon
+  shorter than the settling time of a plant whose interaction changes sign over time (the
+  quadruple tank in its non-minimum-phase configuration) lets the tracking term drive the MVs
+  the way that helps within the horizon and hurts at steady state: the loop keeps an offset
+  or pins an MV at a bound. With it the loop is offset-free there too. ``u_ss`` pays the
+  move weight for its distance from the current MVs, so that measurement noise does not
+  pass through the inverse of an ill-conditioned steady-state gain (Wood-Berry) into the
+  MV moves.
+- **Move blocking**: the MVs move only at ``control_horizon`` block starts spread over the
+  horizon (:func:`twin.control.solve.block_starts`, or ``blocks=`` lengths) and hold in between.
+- **Hard limits**: every planned value lies in ``[lo, hi]`` and every move within the rate
+  limit, by construction of the QP and by a final per-sample projection checked in float64
+  (``limits_held``). An MV found outside its range moves back toward it at the rate limit;
+  the message says so and ``limits_held`` is False until it is back.
+- **Offset-free**: the CV forecast at step k is corrected by ``y_t - yhat(t | t-k)``, the
+  model's k-step error at the current sample (:mod:`twin.control.offset`): a constant unmeasured
+  disturbance or a gain error leaves no steady-state offset, whatever the model.
+- **Solver**: Gauss-Newton on the block values (:func:`twin.control.solve.gauss_newton`),
+  warm-started from the previous plan shifted by the samples elapsed: one batched rollout
+  gives a forward-difference Jacobian (and the offset correction), a least-squares step (a
+  constrained one, by NNLS, when limits bind) solves the linearised problem within the
+  limits, a second batched rollout line-searches it; more iterations only while the model
+  proves nonlinear along the step (``max_iter``).
+- **Failure**: a non-finite forecast, Jacobian or objective, or a model that raises, gives
+  ``success=False`` holding the current MVs (moved toward the range if outside it), with the
+  reason in ``message``. Bad *input* (unknown setpoint tag, a non-finite setpoint, history
+  without the plant's columns or too short) raises :class:`~twin.errors.TwinError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Protocol
+
+import numpy as np
+import polars as pl
+import torch
+from torch import Tensor
+
+from twin.control.offset import OffsetCorrection
+from twin.control.recommendation import MoveRec, Recommendation
+from twin.control.rollout import ModelCalls
+from twin.control.solve import (
+    Problem,
+    Solution,
+    SolveError,
+    block_starts,
+    fd_plans,
+    gauss_newton,
+    limits_held,
+    project,
+    starts_from_blocks,
+)
+from twin.errors import TwinError
+from twin.model.forecast import Forecast
+from twin.model.train import torch_threads
+from twin.spec import PlantSpec
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Controller", "MoveRec", "Predictor", "Recommendation"]
+
+
+class Predictor(Protocol):
+    """What the controller plans on; :class:`twin.model.twin.Twin` satisfies it.
+
+    ``torch_rollout(past, mv_plan, dv_plan)``: ``mv_plan [H', n_mv]`` or ``[B, H', n_mv]`` (eng.
+    units) to ``(mean, halfwidth)`` ``[H', n_tags]`` or ``[B, H', n_tags]`` (eng. units, every
+    spec tag in spec order). The offset correction also passes ``past`` stacked ``[B, ...]``
+    from several ``past_tensor`` calls, paired with the plans; a predictor that refuses that
+    is called once per past instead.
+    """
+
+    spec: PlantSpec
+
+    @property
+    def horizon(self) -> int: ...
+
+    def past_tensor(self, history: pl.DataFrame) -> Tensor: ...
+
+    def torch_rollout(
+        self, past: Tensor, mv_plan: Tensor, dv_plan: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]: ...
+
+
+class Controller:
+    """Recommends the next MV moves for a plant from its recent history (see module doc).
+
+    ``model``: the Predictor (a Twin); ``spec``: the same tags with possibly narrower limits
+    (default: the model's); ``horizon``: samples planned (default and most: the model's);
+    ``control_horizon``: number of move blocks (or ``blocks``: their lengths, summing to the
+    horizon); ``track_weights``: per-CV weight (default: the spec's); ``move_weight``: one or
+    per MV (0.1 for an MV not named); ``limit_weight`` / ``risk_weight``: soft CV limits on the
+    mean / on the band; ``target_weight``: the steady-state target term (0: none; with no
+    setpoint ``u_ss`` is the current MVs); ``offset_free``: the correction of
+    :mod:`twin.control.offset`, with ``offset_points`` nodes (None: every step); ``max_iter``:
+    Gauss-Newton iterations per call; ``threads``: torch CPU threads while solving (0: leave as
+    is); ``jit``: trace the rollout (default: for a Twin, see :mod:`twin.control.rollout`).
+    """
+
+    def __init__(
+        self,
+        model: Predictor,
+        spec: PlantSpec | None = None,
+        *,
+        horizon: int | None = None,
+        control_horizon: int = 6,
+        track_weights: dict[str, float] | None = None,
+        move_weight: float | dict[str, float] = 0.1,
+        limit_weight: float = 100.0,
+        risk_weight: float = 0.0,
+        target_weight: float = 0.1,
+        offset_free: bool = True,
+        max_iter: int = 3,
+        blocks: tuple[int, ...] | None = None,
+        offset_points: int | None = 4,
+        threads: int = 1,
+        jit: bool | None = None,
+    ) -> None:
+        self.model = model
+        self.spec = spec if spec is not None else model.spec
+        if self.spec.tag_names != model.spec.tag_names:
+            raise TwinError(
+                f"spec tags {self.spec.tag_names} differ from the model's {model.spec.tag_names}"
+            )
+        self.horizon = model.horizon if horizon is None else int(horizon)
+        if not 1 <= self.horizon <= model.horizon:
+            raise TwinError(f"horizon must be 1..{model.horizon} (the model's), got {horizon}")
+        if blocks is not None:
+            try:
+                self.starts = starts_from_blocks(tuple(blocks), self.horizon)
+            except ValueError as exc:
+                raise TwinError(str(exc)) from None
+        else:
+            if control_horizon < 1:
+                raise TwinError(f"control_horizon must be >= 1, got {control_horizon}")
+            self.starts = block_starts(self.horizon, control_horizon)
+        names = self.spec.tag_names
+        self.mvs, self.cvs, self.dvs = self.spec.mvs, self.spec.cvs, self.spec.dvs
+        self.mv_idx = [names.index(t.name) for t in self.mvs]
+        self.cv_idx = [names.index(t.name) for t in self.cvs]
+        self.dv_idx = [names.index(t.name) for t in self.dvs]
+        if not self.mvs:
+            raise TwinError(f"plant {self.spec.name!r} has no MVs to recommend")
+        tw = dict(track_weights or {})
+        _known(tw, [t.name for t in self.cvs], "track_weights", "CV")
+        self.track_w = np.array(
+            [float(tw.get(t.name, 1.0 if t.weight is None else t.weight)) for t in self.cvs]
+        )
+        mw = move_weight if isinstance(move_weight, dict) else {}
+        _known(mw, [t.name for t in self.mvs], "move_weight", "MV")
+        default = float(move_weight) if not isinstance(move_weight, dict) else 0.1
+        self.move_w = np.array([float(mw.get(t.name, default)) for t in self.mvs])
+        for label, arr in (("track_weights", self.track_w), ("move_weight", self.move_w)):
+            if not (np.isfinite(arr).all() and (arr >= 0).all()):
+                raise TwinError(f"{label} must be finite and >= 0, got {arr.tolist()}")
+        if not (limit_weight >= 0 and risk_weight >= 0 and target_weight >= 0 and max_iter >= 1):
+            raise TwinError(
+                "limit_weight, risk_weight and target_weight must be >= 0 and max_iter >= 1"
+            )
+        self.limit_weight, self.risk_weight = float(limit_weight), float(risk_weight)
+        self.target_weight = float(target_weight)
+        self.offset_free, self.max_iter, self.threads = offset_free, int(max_iter), threads
+        if jit is None:
+            from twin.model.twin import Twin
+
+            jit = isinstance(model, Twin)
+        self.calls = ModelCalls(model, len(self.spec.tags), jit=jit)
+        cols = (self.cv_idx, self.mv_idx, self.dv_idx)
+        self.offset = OffsetCorrection(self.horizon, offset_points, cols)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the warm start and the cached past windows (offset-free state)."""
+        self._plan: np.ndarray | None = None
+        self._plan_ts: np.datetime64 | None = None
+        self.offset.reset()
+        self.calls.reset()
+
+    # --- the public call ---------------------------------------------------------------------
+
+    def recommend(
+        self, history: pl.DataFrame, setpoints: dict[str, float] | None = None
+    ) -> Recommendation:
+        """The next moves for the plant whose recent samples are ``history`` (last row: now)."""
+        t0 = time.perf_counter()
+        sp = self._setpoints(setpoints)
+        history, values, tail_ts = self._check_history(history)
+        ts_now = tail_ts[-1]
+        u0 = _last_finite(values[:, self.mv_idx], [t.name for t in self.mvs], "MV")
+        p = self._problem(u0, sp)
+        notes = _outside_notes(self.mvs, u0)
+        outcome = self._attempt(p, history, values, tail_ts)
+        if not isinstance(outcome, Solution):
+            log.warning("MPC solve failed: %r", outcome)
+            plan = project(np.repeat(u0[None], self.horizon, 0), p)
+            self._plan = None
+            why = outcome if isinstance(outcome, SolveError) else repr(outcome)
+            return self._result(p, plan, sp, ts_now, t0, False, f"failed: {why}; holding", notes)
+        sol = outcome
+        plan = project(p.plans(sol.x[None])[0], p)
+        self._plan, self._plan_ts = plan, ts_now
+        fc = self._forecast(plan, sol.mean, sol.half, ts_now)
+        return self._result(
+            p, plan, sp, ts_now, t0, True, sol.message, notes, fc, sol.objective, sol.iterations
+        )
+
+    # --- steps -------------------------------------------------------------------------------
+
+    def _attempt(
+        self, p: Problem, history: pl.DataFrame, values: np.ndarray, tail_ts: np.ndarray
+    ) -> Solution | Exception:
+        """Solve; a TwinError building the past window (unusable history) propagates, any
+        other failure (the model's output, a solver fault) is returned."""
+        with torch_threads(self.threads), torch.no_grad():
+            try:
+                past = self.model.past_tensor(history)
+            except TwinError:
+                raise
+            except Exception as exc:
+                return exc
+            try:
+                return self._solve(p, history, values, tail_ts, past)
+            except Exception as exc:
+                return exc
+
+    def _setpoints(self, setpoints: dict[str, float] | None) -> np.ndarray:
+        given = dict(setpoints or {})
+        _known(given, [t.name for t in self.cvs], "setpoints", "CV")
+        sp = []
+        for t in self.cvs:
+            value = given.get(t.name, t.setpoint)
+            if value is None:
+                sp.append(math.nan)
+                continue
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise TwinError(f"setpoint of {t.name!r} is not a number: {value!r}") from None
+            if not math.isfinite(value):
+                raise TwinError(f"setpoint of {t.name!r} must be finite, got {value}")
+            sp.append(value)
+        return np.array(sp, dtype=float)
+
+    def _check_history(self, history: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+        names = self.spec.tag_names
+        missing = [n for n in ["ts", *names] if n not in history.columns]
+        if missing:
+            raise TwinError(f"history lacks the columns {missing} of plant {self.spec.name!r}")
+        if history.height == 0:
+            raise TwinError("history is empty")
+        if not history.get_column("ts").is_sorted():
+            history = history.sort("ts")
+        tail = history.tail(self.horizon + 1)
+        cols = []
+        for name in names:
+            try:
+                cols.append(np.asarray(tail.get_column(name).to_numpy(), dtype=float))
+            except (TypeError, ValueError) as exc:
+                raise TwinError(f"history column {name!r} is not numeric: {exc}") from None
+        ts = tail.get_column("ts").to_numpy()  # UTC for a time-zone-aware column
+        if not np.issubdtype(ts.dtype, np.datetime64):
+            raise TwinError(f"history column 'ts' must hold datetimes, not {ts.dtype}")
+        return history, _ffill(np.column_stack(cols)), ts.astype("datetime64[us]")
+
+    def _problem(self, u0: np.ndarray, sp: np.ndarray) -> Problem:
+        mvs, cvs = self.mvs, self.cvs
+        has_sp = np.isfinite(sp)
+        return Problem(
+            starts=self.starts,
+            horizon=self.horizon,
+            u0=u0,
+            lo=np.array([t.lo for t in mvs]),
+            hi=np.array([t.hi for t in mvs]),
+            rate=np.array([t.rate_limit or t.span for t in mvs], dtype=float),
+            mv_span=np.array([t.span for t in mvs]),
+            move_w=self.move_w,
+            sp=np.where(has_sp, sp, 0.0),
+            track_w=np.where(has_sp, self.track_w, 0.0),
+            cv_lo=np.array([t.lo for t in cvs]),
+            cv_hi=np.array([t.hi for t in cvs]),
+            cv_span=np.array([t.span for t in cvs]),
+            limit_w=self.limit_weight,
+            risk_w=self.risk_weight,
+            target_w=self.target_weight,
+        )
+
+    def _solve(
+        self,
+        p: Problem,
+        history: pl.DataFrame,
+        values: np.ndarray,
+        tail_ts: np.ndarray,
+        past: Tensor,
+    ) -> Solution:
+        x0 = p.feasible(self._warm_start(p, tail_ts[-1]))
+        fd = p.plans(fd_plans(p, x0))
+        dv_now = values[-1, self.dv_idx] if self.dv_idx else None
+        back = None
+        if self.offset_free:
+            back = self.offset.members(self.model.past_tensor, history, values, tail_ts, past)
+        mean, half = self.calls(past, fd, dv_now, back)
+        n_fd = len(fd)
+        offset = np.zeros((self.horizon, len(self.cv_idx)))
+        if back is not None:
+            offset = self.offset.correction(values[-1, self.cv_idx], mean[n_fd:])
+        mean, half = mean[:n_fd], half[:n_fd]
+        mean[:, :, self.cv_idx] += offset
+
+        def rollout(plans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            m, h = self.calls(past, plans, dv_now, None)
+            m[:, :, self.cv_idx] += offset
+            return m, h
+
+        return gauss_newton(p, x0, rollout, self.cv_idx, first=(mean, half), max_iter=self.max_iter)
+
+    def _warm_start(self, p: Problem, ts_now: np.datetime64) -> np.ndarray:
+        """Block values ``[M, n_mv]`` from the previous plan shifted by the samples elapsed."""
+        hold = np.repeat(p.u0[None], len(self.starts), 0)
+        if self._plan is None or self._plan_ts is None or self._plan.shape[0] != self.horizon:
+            return hold
+        shift = round(float((ts_now - self._plan_ts) / np.timedelta64(1, "us")) / self._period_us)
+        if not 0 <= shift < self.horizon:
+            return hold
+        plan = np.concatenate([self._plan[shift:], np.repeat(self._plan[-1:], shift, 0)])
+        return plan[self.starts]
+
+    @property
+    def _period_us(self) -> float:
+        return self.spec.sample_period * 1e6
+
+    # --- the answer --------------------------------------------------------------------------
+
+    def _forecast(
+        self, plan: np.ndarray, mean: np.ndarray, half: np.ndarray, ts_now: np.datetime64
+    ) -> Forecast:
+        mean = mean.copy()
+        half = np.abs(half).copy()
+        mean[:, self.mv_idx] = plan
+        half[:, self.mv_idx] = 0.0
+        period = np.timedelta64(round(self._period_us), "us")
+        return Forecast(
+            tags=tuple(self.spec.tag_names),
+            units=tuple(t.unit for t in self.spec.tags),
+            ts=ts_now + period * np.arange(1, len(plan) + 1),
+            mean=mean,
+            lower=mean - half,
+            upper=mean + half,
+        )
+
+    def _result(
+        self,
+        p: Problem,
+        plan: np.ndarray,
+        sp: np.ndarray,
+        ts_now: np.datetime64,
+        t0: float,
+        success: bool,
+        message: str,
+        notes: list[str],
+        forecast: Forecast | None = None,
+        objective: float = math.nan,
+        iterations: int = 0,
+    ) -> Recommendation:
+        held = limits_held(plan, p)
+        moves = tuple(
+            MoveRec(
+                tag=t.name,
+                node=str(t.node),
+                write_node=None if t.write_node is None else str(t.write_node),
+                unit=t.unit,
+                current=float(p.u0[i]),
+                recommended=float(plan[0, i]),
+                change=float(plan[0, i] - p.u0[i]),
+                lo=t.lo,
+                hi=t.hi,
+                rate_limit=float(p.rate[i]),
+                plan=tuple(float(v) for v in plan[:, i]),
+                limits_held=bool(held[i]),
+            )
+            for i, t in enumerate(self.mvs)
+        )
+        ts = ts_now.astype("datetime64[us]").astype(datetime).replace(tzinfo=UTC)
+        return Recommendation(
+            ts=ts,
+            plant=self.spec.name,
+            success=success,
+            message="; ".join([message, *notes]),
+            moves=moves,
+            setpoints={
+                t.name: float(v) for t, v in zip(self.cvs, sp, strict=True) if math.isfinite(v)
+            },
+            forecast=forecast,
+            objective=float(objective),
+            solve_time_s=time.perf_counter() - t0,
+            iterations=iterations,
+            limits_held=bool(held.all()),
+        )
+
+
+def _known(given: Mapping[str, object], names: list[str], what: str, role: str) -> None:
+    unknown = [k for k in given if k not in names]
+    if unknown:
+        raise TwinError(f"{what}: {unknown} are not {role}s of this plant ({role}s: {names})")
+
+
+def _ffill(values: np.ndarray) -> np.ndarray:
+    """Carry each column's last finite value forward ``[T, n]`` (leading NaNs stay)."""
+    out = values.copy()
+    for i in range(1, len(out)):
+        out[i] = np.where(np.isfinite(out[i]), out[i], out[i - 1])
+    return out
+
+
+def _last_finite(values: np.ndarray, names: list[str], role: str) -> np.ndarray:
+    """The last row of forward-filled ``values``; TwinError naming columns with no value."""
+    last = values[-1]
+    bad = [n for n, v in zip(names, last, strict=True) if not math.isfinite(v)]
+    if bad:
+        raise TwinError(f"history has no finite value of {role}s {bad} in its last samples")
+    return last.astype(float)
+
+
+def _outside_notes(mvs: tuple, u0: np.ndarray) -> list[str]:
+    return [
+        f"{t.name} = {u:g} is outside [{t.lo:g}, {t.hi:g}]: moving toward the range at the "
+        "rate limit"
+        for t, u in zip(mvs, u0, strict=True)
+        if not t.lo <= u <= t.hi
+    ]

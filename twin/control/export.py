@@ -1,0 +1,332 @@
+"""Recommendations out of the process: CSV and JSON exports, and the recommendation log.
+
+Export schema (``schema_version`` 1): one row per MV, these columns in this order
+(:data:`EXPORT_COLUMNS`):
+
+=============  =========  ==================================================================
+column         type       meaning
+=============  =========  ==================================================================
+ts             datetime   time of the last sample the recommendation used (UTC; ISO 8601
+                          with ``+00:00`` in CSV and JSON)
+plant          string     plant name from the spec
+tag            string     MV tag name
+node           string     OPC-UA node id the MV is read from
+write_node     string     OPC-UA node id a recommended value is written to (empty if none)
+unit           string     engineering unit of the MV
+current        float      MV value at ``ts``
+recommended    float      recommended value for the next sample
+change         float      ``recommended - current``
+lo, hi         float      the MV's hard bounds
+rate_limit     float      the largest move per sample
+limits_held    bool       every planned value within ``[lo, hi]`` and every move within
+                          ``rate_limit``
+success        bool       the solve succeeded (False: the current values are held)
+message        string     solver status, or why it failed
+=============  =========  ==================================================================
+
+- ``write_export(rec, "moves.csv")``: those rows, a header line, comma-separated, ``true`` /
+  ``false`` for booleans, empty cells for missing values.
+- ``write_export(rec, "moves.json")``: ``{"schema_version": 1, "columns": [...], "rows":
+  [{column: value}, ...], "recommendation": rec.to_dict()}``; the last entry holds the planned
+  trajectories and the forecast with its band (see :mod:`twin.control.recommendation`).
+- ``read_export(path)``: either file back into the typed :data:`EXPORT_SCHEMA` frame.
+- :class:`RecommendationLog`: one JSON line (``rec.to_dict()``) per recommendation in
+  ``<historian_dir>/recommendations/YYYY-MM-DD.jsonl`` (UTC day of ``ts``), flushed and fsynced;
+  a torn last line (a crash mid-write) is skipped on read and never glued to the next record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from twin.control.recommendation import SCHEMA_VERSION, Recommendation
+from twin.errors import TwinError
+
+log = logging.getLogger(__name__)
+
+EXPORT_COLUMNS = (
+    "ts",
+    "plant",
+    "tag",
+    "node",
+    "write_node",
+    "unit",
+    "current",
+    "recommended",
+    "change",
+    "lo",
+    "hi",
+    "rate_limit",
+    "limits_held",
+    "success",
+    "message",
+)
+EXPORT_SCHEMA: dict[str, pl.DataType] = {
+    "ts": pl.Datetime("us", "UTC"),
+    "plant": pl.String(),
+    "tag": pl.String(),
+    "node": pl.String(),
+    "write_node": pl.String(),
+    "unit": pl.String(),
+    "current": pl.Float64(),
+    "recommended": pl.Float64(),
+    "change": pl.Float64(),
+    "lo": pl.Float64(),
+    "hi": pl.Float64(),
+    "rate_limit": pl.Float64(),
+    "limits_held": pl.Boolean(),
+    "success": pl.Boolean(),
+    "message": pl.String(),
+}
+SUFFIXES = (".csv", ".json")
+LOG_FOLDER = "recommendations"
+
+
+def recommendation_rows(rec: Recommendation) -> pl.DataFrame:
+    """One row per MV with exactly :data:`EXPORT_COLUMNS` (see the module doc for the schema)."""
+    ts = rec.ts if rec.ts.tzinfo is not None else rec.ts.replace(tzinfo=UTC)
+    rows = [
+        {
+            "ts": ts.astimezone(UTC),
+            "plant": rec.plant,
+            "tag": m.tag,
+            "node": m.node,
+            "write_node": m.write_node,
+            "unit": m.unit,
+            "current": m.current,
+            "recommended": m.recommended,
+            "change": m.change,
+            "lo": m.lo,
+            "hi": m.hi,
+            "rate_limit": m.rate_limit,
+            "limits_held": m.limits_held,
+            "success": rec.success,
+            "message": rec.message,
+        }
+        for m in rec.moves
+    ]
+    return pl.DataFrame(rows, schema=EXPORT_SCHEMA, orient="row" if not rows else None)
+
+
+def _json_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    out = []
+    for row in frame.iter_rows(named=True):
+        row["ts"] = row["ts"].isoformat()
+        for key, value in row.items():
+            if isinstance(value, float) and not math.isfinite(value):  # strict JSON: null
+                row[key] = None
+        out.append(row)
+    return out
+
+
+def write_export(rec: Recommendation, path: str | Path) -> Path:
+    """Write ``rec`` as ``.csv`` (the rows) or ``.json`` (rows and the full recommendation).
+
+    Written to a temporary file then renamed, so a reader never sees half a file. Any other
+    suffix raises :class:`TwinError`.
+    """
+    out = Path(path)
+    suffix = out.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise TwinError(f"cannot export to {out}: use a {' or '.join(SUFFIXES)} file name")
+    frame = recommendation_rows(rec)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".csv":
+            frame.with_columns(pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00")).write_csv(
+                tmp
+            )
+        else:
+            doc = {
+                "schema_version": SCHEMA_VERSION,
+                "columns": list(EXPORT_COLUMNS),
+                "rows": _json_rows(frame),
+                "recommendation": rec.to_dict(),
+            }
+            tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise TwinError(f"cannot write {out}: {exc}") from exc
+    log.info("exported %d moves to %s", frame.height, out)
+    return out
+
+
+def read_export(path: str | Path) -> pl.DataFrame:
+    """Read an export written by :func:`write_export` back into the :data:`EXPORT_COLUMNS` frame."""
+    src = Path(path)
+    suffix = src.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise TwinError(f"cannot read {src}: not a {' or '.join(SUFFIXES)} export")
+    try:
+        if suffix == ".csv":
+            raw = pl.read_csv(src, schema={k: pl.String() for k in EXPORT_COLUMNS})
+            rows = raw.to_dicts()
+        else:
+            doc = json.loads(src.read_text(encoding="utf-8"))
+            if doc.get("schema_version") != SCHEMA_VERSION:
+                raise TwinError(f"{src}: schema_version {doc.get('schema_version')} unsupported")
+            rows = doc["rows"]
+    except (OSError, ValueError, KeyError, pl.exceptions.PolarsError) as exc:
+        raise TwinError(f"cannot read export {src}: {exc}") from exc
+    return _typed(rows, str(src))
+
+
+def _typed(rows: list[dict[str, Any]], source: str) -> pl.DataFrame:
+    def parse(name: str, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        kind = EXPORT_SCHEMA[name]
+        if kind == pl.Boolean():
+            return value if isinstance(value, bool) else str(value).lower() == "true"
+        if kind == pl.Float64():
+            return float(value)
+        if name == "ts":
+            return datetime.fromisoformat(value).astimezone(UTC)
+        return str(value)
+
+    try:
+        data = [{k: parse(k, r.get(k)) for k in EXPORT_COLUMNS} for r in rows]
+    except (TypeError, ValueError) as exc:
+        raise TwinError(f"{source}: bad value in export: {exc}") from exc
+    return pl.DataFrame(data, schema=EXPORT_SCHEMA, orient="row" if not data else None)
+
+
+class RecommendationLog:
+    """Append-only JSON-lines log of recommendations beside a historian (one file per UTC day)."""
+
+    def __init__(self, historian_dir: str | Path) -> None:
+        self.folder = Path(historian_dir) / LOG_FOLDER
+
+    def path_for(self, day: date) -> Path:
+        """The file of one UTC day."""
+        return self.folder / f"{day.isoformat()}.jsonl"
+
+    def append(self, rec: Recommendation) -> Path:
+        """Add one recommendation (flushed and fsynced); returns the file it went to."""
+        ts = rec.ts if rec.ts.tzinfo is not None else rec.ts.replace(tzinfo=UTC)
+        path = self.path_for(ts.astimezone(UTC).date())
+        line = json.dumps(rec.to_dict(), allow_nan=False, separators=(",", ":"))
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with path.open("ab") as f:
+                if f.tell() > 0 and not _ends_with_newline(path):
+                    f.write(b"\n")  # seal a torn last line so it is skipped, not joined
+                f.write(line.encode("utf-8") + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise TwinError(f"cannot append to the recommendation log {path}: {exc}") from exc
+        return path
+
+    def files(self) -> list[Path]:
+        """The log's day files, oldest first."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.glob("*.jsonl") if _day_of(p) is not None)
+
+    def read(
+        self, start: datetime | None = None, end: datetime | None = None
+    ) -> list[Recommendation]:
+        """Recommendations with ``start <= ts < end`` (either open), oldest first."""
+        lo = None if start is None else _utc(start)
+        hi = None if end is None else _utc(end)
+        out: list[Recommendation] = []
+        for path in self.files():
+            day = _day_of(path)
+            assert day is not None
+            if lo is not None and day < (lo - timedelta(days=1)).date():
+                continue
+            if hi is not None and day > hi.date():
+                continue
+            for rec in _read_lines(path):
+                if (lo is None or rec.ts >= lo) and (hi is None or rec.ts < hi):
+                    out.append(rec)
+        out.sort(key=lambda r: r.ts)
+        return out
+
+    def latest(self) -> Recommendation | None:
+        """The most recent recommendation (the last appended of equal times), or None.
+
+        Reads only the end of the newest day file: the app asks every refresh, and a day of
+        recommendations with their forecasts runs to tens of MB.
+        """
+        for path in reversed(self.files()):
+            recs = _read_tail(path)
+            if recs:
+                return max(reversed(recs), key=lambda r: r.ts)
+        return None
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def _day_of(path: Path) -> date | None:
+    try:
+        return date.fromisoformat(path.stem)
+    except ValueError:
+        return None
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+#: bytes read from the end of a day file by :meth:`RecommendationLog.latest`
+TAIL_BYTES = 256 * 1024
+
+
+def _read_tail(path: Path) -> list[Recommendation]:
+    """The readable records in the last :data:`TAIL_BYTES` of a file (the whole of a small one)."""
+    try:
+        size = path.stat().st_size
+        if size <= TAIL_BYTES:
+            return _read_lines(path)
+        with path.open("rb") as f:
+            f.seek(size - TAIL_BYTES)
+            data = f.read()
+    except OSError as exc:
+        raise TwinError(f"cannot read the recommendation log {path}: {exc}") from exc
+    recs = _parse_lines(path, data.split(b"\n")[1:])  # the first piece may be cut
+    return recs or _read_lines(path)  # one record longer than the tail: read it all
+
+
+def _read_lines(path: Path) -> list[Recommendation]:
+    """Every readable record of one file; a torn or corrupt line is skipped with a warning."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TwinError(f"cannot read the recommendation log {path}: {exc}") from exc
+    return _parse_lines(path, data.split(b"\n"))
+
+
+def _parse_lines(path: Path, lines: list[bytes]) -> list[Recommendation]:
+    out = []
+    for i, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        try:
+            out.append(Recommendation.from_dict(json.loads(raw)))
+        except (ValueError, KeyError, TypeError) as exc:
+            torn = i == len(lines) - 1  # no newline after it: a write cut short
+            log.log(
+                logging.DEBUG if torn else logging.WARNING,
+                "%s line %d skipped (%s): %s",
+                path,
+                i + 1,
+                "torn" if torn else "unreadable",
+                exc,
+            )
+    return out

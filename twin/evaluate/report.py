@@ -1,0 +1,346 @@
+"""Forecast accuracy of a twin against baselines on held-out history: metrics and a report.
+
+Protocol. Every forecast origin ``t`` of the test frame whose past window and next H samples are
+complete is a test case (at most ``max_origins``, evenly spaced). The twin and each baseline see
+the same past window, the MV moves that really followed (the plan) and DVs held at their last
+value, and forecast H steps open loop. Scores, per CV tag and horizon step k:
+
+- **NRMSE**: RMSE over origins divided by the standard deviation of the tag over the test frame
+  (1.0 = as wrong as the tag's own spread; the mean forecast of a stationary tag scores ~1.0);
+- **coverage**: the fraction of truths inside the twin's band (nominal: the twin's coverage);
+- **band width**: the mean width of the band, in engineering units and as a fraction of the std.
+
+:func:`write_report` writes ``report.json`` (the same dict), ``report.md`` and ``forecast.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from twin.errors import DataQualityError
+from twin.evaluate.baselines import Baseline
+from twin.model.dataset import cv_columns, frame_to_array, frame_ts, mv_columns
+from twin.model.twin import Twin
+from twin.spec import PlantSpec
+
+log = logging.getLogger(__name__)
+
+REPORT_STEPS = (1, 5, 10)
+"""horizon steps reported besides H itself"""
+N_EXAMPLES = 3
+"""forecast origins drawn in the figure (and kept in report.json)"""
+
+
+def forecast_windows(
+    twin: Twin, past: np.ndarray, mv_plan: np.ndarray, batch: int = 1024
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The twin's mean, lower, upper ``[N, H, n_tags]`` (eng. units), DVs held, in batches.
+
+    ``past [N, W, n_tags]`` and ``mv_plan [N, H, n_mv]`` are in engineering units.
+    """
+    means, halves = [], []
+    with torch.no_grad():
+        for lo in range(0, len(past), batch):
+            p = torch.as_tensor(twin.normalizer.norm(past[lo : lo + batch]), dtype=torch.float32)
+            m, hw = twin.torch_rollout(p, torch.as_tensor(mv_plan[lo : lo + batch]))
+            means.append(m.double().numpy())
+            halves.append(hw.double().numpy())
+    mean, half = np.concatenate(means), np.concatenate(halves)
+    mean[..., twin.mv_cols] = mv_plan  # exactly the plan, not a float32 round trip
+    return mean, mean - half, mean + half
+
+
+def effective_rank(twin: Twin, frame: pl.DataFrame, max_windows: int = 2000) -> float:
+    """Effective rank of the encoder's embeddings of ``frame``'s windows (a collapse check).
+
+    ``exp(entropy)`` of the normalised singular values of the centred embeddings (Roy and
+    Vetterli 2007), averaged over ensemble members: 1 = collapsed to a line, ``latent`` = the
+    embeddings use every dimension evenly.
+    """
+    past, _, _ = forecast_cases(frame, twin.spec, twin.window, 1, max_windows)
+    with torch.no_grad():
+        z = twin.model.encode(torch.as_tensor(twin.normalizer.norm(past), dtype=torch.float32))
+    ranks = []
+    for member in z.double().numpy():
+        s = np.linalg.svd(member - member.mean(axis=0), compute_uv=False)
+        p = s / s.sum() if s.sum() > 0 else np.ones(1)
+        ranks.append(float(np.exp(-(p * np.log(np.where(p > 0, p, 1.0))).sum())))
+    return float(np.mean(ranks))
+
+
+def parameter_count(twin: Twin) -> int:
+    """Trainable numbers in the twin's network, every ensemble member included."""
+    return sum(p.numel() for p in twin.model.parameters())
+
+
+def report_steps(horizon: int) -> list[int]:
+    """The horizon steps a report shows: 1, 5, 10 and H (those within H)."""
+    return sorted({s for s in REPORT_STEPS if s <= horizon} | {horizon})
+
+
+def forecast_cases(
+    frame: pl.DataFrame, spec: PlantSpec, window: int, horizon: int, max_origins: int = 2000
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``past [N, W, n]``, ``future [N, H, n]`` (eng. units) and origin times ``[N]``.
+
+    Origins are every sample whose window and next ``horizon`` samples are all good, thinned
+    evenly to at most ``max_origins``.
+    """
+    values, ok = frame_to_array(frame, spec)
+    ts = frame_ts(frame)
+    span = window + horizon
+    bad = np.concatenate([[0], np.cumsum(~ok.all(axis=1))])
+    starts = np.flatnonzero(bad[span:] - bad[: len(values) - span + 1] == 0)
+    if len(starts) == 0:
+        raise DataQualityError(
+            f"no complete stretch of {span} samples ({window} past + {horizon} future) in the "
+            f"test data of plant {spec.name!r}: nothing to evaluate"
+        )
+    if len(starts) > max_origins:
+        starts = starts[np.linspace(0, len(starts) - 1, max_origins).astype(int)]
+    idx = starts[:, None] + np.arange(span)[None, :]
+    seq = values[idx]
+    return seq[:, :window], seq[:, window:], ts[starts + window - 1]
+
+
+def nrmse(pred: np.ndarray, truth: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """RMSE over origins per step and tag ``[H, n]``, divided by ``scale [n]``."""
+    return np.sqrt(np.mean((pred - truth) ** 2, axis=0)) / scale
+
+
+def evaluate(
+    twin: Twin,
+    frame: pl.DataFrame,
+    baselines: Sequence[Baseline] = (),
+    *,
+    max_origins: int = 2000,
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Score ``twin`` and fitted ``baselines`` on the test ``frame``; the report as a dict.
+
+    ``notes`` (e.g. how the baselines were fitted) are kept in the report.
+    """
+    spec, w, h = twin.spec, twin.window, twin.horizon
+    need = max([w, *(b.window_ for b in baselines)])
+    past, future, origins = forecast_cases(frame, spec, need, h, max_origins)
+    cv, mv = cv_columns(spec), mv_columns(spec)
+    values, _ = frame_to_array(frame, spec)
+    std = np.nanstd(values, axis=0)
+    scale = np.where(std > 1e-12, std, np.array([t.span for t in spec.tags]))
+    plan = future[..., mv]
+
+    preds: dict[str, np.ndarray] = {}
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    mean, lower, upper = forecast_windows(twin, past[:, -w:], plan)
+    seconds["twin"] = time.perf_counter() - t0
+    preds["twin"] = mean
+    for b in baselines:
+        t0 = time.perf_counter()
+        preds[b.name] = b.predict(past[:, -b.window_ :], plan)
+        seconds[b.name] = time.perf_counter() - t0
+
+    steps = report_steps(h)
+    err = {name: nrmse(p[..., cv], future[..., cv], scale[cv]) for name, p in preds.items()}
+    inside = (future >= lower) & (future <= upper)
+    cover = inside[..., cv].mean(axis=0)  # [H, n_cv]
+    width = (upper - lower)[..., cv].mean(axis=0)
+
+    def by_step(a: np.ndarray) -> dict[str, float]:
+        return {str(s): round(float(a[s - 1]), 5) for s in steps}
+
+    tags: dict[str, Any] = {}
+    for j, c in enumerate(cv):
+        tag = spec.tags[c]
+        tags[tag.name] = {
+            "unit": tag.unit,
+            "std": float(scale[c]),
+            "nrmse": {name: by_step(e[:, j]) for name, e in err.items()},
+            "coverage": by_step(cover[:, j]),
+            "band_width": by_step(width[:, j]),
+            "band_width_std": by_step(width[:, j] / scale[c]),
+        }
+    examples = _examples(spec, past[:, -w:], future, origins, lower, upper, preds)
+    return {
+        "plant": spec.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "window": w,
+        "horizon": h,
+        "steps": steps,
+        "nominal_coverage": twin.calibration.coverage,
+        "sample_period_s": spec.sample_period,
+        "test": {
+            "start": str(frame_ts(frame)[0]) if frame.height else None,
+            "end": str(frame_ts(frame)[-1]) if frame.height else None,
+            "samples": frame.height,
+            "origins": len(past),
+        },
+        "scale": "NRMSE = RMSE over forecast origins / std of the tag over the test data",
+        "models": {
+            "twin": {
+                "describe": f"twin (K={twin.config.ensemble}, params={parameter_count(twin)})",
+                "forecast_seconds": round(seconds["twin"], 3),
+                "embedding_effective_rank": round(effective_rank(twin, frame), 3),
+                "latent": twin.config.latent,
+            },
+            **{
+                b.name: {"describe": b.describe(), "forecast_seconds": round(seconds[b.name], 3)}
+                for b in baselines
+            },
+        },
+        "tags": tags,
+        "summary": {
+            "nrmse": {name: by_step(e.mean(axis=1)) for name, e in err.items()},
+            "nrmse_all_steps": {name: round(float(e.mean()), 5) for name, e in err.items()},
+            "coverage": by_step(cover.mean(axis=1)),
+            "coverage_all_steps": round(float(cover.mean()), 5),
+        },
+        "notes": list(notes),
+        "examples": examples,
+    }
+
+
+def _examples(
+    spec: PlantSpec,
+    past: np.ndarray,
+    future: np.ndarray,
+    origins: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    preds: dict[str, np.ndarray],
+) -> list[dict[str, Any]]:
+    """A few forecasts (evenly spaced origins) with their truth, for the figure.
+
+    Per origin: ``past``, ``truth``, ``lower``, ``upper`` and each model's forecast under
+    ``forecasts`` (``twin`` and every baseline), each a ``{tag: [values]}`` dict.
+    """
+    picks = np.linspace(0, len(past) - 1, min(N_EXAMPLES, len(past))).astype(int)
+
+    def per_tag(a: np.ndarray, i: int) -> dict[str, list[float]]:
+        return {t.name: a[i, :, j].round(6).tolist() for j, t in enumerate(spec.tags)}
+
+    return [
+        {
+            "origin": str(origins[i]),
+            "past": per_tag(past, i),
+            "truth": per_tag(future, i),
+            "lower": per_tag(lower, i),
+            "upper": per_tag(upper, i),
+            "forecasts": {name: per_tag(p, i) for name, p in preds.items()},
+        }
+        for i in picks
+    ]
+
+
+def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
+    """Write ``report.json``, ``report.md`` and ``forecast.png`` into ``out``; their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "report.json", out / "report.md", out / "forecast.png"]
+    paths[0].write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    _figure(report, paths[2])
+    paths[1].write_text(markdown(report, figure=paths[2].name), encoding="utf-8")
+    log.info("report written to %s", out)
+    return paths
+
+
+def markdown(report: dict[str, Any], figure: str | None = None) -> str:
+    """The report as Markdown: NRMSE tables per tag, coverage, notes, the figure."""
+    steps = [str(s) for s in report["steps"]]
+    head = "| model | " + " | ".join(f"k={s}" for s in steps) + " |"
+    rule = "|---" * (len(steps) + 1) + "|"
+    test = report["test"]
+    lines = [
+        f"# Forecast evaluation: {report['plant']}",
+        "",
+        f"Test data {test['start']} .. {test['end']} ({test['samples']} samples, "
+        f"{test['origins']} forecast origins); window {report['window']}, horizon "
+        f"{report['horizon']} samples of {report['sample_period_s']:g} s. {report['scale']}.",
+        "",
+        "## NRMSE, mean over CVs (lower is better)",
+        "",
+        head,
+        rule,
+    ]
+    for name, row in report["summary"]["nrmse"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[s]:.3f}" for s in steps) + " |")
+    nominal = report["nominal_coverage"]
+    lines += ["", f"## Twin band: coverage (nominal {nominal:.0%}) and mean width", ""]
+    lines += ["| tag | " + " | ".join(f"k={s}" for s in steps) + " |", rule]
+    for tag, d in report["tags"].items():
+        cells = [f"{d['coverage'][s]:.0%} / {d['band_width'][s]:.3g} {d['unit']}" for s in steps]
+        lines.append(f"| {tag} | " + " | ".join(cells) + " |")
+    for tag, d in report["tags"].items():
+        lines += ["", f"## {tag} [{d['unit']}], NRMSE (std {d['std']:.4g})", "", head, rule]
+        for name, row in d["nrmse"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{row[s]:.3f}" for s in steps) + " |")
+    models = report["models"]
+    lines += ["", "## Models", ""]
+    for name, m in models.items():
+        lines.append(f"- {name}: {m.get('describe', name)}, forecast {m['forecast_seconds']} s")
+    if report["notes"]:
+        lines += ["", "## Notes", "", *(f"- {n}" for n in report["notes"])]
+    if figure:
+        lines += ["", f"![forecast vs truth]({figure})", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _figure(report: dict[str, Any], path: Path) -> None:
+    """Per CV, for a few origins: past, truth, the twin with its band, the best baseline at H."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    tags = list(report["tags"])
+    examples = report["examples"]
+    fig, axes = plt.subplots(
+        len(tags),
+        max(len(examples), 1),
+        figsize=(4.2 * max(len(examples), 1), 2.4 * len(tags)),
+        squeeze=False,
+    )
+    pct = f"{report['nominal_coverage']:.0%}"
+    h = str(report["horizon"])
+    others = {m: row[h] for m, row in report["summary"]["nrmse"].items() if m != "twin"}
+    best = min(others, key=others.__getitem__) if others else None  # best baseline at H
+    for col, ex in enumerate(examples):
+        for row, tag in enumerate(tags):
+            ax = axes[row][col]
+            w = len(ex["past"][tag])
+            k_past, k_fut = np.arange(-w + 1, 1), np.arange(1, len(ex["truth"][tag]) + 1)
+            ax.plot(k_past, ex["past"][tag], color="0.3", lw=1)
+            ax.plot(k_fut, ex["truth"][tag], color="black", lw=1.2, label="truth")
+            ax.fill_between(
+                k_fut,
+                ex["lower"][tag],
+                ex["upper"][tag],
+                color="C0",
+                alpha=0.25,
+                label=f"{pct} band",
+            )
+            ax.plot(k_fut, ex["forecasts"]["twin"][tag], color="C0", lw=1.2, label="twin")
+            if best:
+                ax.plot(k_fut, ex["forecasts"][best][tag], color="C3", lw=1, ls="--", label=best)
+            ax.axvline(0, color="0.6", lw=0.8, ls=":")
+            if row == 0:
+                ax.set_title(ex["origin"][:19], fontsize=8)
+            if col == 0:
+                ax.set_ylabel(f"{tag} [{report['tags'][tag]['unit']}]", fontsize=8)
+            ax.tick_params(labelsize=7)
+    axes[-1][0].set_xlabel("samples from origin", fontsize=8)
+    axes[0][0].legend(fontsize=7, loc="best")
+    fig.suptitle(f"{report['plant']}: forecast vs truth", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

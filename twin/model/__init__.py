@@ -1,0 +1,11 @@
+"""The learned model: windows of data, the latent dynamics network, training, the saved ``Twin``.
+
+- ``dataset``: frames to normalised training windows (and which sample an MV value acts on).
+- ``network``: the JEPA-style latent dynamics model and its config (``TwinConfig``).
+- ``train``: the training loop (ensemble, early stopping, progress bar).
+- ``twin``: ``Twin``: fit, save, load, forecast.
+- ``forecast``: ``Forecast`` (mean and band per tag per step) and the conformal calibration.
+- ``health``: the live forecast error against the validation error.
+
+Nothing is re-exported here: importing a light module (``dataset``) must not pull in torch.
+"""

@@ -1,0 +1,256 @@
+"""Training data for the twin: wide frames to normalised (past, future) windows.
+
+The pipeline, for any plant a spec describes::
+
+    train, val, cal = split_by_time(frame)             # contiguous in time: 70 / 15 / 15 %
+    values, ok = frame_to_array(train, spec)            # [T, n_tags] float (NaN = missing), bool
+    norm = Normalizer.fit(values, fallback=spans(spec)) # per tag: mean and scale (> 0)
+    w = make_windows(values, ok, spec, window=32, horizon=30, normalizer=norm, ts=ts)
+    w.past    # [N, W, n_tags]  samples t-W+1 .. t, normalised, every tag in spec order
+    w.future  # [N, H, n_tags]  samples t+1 .. t+H, normalised (targets; MV/DV columns = plan)
+
+Columns are always the spec's tags in spec order; :func:`cv_columns`, :func:`mv_columns` and
+:func:`dv_columns` give the indices of each role. Index ``t`` is the last observed sample.
+
+Alignment: the sample at ``t+1+k`` reports the MV value held over the interval ``(t+k, t+k+1]``,
+i.e. the move that produced the CVs measured at ``t+1+k``. So ``future[:, k, mv]`` is the plan
+entry ``mv_plan[k]`` and ``future[:, k, cv]`` is what that plan leads to.
+
+Only windows whose past *and* future are fully valid are kept; :attr:`Windows.dropped` counts
+the rest. Nothing here imputes: gaps are the caller's decision (see ``twin.forecast``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from twin.errors import DataQualityError
+from twin.spec import PlantSpec
+
+log = logging.getLogger(__name__)
+
+#: suffix of the per-tag Boolean column a frame may carry (True = the sample is usable);
+#: ``twin.store.frames`` writes it as ``<tag>__ok``
+OK_SUFFIX = "__ok"
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Per-tag affine normalisation ``z = (x - mean) / scale``, fitted on the training split.
+
+    Arrays are ``[n_tags]`` in spec order; ``norm``/``denorm`` take numpy arrays or torch
+    tensors whose last axis is the spec's tags.
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, values: np.ndarray, fallback: np.ndarray | None = None) -> Normalizer:
+        """Mean and std per column of ``values`` ``[T, n_tags]`` (NaN ignored).
+
+        A column that barely moves (std below 1e-6 of ``fallback``, or zero) gets ``fallback``
+        (e.g. ``0.1 * span``) as its scale, or 1.0 without one, so every scale is > 0.
+        """
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 2:
+            raise ValueError(f"values must be [T, n_tags], got shape {values.shape}")
+        finite = np.isfinite(values)
+        empty = ~finite.any(axis=0)
+        if empty.any():
+            raise DataQualityError(
+                f"cannot normalise: columns {np.flatnonzero(empty).tolist()} have no valid sample"
+            )
+        safe = np.where(finite, values, 0.0)
+        count = finite.sum(axis=0)
+        mean = safe.sum(axis=0) / count
+        var = (np.where(finite, values - mean, 0.0) ** 2).sum(axis=0) / np.maximum(count - 1, 1)
+        std = np.sqrt(var)
+        fb = np.ones_like(std) if fallback is None else np.asarray(fallback, dtype=np.float64)
+        scale = np.where((std > 1e-6 * fb) & (std > 0), std, fb)
+        return cls(mean=mean, scale=scale)
+
+    def norm(self, x: Any) -> Any:
+        """Engineering units to normalised units (numpy or torch; last axis = tags)."""
+        mean, scale = self._like(x)
+        return (x - mean) / scale
+
+    def denorm(self, z: Any) -> Any:
+        """Normalised units back to engineering units (numpy or torch; last axis = tags)."""
+        mean, scale = self._like(z)
+        return z * scale + mean
+
+    def subset(self, columns: list[int]) -> Normalizer:
+        """The normaliser of some columns only (e.g. the MVs), in the order given."""
+        return Normalizer(mean=self.mean[columns], scale=self.scale[columns])
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """Plain data for JSON."""
+        return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, list[float]]) -> Normalizer:
+        """Inverse of :meth:`to_dict`."""
+        return cls(mean=np.asarray(d["mean"], float), scale=np.asarray(d["scale"], float))
+
+    def _like(self, x: Any) -> tuple[Any, Any]:
+        if isinstance(x, np.ndarray | float | int):
+            return self.mean, self.scale
+        import torch  # only when asked to work on tensors
+
+        kw = {"dtype": x.dtype, "device": x.device}
+        return torch.as_tensor(self.mean, **kw), torch.as_tensor(self.scale, **kw)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Normalised training windows; index ``t`` is the last observed sample of each window."""
+
+    past: np.ndarray
+    """``[N, W, n_tags]`` samples ``t-W+1 .. t``, every spec tag in spec order"""
+    future: np.ndarray
+    """``[N, H, n_tags]`` samples ``t+1 .. t+H`` (targets; MV and DV columns = plan / known DVs)"""
+    ts: np.ndarray
+    """``[N]`` the timestamp of sample ``t`` (datetime64[us]) or its row index without one"""
+    dropped: int = field(default=0)
+    """windows left out because a sample in their past or future was missing or bad"""
+
+    def __len__(self) -> int:
+        return len(self.past)
+
+
+def cv_columns(spec: PlantSpec) -> list[int]:
+    """Indices of the CV tags in spec order."""
+    return [i for i, t in enumerate(spec.tags) if t.role == "cv"]
+
+
+def mv_columns(spec: PlantSpec) -> list[int]:
+    """Indices of the MV tags in spec order."""
+    return [i for i, t in enumerate(spec.tags) if t.role == "mv"]
+
+
+def dv_columns(spec: PlantSpec) -> list[int]:
+    """Indices of the DV tags in spec order."""
+    return [i for i, t in enumerate(spec.tags) if t.role == "dv"]
+
+
+def spans(spec: PlantSpec) -> np.ndarray:
+    """``hi - lo`` of every tag ``[n_tags]``: the scale of last resort for a flat tag."""
+    return np.array([t.span for t in spec.tags], dtype=np.float64)
+
+
+def ok_column(frame: pl.DataFrame, tag: str) -> str | None:
+    """The name of ``tag``'s Boolean good-sample column in ``frame``, if it has one."""
+    name = f"{tag}{OK_SUFFIX}"
+    return name if name in frame.columns and frame.schema[name] == pl.Boolean else None
+
+
+def frame_to_array(frame: pl.DataFrame, spec: PlantSpec) -> tuple[np.ndarray, np.ndarray]:
+    """A wide frame to ``values [T, n_tags]`` (float64, NaN where missing) and ``ok [T, n_tags]``.
+
+    A sample is ok when its value is present and finite and, where the frame has a Boolean
+    good-sample column for the tag, that column is True. Missing tag columns raise
+    :class:`DataQualityError` naming them.
+    """
+    missing = [name for name in spec.tag_names if name not in frame.columns]
+    if missing:
+        raise DataQualityError(
+            f"frame lacks the columns of tags {missing} of plant {spec.name!r} "
+            f"(it has {frame.columns})"
+        )
+    values = np.empty((frame.height, len(spec.tags)), dtype=np.float64)
+    ok = np.empty(values.shape, dtype=bool)
+    for j, name in enumerate(spec.tag_names):
+        col = frame.get_column(name).cast(pl.Float64).to_numpy().astype(np.float64, copy=True)
+        good = np.isfinite(col)
+        mask_name = ok_column(frame, name)
+        if mask_name is not None:
+            good &= frame.get_column(mask_name).fill_null(False).to_numpy().astype(bool)
+        col[~good] = np.nan
+        values[:, j], ok[:, j] = col, good
+    return values, ok
+
+
+def frame_ts(frame: pl.DataFrame) -> np.ndarray:
+    """The ``ts`` column as ``datetime64[us]`` ``[T]``; DataQualityError if there is none."""
+    if "ts" not in frame.columns:
+        raise DataQualityError(f"frame has no 'ts' column (it has {frame.columns})")
+    return frame.get_column("ts").dt.replace_time_zone(None).cast(pl.Datetime("us")).to_numpy()
+
+
+def make_windows(
+    values: np.ndarray,
+    ok: np.ndarray,
+    spec: PlantSpec,
+    window: int,
+    horizon: int,
+    normalizer: Normalizer,
+    stride: int = 1,
+    ts: np.ndarray | None = None,
+) -> Windows:
+    """Every (past, future) pair of ``values`` whose ``window + horizon`` samples are all ok.
+
+    ``values``/``ok`` are ``[T, n_tags]`` on a regular grid (from :func:`frame_to_array`);
+    ``ts`` ``[T]`` their timestamps (optional). Windows start every ``stride`` samples.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    ok = np.asarray(ok, dtype=bool)
+    n_tags = len(spec.tags)
+    if values.ndim != 2 or values.shape[1] != n_tags or ok.shape != values.shape:
+        raise ValueError(
+            f"values and ok must be [T, {n_tags}] for plant {spec.name!r}, "
+            f"got {values.shape} and {ok.shape}"
+        )
+    if window < 1 or horizon < 1 or stride < 1:
+        raise ValueError(f"window, horizon, stride must be >= 1, got {window}, {horizon}, {stride}")
+    span = window + horizon
+    n_tags = values.shape[1]
+    empty = np.zeros((0, window, n_tags), np.float32), np.zeros((0, horizon, n_tags), np.float32)
+    if len(values) < span:
+        return Windows(empty[0], empty[1], np.zeros(0, dtype="datetime64[us]"), dropped=0)
+    # a window is valid when every sample in its span is ok: a running count of bad rows
+    bad_row = ~ok.all(axis=1)
+    bad_count = np.concatenate([[0], np.cumsum(bad_row)])
+    starts = np.arange(0, len(values) - span + 1, stride)
+    valid = (bad_count[starts + span] - bad_count[starts]) == 0
+    dropped = int((~valid).sum())
+    starts = starts[valid]
+    z = normalizer.norm(np.where(ok, values, 0.0)).astype(np.float32)
+    idx = starts[:, None] + np.arange(span)[None, :]
+    seq = z[idx]  # [N, W+H, n_tags]
+    last = starts + window - 1
+    stamps = ts[last] if ts is not None else last
+    if dropped:
+        log.info(
+            "make_windows: kept %d windows, dropped %d with missing or bad samples",
+            len(starts),
+            dropped,
+        )
+    return Windows(
+        past=np.ascontiguousarray(seq[:, :window]),
+        future=np.ascontiguousarray(seq[:, window:]),
+        ts=stamps,
+        dropped=dropped,
+    )
+
+
+def split_by_time(
+    frame: pl.DataFrame, fractions: tuple[float, ...] = (0.7, 0.15, 0.15)
+) -> tuple[pl.DataFrame, ...]:
+    """Contiguous splits in time order (train, validation, calibration by default).
+
+    ``fractions`` must be positive and sum to 1; the frame is sorted by ``ts`` first.
+    """
+    if any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-9:
+        raise ValueError(f"fractions must be positive and sum to 1, got {fractions}")
+    if "ts" in frame.columns:
+        frame = frame.sort("ts")
+    n = frame.height
+    edges = np.round(np.cumsum((0.0, *fractions)) * n).astype(int)
+    return tuple(frame.slice(int(a), int(b - a)) for a, b in itertools.pairwise(edges))

@@ -1,0 +1,259 @@
+"""Training the latent dynamics model: multi-step rollout loss, JEPA term, early stopping.
+
+One optimiser step draws a separate mini-batch of windows for each ensemble member (so members
+differ by data order as well as by initialisation), rolls every member H steps open-loop under
+the true MV moves and DVs, and minimises
+
+    w_readout * (CV error at every step + 0.1 * reconstruction at t)
+  + w_jepa    * |z_k - target(window ending at t+1+k)|^2      (every ``jepa_every`` steps)
+  + w_reg     * anti-collapse(z_0)                             (VICReg or SIGReg)
+
+The learning rate follows a cosine over the training budget (epochs or minutes, whichever ends
+first); the weights with the best validation error are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from twin.model.dataset import Windows
+from twin.model.network import (
+    LatentDynamics,
+    TwinConfig,
+    ema_copy,
+    ema_update,
+    jepa_targets,
+    sigreg,
+    vicreg,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What training did: epochs run, seconds spent, best validation error and when."""
+
+    epochs: int
+    steps: int
+    seconds: float
+    best_val: float
+    """validation NRMSE of the ensemble mean over CVs and all steps (normalised units)"""
+    best_epoch: int
+    stopped: str
+    """why training ended: 'patience', 'minutes' or 'epochs'"""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads (0 = leave as is), then restore."""
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@torch.no_grad()
+def predict(
+    model: LatentDynamics,
+    past: np.ndarray | Tensor,
+    future: np.ndarray | Tensor,
+    *,
+    hold_dv: bool = True,
+    batch: int = 2048,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ensemble mean and std ``[N, H, n_tags]`` (normalised) of windows, DVs held if asked.
+
+    MV columns of the result are the plan (``future``'s MVs); with ``hold_dv`` the DV inputs
+    are the last past value, as in a live forecast, and so are the DV columns of the result.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    means, stds = [], []
+    for lo in range(0, len(past), batch):
+        p = torch.as_tensor(past[lo : lo + batch], device=device)
+        f = torch.as_tensor(future[lo : lo + batch], device=device).clone()
+        if hold_dv and model.dv_cols:
+            f[..., model.dv_cols] = p[:, -1:, model.dv_cols]
+        y = model.rollout(p, f).y
+        y[..., model.mv_cols] = f[..., model.mv_cols]
+        y[..., model.dv_cols] = f[..., model.dv_cols]
+        means.append(y.mean(0).cpu().numpy())
+        stds.append(y.std(0, unbiased=False).cpu().numpy())
+    return np.concatenate(means), np.concatenate(stds)
+
+
+def nrmse_per_step(mean: np.ndarray, future: np.ndarray) -> np.ndarray:
+    """RMSE over windows ``[H, n_tags]`` of normalised forecasts (= NRMSE, scale = train std)."""
+    return np.sqrt(((mean - future) ** 2).mean(axis=0))
+
+
+def train_model(
+    model: LatentDynamics,
+    train: Windows,
+    val: Windows,
+    cfg: TwinConfig,
+    cv_cols: list[int],
+    *,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` in place on ``train``, early-stopping on ``val``; returns a summary."""
+    if len(train) == 0:
+        raise ValueError("no training windows: the training split has no gap-free stretch")
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(cfg.seed)
+    past = torch.as_tensor(train.past, device=device)
+    future = torch.as_tensor(train.future, device=device)
+    n = len(past)
+    steps_per_epoch = max(1, math.ceil(n / cfg.batch))
+    total_steps = cfg.max_epochs * steps_per_epoch
+    budget = cfg.minutes * 60.0
+    jepa_steps = sorted({*range(cfg.jepa_every - 1, cfg.horizon, cfg.jepa_every), cfg.horizon - 1})
+    weights = _step_weights(train, cv_cols).to(device) if cfg.balance_steps else None
+    target_encoder = ema_copy(model.encoder) if cfg.target == "ema" else None
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    # each member draws its batches from its own resample: different data, not only init
+    if cfg.bootstrap and model.k > 1:
+        pool = torch.randint(n, (model.k, n), generator=gen)
+    else:
+        pool = torch.arange(n).expand(model.k, n)
+    best = (math.inf, 0)
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    t0 = time.perf_counter()
+    step = epoch = 0
+    stopped = "epochs"
+    bar = tqdm(
+        total=100,
+        desc="train",
+        bar_format="{desc} {percentage:3.0f}%|{bar:20}| {elapsed}<{remaining} {postfix}",
+        disable=not progress,
+        leave=False,
+    )
+    for epoch in range(1, cfg.max_epochs + 1):
+        model.train()
+        losses: list[list[float]] = []
+        for _ in range(steps_per_epoch):
+            frac = max(step / total_steps, (time.perf_counter() - t0) / budget)
+            if frac >= 1.0 and losses:
+                break  # the budget ends mid-epoch on large data
+            warm = min(1.0, (step + 1) / 50)
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+            pick = torch.randint(n, (model.k, cfg.batch), generator=gen)
+            idx = pool.gather(1, pick).to(device)
+            p, f = past[idx], future[idx]
+            loss, parts = _loss(model, p, f, cfg, cv_cols, jepa_steps, target_encoder, gen, weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            opt.step()
+            if target_encoder is not None:
+                ema_update(target_encoder, model.encoder, cfg.ema_decay)
+            losses.append(parts)
+            step += 1
+        val_err = validation_error(model, val, cv_cols) if len(val) else float(np.mean(losses))
+        if not math.isfinite(val_err):
+            raise FloatingPointError(f"training diverged at epoch {epoch} (validation {val_err})")
+        if val_err < best[0]:
+            best = (val_err, epoch)
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        mean_parts = np.mean(losses, axis=0)
+        done = max(epoch / cfg.max_epochs, (time.perf_counter() - t0) / budget)
+        bar.set_description(f"train epoch {epoch}")
+        bar.set_postfix_str(
+            f"loss {mean_parts[0]:.4f} jepa {mean_parts[1]:.3f} val NRMSE {val_err:.4f} "
+            f"(best {best[0]:.4f})"
+        )
+        bar.update(min(100, round(100 * done)) - bar.n)
+        log.debug("epoch %d: loss parts %s, val %.5f", epoch, mean_parts, val_err)
+        if epoch - best[1] >= cfg.patience:
+            stopped = "patience"
+            break
+        if time.perf_counter() - t0 >= budget:
+            stopped = "minutes"
+            break
+    bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    seconds = time.perf_counter() - t0
+    log.info(
+        "trained %d members: %d epochs, %d steps, %.1f s (%s); best validation NRMSE %.4f "
+        "at epoch %d",
+        model.k,
+        epoch,
+        step,
+        seconds,
+        stopped,
+        best[0],
+        best[1],
+    )
+    return TrainResult(epoch, step, seconds, best[0], best[1], stopped)
+
+
+def validation_error(model: LatentDynamics, val: Windows, cv_cols: list[int]) -> float:
+    """NRMSE of the ensemble mean over CVs and every step, on at most 2,000 windows."""
+    take = np.linspace(0, len(val) - 1, min(len(val), 2000)).astype(int)
+    mean, _ = predict(model, val.past[take], val.future[take])
+    return float(np.sqrt(((mean - val.future[take])[..., cv_cols] ** 2).mean()))
+
+
+def _step_weights(train: Windows, cv_cols: list[int]) -> Tensor:
+    """``[H, n_cv]`` weights ``1 / persistence MSE``, mean 1: every step and CV counts alike."""
+    err = (train.future[..., cv_cols] - train.past[:, -1:, cv_cols]) ** 2
+    mse = err.mean(axis=0) + 1e-4
+    w = 1.0 / mse
+    return torch.as_tensor(w / w.mean(), dtype=torch.float32)
+
+
+def _loss(
+    model: LatentDynamics,
+    past: Tensor,
+    future: Tensor,
+    cfg: TwinConfig,
+    cv_cols: list[int],
+    jepa_steps: list[int],
+    target_encoder: torch.nn.Module | None,
+    gen: torch.Generator,
+    weights: Tensor | None = None,
+) -> tuple[Tensor, list[float]]:
+    roll = model.rollout(past, future)
+    sq = (roll.y[..., cv_cols] - future[..., cv_cols]) ** 2
+    readout = (sq * weights).mean() if weights is not None else sq.mean()
+    readout = readout + 0.1 * ((roll.y0 - past[..., -1, :]) ** 2).mean()
+    loss = cfg.w_readout * readout
+    jepa = torch.zeros((), device=past.device)
+    if cfg.w_jepa > 0:
+        if cfg.target == "none":
+            target = jepa_targets(model.encoder, past, future, jepa_steps, cfg.window)
+        else:
+            with torch.no_grad():
+                enc = target_encoder if target_encoder is not None else model.encoder
+                target = jepa_targets(enc, past, future, jepa_steps, cfg.window)
+        jepa = ((roll.z[..., jepa_steps, :] - target) ** 2).mean()
+        loss = loss + cfg.w_jepa * jepa
+    reg = torch.zeros((), device=past.device)
+    if cfg.w_reg > 0 and cfg.anti_collapse != "none":
+        reg = vicreg(roll.z0) if cfg.anti_collapse == "vicreg" else sigreg(roll.z0, gen)
+        loss = loss + cfg.w_reg * reg
+    return loss, [float(readout.detach()), float(jepa.detach()), float(reg.detach())]
