@@ -49,6 +49,8 @@ import polars as pl
 
 from twin.control.recommendation import SCHEMA_VERSION, Recommendation
 from twin.errors import TwinError
+from twin.store.jsonl import append_line
+from twin.times import as_utc
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +94,9 @@ LOG_FOLDER = "recommendations"
 
 def recommendation_rows(rec: Recommendation) -> pl.DataFrame:
     """One row per MV with exactly :data:`EXPORT_COLUMNS` (see the module doc for the schema)."""
-    ts = rec.ts if rec.ts.tzinfo is not None else rec.ts.replace(tzinfo=UTC)
     rows = [
         {
-            "ts": ts.astimezone(UTC),
+            "ts": as_utc(rec.ts),
             "plant": rec.plant,
             "tag": m.tag,
             "node": m.node,
@@ -213,17 +214,11 @@ class RecommendationLog:
 
     def append(self, rec: Recommendation) -> Path:
         """Add one recommendation (flushed and fsynced); returns the file it went to."""
-        ts = rec.ts if rec.ts.tzinfo is not None else rec.ts.replace(tzinfo=UTC)
-        path = self.path_for(ts.astimezone(UTC).date())
+        path = self.path_for(as_utc(rec.ts).date())
         line = json.dumps(rec.to_dict(), allow_nan=False, separators=(",", ":"))
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            with path.open("ab") as f:
-                if f.tell() > 0 and not _ends_with_newline(path):
-                    f.write(b"\n")  # seal a torn last line so it is skipped, not joined
-                f.write(line.encode("utf-8") + b"\n")
-                f.flush()
-                os.fsync(f.fileno())
+            append_line(path, line)
         except OSError as exc:
             raise TwinError(f"cannot append to the recommendation log {path}: {exc}") from exc
         return path
@@ -238,8 +233,8 @@ class RecommendationLog:
         self, start: datetime | None = None, end: datetime | None = None
     ) -> list[Recommendation]:
         """Recommendations with ``start <= ts < end`` (either open), oldest first."""
-        lo = None if start is None else _utc(start)
-        hi = None if end is None else _utc(end)
+        lo = None if start is None else as_utc(start)
+        hi = None if end is None else as_utc(end)
         out: list[Recommendation] = []
         for path in self.files():
             day = _day_of(path)
@@ -267,21 +262,11 @@ class RecommendationLog:
         return None
 
 
-def _ends_with_newline(path: Path) -> bool:
-    with path.open("rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
-
-
 def _day_of(path: Path) -> date | None:
     try:
         return date.fromisoformat(path.stem)
     except ValueError:
         return None
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 #: bytes read from the end of a day file by :meth:`RecommendationLog.latest`

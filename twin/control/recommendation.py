@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from twin.model.forecast import Forecast
+from twin.times import as_utc
 
 SCHEMA_VERSION = 1
 #: tolerance of the limit checks (engineering units)
@@ -161,14 +162,11 @@ def _float(x: Any) -> float:
 
 
 def _iso(ts: datetime) -> str:
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return ts.astimezone(UTC).isoformat()
+    return as_utc(ts).isoformat()
 
 
 def _parse_ts(text: str) -> datetime:
-    ts = datetime.fromisoformat(text)
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    return as_utc(datetime.fromisoformat(text))
 
 
 def _forecast_to_dict(fc: Forecast) -> dict[str, Any]:

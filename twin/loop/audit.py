@@ -13,7 +13,6 @@ import getpass
 import json
 import logging
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from twin.errors import TwinError
+from twin.store.jsonl import append_line
+from twin.times import as_utc, now_utc
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,6 @@ def current_user() -> str:
         return "unknown"
 
 
-def now_utc() -> datetime:
-    """The current time, UTC."""
-    return datetime.now(UTC)
-
-
 def iso(ts: datetime) -> str:
     """ISO 8601 in UTC."""
     return ts.astimezone(UTC).isoformat()
@@ -53,19 +49,13 @@ def _parse_ts(value: object) -> datetime | None:
         ts = datetime.fromisoformat(str(value))
     except ValueError:
         return None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    return as_utc(ts)
 
 
 def _append_line(path: Path, entry: Mapping[str, Any]) -> None:
     """Append one JSON line, flushed and fsynced (O_APPEND: never rewrites what is there)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(entry, allow_nan=False, default=str) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_line(path, json.dumps(entry, allow_nan=False, default=str))
 
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:

@@ -35,9 +35,9 @@ from twin.loop.audit import (
     AuditLog,
     current_user,
     iso,
-    now_utc,
 )
 from twin.spec import PlantSpec, Tag
+from twin.times import now_utc
 
 __all__ = [
     "APPROVALS_FILE",

@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING
 
 from twin.control.recommendation import Recommendation
 from twin.errors import TwinError
-from twin.loop.audit import now_utc
 from twin.loop.writeback import ApprovalQueue, AuditLog, Decision, Watchdog, WriteGuard, maybe_write
 from twin.spec import PlantSpec
+from twin.times import now_utc
 
 if TYPE_CHECKING:
     from asyncua import Client

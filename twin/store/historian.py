@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from twin.errors import DataQualityError
+from twin.store.jsonl import append_line, fsync_path
 
 if TYPE_CHECKING:
     from twin.spec import PlantSpec
@@ -250,7 +251,7 @@ class Historian:
                 row_group_size=ROW_GROUP_ROWS,
                 metadata=dict(zip(_RANGE_KEYS, map(str, span), strict=True)),
             )
-            _fsync(tmp)
+            fsync_path(tmp)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -263,7 +264,7 @@ class Historian:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync(final.parent)
+        fsync_path(final.parent)
         self._ranges[final] = span
         return final
 
@@ -306,7 +307,7 @@ class Historian:
                 tmp.write_text(
                     json.dumps({"output": output.name, "inputs": [p.name for p in inputs]})
                 )
-                _fsync(tmp)
+                fsync_path(tmp)
                 os.replace(tmp, journal)
                 self._publish(staged, output, span)
             except BaseException:
@@ -522,13 +523,7 @@ class Historian:
             log.debug("empty gap (%s, %d tags) not recorded", start_utc, len(tag_list))
             return
         doc = {"tags": tag_list, "start": start_utc.isoformat(), "end": end_utc.isoformat()}
-        line = json.dumps({**doc, "reason": str(reason)}) + "\n"
-        fd = os.open(self.gaps_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line.encode("utf-8"))  # one write: lines never interleave
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_line(self.gaps_path, json.dumps({**doc, "reason": str(reason)}))
 
     def gaps(self, start: datetime | None = None, end: datetime | None = None) -> pl.DataFrame:
         """Recorded outages overlapping ``[start, end)``: one row per tag (tag, start, end, reason)."""
@@ -650,11 +645,3 @@ def _normalise(rows: pl.DataFrame) -> pl.DataFrame:
             .otherwise(pl.col("quality")),
         )
     return sort_unique(df.select(list(SCHEMA)))
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
