@@ -26,8 +26,8 @@ from fault_helpers import Fault, check_holes, check_store, collector_helpers, fa
 from connectors.sim import make_plant
 from twin.loop.audit import AuditLog
 from twin.loop.writer import MODEL_CHANGED, SPEC_CHANGED
-from twin.model.twin import Twin, spec_to_toml
-from twin.spec import PlantSpec, load_spec
+from twin.model.twin import Twin
+from twin.spec import PlantSpec, load_spec, spec_to_toml
 from twin.store.historian import Historian
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -16,11 +16,11 @@ import pytest
 from asyncua import Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 
+from connectors.collect import run_collect
 from connectors.opcua import CollectorSettings, OpcUaCollector
 from connectors.opcua_security import PASSWORD_ENV, Security
 from connectors.source import Gap, PumpStats
 from twin.cli import build_parser
-from twin.cli.collect import run_collect
 from twin.errors import ConnectorError
 from twin.spec import builtin_spec, load_spec
 from twin.store.historian import Historian

@@ -26,8 +26,8 @@ from connectors.sim import make_plant
 from twin.control.export import RecommendationLog
 from twin.control.recommendation import Recommendation
 from twin.loop.run import run_loop
-from twin.model.twin import Twin, spec_to_toml
-from twin.spec import PlantSpec, load_spec
+from twin.model.twin import Twin
+from twin.spec import PlantSpec, load_spec, spec_to_toml
 
 pytestmark = pytest.mark.integration
 

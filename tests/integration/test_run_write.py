@@ -36,8 +36,8 @@ from twin.control.export import RecommendationLog
 from twin.loop.audit import ApprovalQueue, AuditLog
 from twin.loop.run import LoopStats, run_loop
 from twin.loop.writer import SPEC_CHANGED
-from twin.model.twin import Twin, spec_to_toml
-from twin.spec import PlantSpec, load_spec
+from twin.model.twin import Twin
+from twin.spec import PlantSpec, load_spec, spec_to_toml
 
 pytestmark = pytest.mark.integration
 

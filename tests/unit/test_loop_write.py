@@ -22,8 +22,7 @@ from twin.loop.writer import (
     LoopWatchdog,
     make_writer,
 )
-from twin.model.twin import spec_to_toml
-from twin.spec import builtin_spec, load_spec
+from twin.spec import builtin_spec, load_spec, spec_to_toml
 
 SPEC = builtin_spec("cstr")
 

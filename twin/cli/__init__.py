@@ -22,7 +22,8 @@ COMMAND_MODULES = [
     "twin.cli.files",  # twin import | replay
     "twin.cli.evaluate",  # twin evaluate
     "twin.cli.train",  # twin train
-    "twin.cli.control",  # twin recommend | whatif | run
+    "twin.cli.control",  # twin recommend | whatif
+    "twin.cli.run",  # twin run
     "twin.cli.dashboard",  # twin dashboard
 ]
 

@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from connectors.opcua import CollectorSettings
     from connectors.opcua_security import Security
-    from connectors.source import PumpStats
-    from twin.spec import PlantSpec
 
 from twin.spec import spec_from_arg
 
@@ -128,6 +126,8 @@ def settings_from_args(args: argparse.Namespace) -> CollectorSettings:
 def _collect(args: argparse.Namespace) -> int:
     import asyncio
 
+    from connectors.collect import run_collect
+
     spec = spec_from_arg(args.spec)
     security = security_from_args(args)
     settings = settings_from_args(args)
@@ -145,74 +145,6 @@ def _collect(args: argparse.Namespace) -> int:
         )
     )
     return 0
-
-
-async def run_collect(
-    spec: PlantSpec,
-    endpoint: str,
-    historian_dir: Path,
-    *,
-    settings: CollectorSettings | None = None,
-    security: Security | None = None,
-    duration_s: float | None = None,
-    flush_every_s: float = 2.0,
-    log_every_s: float = 30.0,
-) -> PumpStats:
-    """Collect until SIGINT / SIGTERM or ``duration_s``; returns the pump's counters."""
-    import asyncio
-    import contextlib
-    import signal
-
-    from connectors.opcua import OpcUaCollector
-    from connectors.source import PumpStats, pump
-    from twin.store.historian import Historian
-
-    stats = PumpStats()
-    collector = OpcUaCollector(spec, endpoint, settings=settings, security=security, stats=stats)
-    historian = Historian(historian_dir)
-    task = asyncio.create_task(
-        pump(
-            collector, historian, flush_every_s=flush_every_s, stats=stats, log_every_s=log_every_s
-        )
-    )
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signame: str) -> None:
-        if collector.stopping:  # a second signal: stop waiting for the server
-            log.warning("%s again: cancelling (the buffer is still flushed)", signame)
-            task.cancel()
-            return
-        log.info("%s: stopping", signame)
-        collector.stop()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig.name)
-    if duration_s is not None:
-        loop.call_later(duration_s, collector.stop)
-    log.info(
-        "collecting %d tags of %s from %s into %s",
-        len(spec.tags),
-        spec.name,
-        endpoint,
-        historian_dir,
-    )
-    try:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-    c = collector.counters
-    log.info(
-        "stopped: received %d, stored %d, dropped %d samples; %d flushes, %d gaps, %d sessions",
-        stats.received,
-        stats.stored,
-        stats.dropped,
-        stats.flushes,
-        stats.gaps,
-        c.connects,
-    )
-    return stats
 
 
 class _ExpectedOutage(logging.Filter):

@@ -2,7 +2,7 @@
 
     stats = asyncio.run(run_loop(spec, "opc.tcp://127.0.0.1:4840/cstr", twin, "hist/"))
 
-:func:`run_loop` runs the OPC-UA collector (:func:`twin.cli.collect.run_collect`) and a
+:func:`run_loop` runs the OPC-UA collector (:func:`connectors.collect.run_collect`) and a
 recommender side by side in one asyncio loop. Every ``interval_s`` the recommender reads the
 last stretch of history from the historian, asks the controller for the next moves (in a worker
 thread, so the collector never stalls), appends the recommendation to the historian folder's
@@ -279,9 +279,9 @@ async def run_loop(
     spec's file (when it has one) and the twin's saved folder ``model_dir`` are watched: a
     change stops writing until restart.
     """
-    from twin.cli.collect import run_collect
+    from connectors.collect import run_collect
     from twin.control.export import RecommendationLog
-    from twin.model.twin import spec_difference
+    from twin.spec import spec_difference
 
     diff = spec_difference(twin.spec, spec)
     if diff:

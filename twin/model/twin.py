@@ -45,7 +45,7 @@ from twin.model.dataset import (
 from twin.model.forecast import Calibration, Forecast, history_window
 from twin.model.network import LatentDynamics, TwinConfig
 from twin.model.train import nrmse_per_step, predict, resolve_device, torch_threads, train_model
-from twin.spec import PlantSpec, load_spec
+from twin.spec import PlantSpec, load_spec, spec_difference, spec_to_toml
 
 log = logging.getLogger(__name__)
 
@@ -385,33 +385,3 @@ def _from_json(path: Path, build: Callable[[Any], _T]) -> _T:
         raise TwinError(
             f"{path} does not hold what Twin.save writes there ({type(exc).__name__}: {exc})"
         ) from exc
-
-
-def spec_to_toml(spec: PlantSpec) -> str:
-    """The spec as TOML text in the ``data/plants`` layout (strings JSON-escaped, TOML-valid)."""
-
-    def value(v: Any) -> str:
-        return json.dumps(v) if isinstance(v, str) else repr(float(v))
-
-    doc = spec.to_dict()
-    lines = ["[plant]"] + [f"{k} = {value(v)}" for k, v in doc["plant"].items()]
-    for tag in doc["tags"]:
-        lines += ["", "[[tags]]"]
-        lines += [f"{k} = {value(v)}" for k, v in tag.items() if v is not None]
-    return "\n".join(lines) + "\n"
-
-
-def spec_difference(saved: PlantSpec, given: PlantSpec) -> str:
-    """What differs between two specs in what the model depends on ('' when nothing does)."""
-    if saved.tag_names != given.tag_names:
-        return f"tags {saved.tag_names} (trained) vs {given.tag_names} (given)"
-    for a, b in zip(saved.tags, given.tags, strict=True):
-        for fld in ("role", "unit"):
-            if getattr(a, fld) != getattr(b, fld):
-                return (
-                    f"tag {a.name!r} has {fld} {getattr(a, fld)!r} in the trained spec "
-                    f"but {getattr(b, fld)!r} in the given one"
-                )
-    if abs(saved.sample_period - given.sample_period) > 1e-9:
-        return f"sample period {saved.sample_period:g} s (trained) vs {given.sample_period:g} s (given)"
-    return ""

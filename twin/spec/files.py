@@ -1,0 +1,242 @@
+"""Spec files: load and check a TOML spec (every error names the file, tag and field), write one."""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from twin.errors import SpecError
+from twin.spec.plant import RESERVED_NAMES, ROLES, TAG_NAME, NodeRef, PlantSpec, Tag
+
+#: Folder of the built-in plant specs (a source checkout or an editable install).
+PLANTS_DIR = Path(__file__).resolve().parents[2] / "data" / "plants"
+
+
+_PLANT_FIELDS = {"name", "sample_period_s", "description"}
+_COMMON_FIELDS = {"name", "node", "unit", "role", "lo", "hi", "description"}
+_ROLE_FIELDS: dict[str, set[str]] = {
+    "cv": {"setpoint", "weight"},
+    "mv": {"rate_limit", "write_node"},
+    "dv": set(),
+}
+
+
+def load_spec(path: str | Path) -> PlantSpec:
+    """Load and check a plant spec from a TOML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file: {exc.strerror or exc}", file=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}): is it "
+            "a TOML spec?",
+            file=str(path),
+        ) from None
+    return parse_spec(text, source=str(path))
+
+
+def builtin_spec(name: str) -> PlantSpec:
+    """The spec of a built-in plant (``data/plants/<name>.toml``)."""
+    path = PLANTS_DIR / f"{name}.toml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PLANTS_DIR.glob("*.toml"))
+        raise SpecError(f"no built-in plant {name!r} (built-in: {known})", file=str(path))
+    return load_spec(path)
+
+
+def spec_from_arg(text: str) -> PlantSpec:
+    """A spec from a TOML path, or a built-in plant by name (``cstr``): what ``--spec`` takes."""
+    path = Path(text)
+    if path.suffix == ".toml" or path.exists():
+        return load_spec(path)
+    return builtin_spec(text)
+
+
+def parse_spec(text: str, source: str = "<spec>") -> PlantSpec:
+    """Parse and check a spec from TOML text; ``source`` names it in error messages."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"not valid TOML: {exc}", file=source) from exc
+
+    plant = doc.get("plant")
+    if not isinstance(plant, dict):
+        raise SpecError("missing [plant] table", file=source, field="plant")
+    _no_unknown(plant, _PLANT_FIELDS, source, None)
+    for extra in set(doc) - {"plant", "tags"}:
+        raise SpecError("unknown top-level table", file=source, field=extra)
+
+    name = _get(plant, "name", str, source, None)
+    if not TAG_NAME.match(name):
+        raise SpecError(
+            f"plant name {name!r} must be letters, digits, _ . -", file=source, field="name"
+        )
+    period = _get_number(plant, "sample_period_s", source, None)
+    if not period > 0:
+        raise SpecError(f"must be > 0 seconds, got {period}", file=source, field="sample_period_s")
+
+    raw_tags = doc.get("tags")
+    if not isinstance(raw_tags, list) or not raw_tags:
+        raise SpecError(
+            "no [[tags]] entries: a plant needs at least one tag", file=source, field="tags"
+        )
+
+    tags: list[Tag] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(raw_tags):
+        tag = _parse_tag(raw, i, source)
+        if tag.name in seen:
+            raise SpecError("duplicate tag name", file=source, tag=tag.name, field="name")
+        seen.add(tag.name)
+        tags.append(tag)
+    _check_nodes_unique(tags, source)
+    return PlantSpec(
+        name=name,
+        sample_period=float(period),
+        tags=tuple(tags),
+        description=str(plant.get("description", "")),
+        source=source,
+    )
+
+
+def _parse_tag(raw: object, index: int, source: str) -> Tag:
+    label = f"#{index + 1}"
+    if not isinstance(raw, dict):
+        raise SpecError("each [[tags]] entry must be a table", file=source, tag=label)
+    if isinstance(raw.get("name"), str):
+        label = raw["name"]
+    name = _get(raw, "name", str, source, label)
+    if not TAG_NAME.match(name) or name in RESERVED_NAMES:
+        raise SpecError(
+            "tag name must start with a letter, use letters, digits, _ . - (at most 64), "
+            f"and not be one of {sorted(RESERVED_NAMES)}",
+            file=source,
+            tag=name,
+            field="name",
+        )
+    role = _get(raw, "role", str, source, name)
+    if role not in ROLES:
+        raise SpecError(
+            f"unknown role {role!r}: use one of cv, mv, dv", file=source, tag=name, field="role"
+        )
+    _no_unknown(raw, _COMMON_FIELDS | _ROLE_FIELDS[role], source, name, role=role)
+
+    node = _get_node(raw, "node", source, name)
+    unit = _get(raw, "unit", str, source, name)
+    lo = _get_number(raw, "lo", source, name)
+    hi = _get_number(raw, "hi", source, name)
+    if not lo < hi:
+        raise SpecError(f"lo ({lo}) must be below hi ({hi})", file=source, tag=name, field="hi")
+    kwargs: dict[str, Any] = {}
+    if role == "mv":
+        rate = _get_number(
+            raw, "rate_limit", source, name, why="an MV needs a rate limit per sample"
+        )
+        if not rate > 0:
+            raise SpecError(f"must be > 0, got {rate}", file=source, tag=name, field="rate_limit")
+        kwargs["rate_limit"] = rate
+        kwargs["write_node"] = _get_node(raw, "write_node", source, name)
+    elif role == "cv":
+        sp = _get_number(raw, "setpoint", source, name)
+        if not lo <= sp <= hi:
+            raise SpecError(
+                f"setpoint {sp} is outside [lo, hi] = [{lo}, {hi}]",
+                file=source,
+                tag=name,
+                field="setpoint",
+            )
+        weight = _get_number(raw, "weight", source, name)
+        if weight < 0:
+            raise SpecError(f"must be >= 0, got {weight}", file=source, tag=name, field="weight")
+        kwargs["setpoint"] = sp
+        kwargs["weight"] = weight
+    return Tag(
+        name=name,
+        node=node,
+        unit=unit,
+        role=role,  # checked against ROLES above
+        lo=lo,
+        hi=hi,
+        description=str(raw.get("description", "")),
+        **kwargs,
+    )
+
+
+def _check_nodes_unique(tags: list[Tag], source: str) -> None:
+    seen: dict[str, str] = {}
+    for t in tags:
+        for fld, node in (("node", t.node), ("write_node", t.write_node)):
+            if node is None:
+                continue
+            key = str(node)
+            if key in seen and not (fld == "write_node" and seen[key] == t.name):
+                raise SpecError(
+                    f"node {key} is already used by tag {seen[key]!r}",
+                    file=source,
+                    tag=t.name,
+                    field=fld,
+                )
+            seen.setdefault(key, t.name)
+
+
+def _no_unknown(
+    table: dict[str, Any], allowed: set[str], source: str, tag: str | None, role: str | None = None
+) -> None:
+    for key in table:
+        if key not in allowed:
+            hint = f" for role {role!r}" if role else ""
+            raise SpecError(
+                f"unknown field{hint} (allowed: {', '.join(sorted(allowed))})",
+                file=source,
+                tag=tag,
+                field=key,
+            )
+
+
+def _get(table: dict[str, Any], key: str, typ: type, source: str, tag: str | None) -> Any:
+    if key not in table:
+        raise SpecError("missing", file=source, tag=tag, field=key)
+    value = table[key]
+    if not isinstance(value, typ) or (isinstance(value, str) and not value.strip()):
+        raise SpecError(
+            f"must be a non-empty {typ.__name__}, got {value!r}", file=source, tag=tag, field=key
+        )
+    return value
+
+
+def _get_number(
+    table: dict[str, Any], key: str, source: str, tag: str | None, why: str = ""
+) -> float:
+    if key not in table:
+        raise SpecError("missing" + (f" ({why})" if why else ""), file=source, tag=tag, field=key)
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise SpecError(f"must be a finite number, got {value!r}", file=source, tag=tag, field=key)
+    return float(value)
+
+
+def _get_node(table: dict[str, Any], key: str, source: str, tag: str) -> NodeRef:
+    text = _get(table, key, str, source, tag)
+    try:
+        return NodeRef.parse(text)
+    except ValueError as exc:
+        raise SpecError(f"bad node id: {exc}", file=source, tag=tag, field=key) from None
+
+
+def spec_to_toml(spec: PlantSpec) -> str:
+    """The spec as TOML text in the ``data/plants`` layout (strings JSON-escaped, TOML-valid)."""
+
+    def value(v: Any) -> str:
+        return json.dumps(v) if isinstance(v, str) else repr(float(v))
+
+    doc = spec.to_dict()
+    lines = ["[plant]"] + [f"{k} = {value(v)}" for k, v in doc["plant"].items()]
+    for tag in doc["tags"]:
+        lines += ["", "[[tags]]"]
+        lines += [f"{k} = {value(v)}" for k, v in tag.items() if v is not None]
+    return "\n".join(lines) + "\n"
