@@ -230,7 +230,7 @@ def recommendations_stamp(root: Path) -> tuple[str, int, int]:
 @st.cache_data(ttl=300, max_entries=8, show_spinner=False)
 def latest_recommendation_dict(root: str, version: Any) -> dict[str, Any] | None:
     """The newest recommendation ``twin run`` logged, as its dict (None: none yet)."""
-    from twin.control.export import RecommendationLog
+    from twin.control.recommendation_log import RecommendationLog
 
     rec = RecommendationLog(root).latest()
     return rec.to_dict() if rec is not None else None

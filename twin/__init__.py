@@ -14,8 +14,9 @@ from twin.store.historian import QUALITIES, SCHEMA, Historian, quality_of
 
 if TYPE_CHECKING:
     from twin.control.controller import Controller
-    from twin.control.export import RecommendationLog, write_export
+    from twin.control.export import write_export
     from twin.control.recommendation import MoveRec, Recommendation
+    from twin.control.recommendation_log import RecommendationLog
     from twin.control.whatif import Scenario, WhatIf  # whatif() itself: twin.whatif.whatif
     from twin.model.forecast import Forecast
     from twin.model.network import TwinConfig
@@ -27,7 +28,7 @@ _LAZY = {
     "Forecast": "twin.model.forecast",
     "MoveRec": "twin.control.recommendation",
     "Recommendation": "twin.control.recommendation",
-    "RecommendationLog": "twin.control.export",
+    "RecommendationLog": "twin.control.recommendation_log",
     "Scenario": "twin.control.whatif",
     "Twin": "twin.model.twin",
     "TwinConfig": "twin.model.network",

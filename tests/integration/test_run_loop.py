@@ -23,8 +23,8 @@ import pytest
 from conftest import REPO, plant_server_thread
 
 from connectors.sim import make_plant
-from twin.control.export import RecommendationLog
 from twin.control.recommendation import Recommendation
+from twin.control.recommendation_log import RecommendationLog
 from twin.loop.run import run_loop
 from twin.model.twin import Twin
 from twin.spec import PlantSpec, load_spec, spec_to_toml

@@ -32,7 +32,7 @@ from conftest import REPO, plant_server_thread
 from connectors.opcua_security import Security, connect_client
 from connectors.sim import make_plant
 from connectors.sim.server import PlantServer
-from twin.control.export import RecommendationLog
+from twin.control.recommendation_log import RecommendationLog
 from twin.loop.audit import ApprovalQueue, AuditLog
 from twin.loop.run import LoopStats, run_loop
 from twin.loop.writer import SPEC_CHANGED

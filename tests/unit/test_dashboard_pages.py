@@ -20,8 +20,8 @@ from streamlit.testing.v1 import AppTest
 from connectors.sim import make_plant
 from connectors.sim.record import record
 from twin.control.controller import Controller
-from twin.control.export import RecommendationLog
 from twin.control.recommendation import Recommendation
+from twin.control.recommendation_log import RecommendationLog
 from twin.model.twin import Twin
 from twin.store.historian import Historian
 

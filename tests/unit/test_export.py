@@ -11,15 +11,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from twin.control.export import (
-    EXPORT_COLUMNS,
-    TAIL_BYTES,
-    RecommendationLog,
-    read_export,
-    recommendation_rows,
-    write_export,
-)
+from twin.control.export import EXPORT_COLUMNS, read_export, recommendation_rows, write_export
 from twin.control.recommendation import MoveRec, Recommendation
+from twin.control.recommendation_log import TAIL_BYTES, RecommendationLog
 from twin.errors import TwinError
 from twin.model.forecast import Forecast
 

@@ -6,7 +6,7 @@
 recommender side by side in one asyncio loop. Every ``interval_s`` the recommender reads the
 last stretch of history from the historian, asks the controller for the next moves (in a worker
 thread, so the collector never stalls), appends the recommendation to the historian folder's
-:class:`~twin.control.export.RecommendationLog` and logs one line with the model's health. By default
+:class:`~twin.control.recommendation_log.RecommendationLog` and logs one line with the model's health. By default
 it is advisory: nothing is written to the plant. With ``write=True`` each recommendation goes
 through the guarded write-back (:class:`twin.loop.writer.LoopWriter`: limits, rate limits against
 the measured MVs, fresh data, model health, watchdog, optional operator approval, audit log in
@@ -280,7 +280,7 @@ async def run_loop(
     change stops writing until restart.
     """
     from connectors.collect import run_collect
-    from twin.control.export import RecommendationLog
+    from twin.control.recommendation_log import RecommendationLog
     from twin.spec import spec_difference
 
     diff = spec_difference(twin.spec, spec)
