@@ -11,7 +11,7 @@ from __future__ import annotations
 import polars as pl
 
 from twin.spec import PlantSpec
-from twin.store.historian import STATUS_OF
+from twin.store.schema import STATUS_OF
 
 _GOOD, _BAD = STATUS_OF["good"], STATUS_OF["bad"]
 _EPOCH_MAX_S = 7.3e9  # about the year 2200: larger numbers are more likely milliseconds

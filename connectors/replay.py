@@ -21,7 +21,8 @@ import polars as pl
 from connectors.source import Gap
 from twin.errors import DataQualityError
 from twin.spec import PlantSpec
-from twin.store.historian import Historian, utc
+from twin.store.historian import Historian
+from twin.store.schema import utc
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from twin.errors import ConnectorError, DataQualityError, SimulationError, SpecError, TwinError
 from twin.spec import NodeRef, PlantSpec, Tag, builtin_spec, load_spec, parse_spec
 from twin.store.frames import FRAME_STATES, frame_report, make_frame
-from twin.store.historian import QUALITIES, SCHEMA, Historian, quality_of
+from twin.store.historian import Historian
+from twin.store.schema import QUALITIES, SCHEMA, quality_of
 
 if TYPE_CHECKING:
     from twin.control.controller import Controller

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import streamlit as st
 
-from dashboards import charts, compute, data, style
+from dashboards import charts, compute, data, page, style
 from dashboards.skill import skill_table
 from twin.errors import TwinError
 
@@ -85,13 +85,8 @@ def past_forecasts(cfg: data.AppConfig) -> None:
 
 
 def main() -> None:
-    cfg = data.app_config()
-    st.subheader("Forecast")
-    if cfg.model is None:
-        style.note(NO_MODEL)
-        return
-    if cfg.historian is None or not cfg.historian.is_dir():
-        style.note("No historian: start the app with --historian DIR.")
+    cfg = page.open_page("Forecast", no_model=NO_MODEL, historian=True)
+    if cfg is None:
         return
     minutes = (
         st.segmented_control(

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from dashboards import compute, data, style
+from dashboards import compute, data, page, style
 from dashboards.skill import skill_table
 from twin.errors import TwinError
 
@@ -156,10 +156,8 @@ def live_health(cfg: data.AppConfig) -> None:
 
 
 def main() -> None:
-    cfg = data.app_config()
-    st.subheader("Model")
-    if cfg.model is None:
-        style.note(NO_MODEL)
+    cfg = page.open_page("Model", no_model=NO_MODEL)
+    if cfg is None or cfg.model is None:
         return
     twin = data.load_twin(str(cfg.model))
     files = data.model_files(cfg.model)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import streamlit as st
 
-from dashboards import data, style, trends
+from dashboards import data, page, style, trends
 from dashboards.alarms import AlarmBook, detect
 from dashboards.style import ALARM_COLOURS
 from twin.spec import PlantSpec
@@ -134,7 +134,7 @@ def main() -> None:
         return
     st.subheader(f"Plant {spec.name}")
     if cfg.historian is None:
-        style.note("No historian: start the app with --historian DIR.")
+        style.note(page.NO_HISTORIAN)
         return
     if not cfg.historian.is_dir():
         st.error(f"historian folder {cfg.historian} does not exist")

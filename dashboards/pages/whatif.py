@@ -8,7 +8,7 @@ from typing import Any
 import polars as pl
 import streamlit as st
 
-from dashboards import charts, compute, data, exports, style
+from dashboards import charts, compute, data, exports, page
 from twin.errors import TwinError
 from twin.spec import PlantSpec
 
@@ -129,33 +129,14 @@ def show(result: Any, history: pl.DataFrame, spec: PlantSpec) -> None:
     st.dataframe(summary(result, spec), hide_index=True)
     pick = st.multiselect("Export scenarios", names, default=names, key="wi_export")
     if pick:
-        left, right = st.columns(2)
-        left.download_button(
-            "Download CSV",
-            exports.whatif_bytes(result, pick, ".csv"),
-            "whatif.csv",
-            "text/csv",
-            key="wi_csv",
-            on_click="ignore",
-        )
-        right.download_button(
-            "Download JSON",
-            exports.whatif_bytes(result, pick, ".json"),
-            "whatif.json",
-            "application/json",
-            key="wi_json",
-            on_click="ignore",
+        page.download_pair(
+            lambda suffix: exports.whatif_bytes(result, pick, suffix), "whatif", "wi"
         )
 
 
 def main() -> None:
-    cfg = data.app_config()
-    st.subheader("What-if")
-    if cfg.model is None:
-        style.note(NO_MODEL)
-        return
-    if cfg.historian is None or not cfg.historian.is_dir():
-        style.note("No historian: start the app with --historian DIR.")
+    cfg = page.open_page("What-if", no_model=NO_MODEL, historian=True)
+    if cfg is None:
         return
     from twin.control.whatif import current_mvs, whatif
 

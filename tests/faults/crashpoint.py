@@ -42,7 +42,7 @@ def _in_compaction() -> bool:
 
 def install(point: str, nth: int) -> None:
     """Patch the historian's file operations to SIGKILL at the ``nth`` arrival at ``point``."""
-    import twin.store.historian as historian
+    import twin.store.writing as writing
 
     seen: Counter[str] = Counter()
 
@@ -54,7 +54,7 @@ def install(point: str, nth: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
             time.sleep(10)  # the signal arrives at once; never go on
 
-    real_fsync, real_replace, real_unlink = historian._fsync, os.replace, Path.unlink
+    real_fsync, real_replace, real_unlink = writing.fsync_path, os.replace, Path.unlink
 
     def fsync(path: Path) -> None:
         if str(path).endswith(".parquet.tmp"):
@@ -74,7 +74,7 @@ def install(point: str, nth: int) -> None:
         if self.suffix == ".parquet" and _in_compaction():
             reached("unlink")
 
-    historian._fsync = fsync  # type: ignore[assignment]
+    writing.fsync_path = fsync  # type: ignore[assignment]
     os.replace = replace  # type: ignore[assignment]
     Path.unlink = unlink  # type: ignore[method-assign]
 

@@ -79,10 +79,10 @@ def _under(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
 
 
-def test_the_graph_sees_late_and_type_checking_imports() -> None:
+def test_the_graph_sees_late_imports() -> None:
     """The checks below mean something only if imports inside functions are in the graph."""
     assert "twin.spec" in GRAPH["twin.cli.train"]  # imported inside the command's handler
-    assert any(_under(m, "twin.store") for m in GRAPH["twin.cli.collect"])
+    assert "connectors.collect" in GRAPH["twin.cli.collect"]  # likewise
 
 
 def test_the_library_does_not_import_the_outside() -> None:

@@ -14,7 +14,8 @@ from twin.errors import DataQualityError
 from twin.model.dataset import frame_to_array
 from twin.spec import parse_spec
 from twin.store.frames import FRAME_STATES, frame_report, make_frame
-from twin.store.historian import SCHEMA, Historian
+from twin.store.historian import Historian
+from twin.store.schema import SCHEMA
 
 SPEC = parse_spec(
     """

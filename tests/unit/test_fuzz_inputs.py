@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from connectors.files import ImportFileError, ImportReport, import_file
 from twin.errors import DataQualityError, SpecError, TwinError
 from twin.spec import PLANTS_DIR, PlantSpec, builtin_spec, parse_spec
-from twin.store.historian import SCHEMA, Historian
+from twin.store.historian import Historian
+from twin.store.schema import SCHEMA
 
 SOURCE = "fuzzed.toml"
 FAST = settings(

@@ -21,7 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from twin.errors import DataQualityError
-from twin.store.historian import SCHEMA, STALE_S, Historian, quality_of
+from twin.store.historian import Historian
+from twin.store.recovery import STALE_S
+from twin.store.schema import SCHEMA, quality_of
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -221,7 +223,7 @@ def test_nan_and_inf_are_stored_as_null_with_bad_quality(
 ) -> None:
     h = Historian(tmp_path)
     data = rows(["T"], 4).with_columns(value=pl.Series([1.0, math.nan, math.inf, -math.inf]))
-    with caplog.at_level(logging.WARNING, logger="twin.store.historian"):
+    with caplog.at_level(logging.WARNING, logger="twin.store.schema"):
         assert h.append(data) == 4
     back = h.read()
     assert back.get_column("value").to_list() == [1.0, None, None, None]
@@ -263,7 +265,7 @@ def test_rows_without_tag_or_timestamp_are_dropped_with_a_warning(
         {"tag": ["T", None, "", "T"], "ts": [T0, T0, T0, None], "value": [1.0, 2.0, 3.0, 4.0]},
         schema={"tag": pl.String, "ts": SCHEMA["ts"], "value": pl.Float64},
     )
-    with caplog.at_level(logging.WARNING, logger="twin.store.historian"):
+    with caplog.at_level(logging.WARNING, logger="twin.store.schema"):
         assert h.append(data) == 1
     assert "dropping 3 rows" in caplog.text
 
@@ -283,7 +285,7 @@ def test_unreadable_file_is_quarantined_and_the_rest_reads(
         "empty": b"",
     }[damage]
     victim.write_bytes(damaged)
-    with caplog.at_level(logging.WARNING, logger="twin.store.historian"):
+    with caplog.at_level(logging.WARNING, logger="twin.store.recovery"):
         back = Historian(tmp_path).read()
     assert back.height == 40  # the other file's rows
     assert victim.name in caplog.text

@@ -27,7 +27,7 @@ import polars as pl
 
 from twin.errors import DataQualityError
 from twin.spec import PlantSpec
-from twin.store.historian import SCHEMA, quality_expr, sort_unique, utc
+from twin.store.schema import SCHEMA, quality_expr, sort_unique, utc
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,42 @@
+"""What the pages share: the opening (title, and a note in place of the page when the model or
+the historian it needs is missing) and the pair of CSV / JSON download buttons."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import streamlit as st
+
+from dashboards import data, style
+
+NO_HISTORIAN = "No historian: start the app with --historian DIR."
+
+
+def open_page(
+    title: str, *, no_model: str | None = None, historian: bool = False
+) -> data.AppConfig | None:
+    """The app's configuration after the page's title; None (with a note shown) when it lacks
+    what the page needs: a model (``no_model`` is then the note) or a historian folder."""
+    cfg = data.app_config()
+    st.subheader(title)
+    if no_model is not None and cfg.model is None:
+        style.note(no_model)
+        return None
+    if historian and (cfg.historian is None or not cfg.historian.is_dir()):
+        style.note(NO_HISTORIAN)
+        return None
+    return cfg
+
+
+def download_pair(content: Callable[[str], bytes], stem: str, key: str) -> None:
+    """ "Download CSV" and "Download JSON" side by side; ``content(suffix)`` makes each file."""
+    left, right = st.columns(2)
+    for column, suffix, mime in ((left, ".csv", "text/csv"), (right, ".json", "application/json")):
+        column.download_button(
+            f"Download {suffix[1:].upper()}",
+            content(suffix),
+            f"{stem}{suffix}",
+            mime,
+            key=f"{key}_{suffix[1:]}",
+            on_click="ignore",
+        )
