@@ -64,7 +64,7 @@ from connectors.sim import PLANTS, make_plant  # noqa: E402
 from connectors.sim.base import SimPlant  # noqa: E402
 from connectors.sim.record import DEFAULT_START, record  # noqa: E402
 from twin.control.controller import Controller, Predictor  # noqa: E402
-from twin.evaluate.baselines import ARX  # noqa: E402
+from twin.evaluate.linear import ARX  # noqa: E402
 from twin.model.dataset import split_by_time  # noqa: E402
 from twin.model.network import TwinConfig  # noqa: E402
 from twin.model.twin import Twin  # noqa: E402

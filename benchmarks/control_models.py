@@ -8,7 +8,7 @@ costs compare the models alone:
   (:meth:`SimPlant.torch_step`) rolled forward from the plant's *true* state, measured
   disturbances and unmeasured parameters at the moment of the call: the controller that knows
   the plant. Its band is zero.
-- :class:`ARXPredictor`: a fitted :class:`twin.evaluate.baselines.ARX` written in torch (its normaliser and
+- :class:`ARXPredictor`: a fitted :class:`twin.evaluate.linear.ARX` written in torch (its normaliser and
   coefficients, the same recursion as ``ARX.predict``), so the MPC on it is a linear MPC on the
   ARX baseline. Its band is zero.
 
@@ -30,7 +30,7 @@ from torch import Tensor
 from connectors.sim.base import TORCH_OPS, SimPlant
 from connectors.sim.woodberry import WoodBerry
 from twin.errors import TwinError
-from twin.evaluate.baselines import ARX
+from twin.evaluate.linear import ARX
 from twin.model.dataset import cv_columns, dv_columns, mv_columns
 from twin.model.forecast import history_window
 from twin.spec import PlantSpec

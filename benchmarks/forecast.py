@@ -39,7 +39,9 @@ sys.path.insert(0, str(ROOT))
 from connectors.sim import PLANTS, make_plant  # noqa: E402
 from connectors.sim.excitation import ExcitationConfig  # noqa: E402
 from connectors.sim.record import DEFAULT_START, record  # noqa: E402
-from twin.evaluate.baselines import ARX, DirectGRU, Persistence, Subspace  # noqa: E402
+from twin.evaluate.baseline import Persistence  # noqa: E402
+from twin.evaluate.gru import DirectGRU  # noqa: E402
+from twin.evaluate.linear import ARX, Subspace  # noqa: E402
 from twin.evaluate.report import effective_rank, evaluate, parameter_count  # noqa: E402
 from twin.model.dataset import split_by_time  # noqa: E402
 from twin.model.network import TwinConfig  # noqa: E402

@@ -4,7 +4,8 @@
 
 The library side of ``twin collect`` (and of the collector inside ``twin run``): the
 :class:`~connectors.opcua.OpcUaCollector` pumped into a :class:`~twin.store.historian.Historian`,
-stopped by SIGINT / SIGTERM or after ``duration_s``.
+stopped by SIGINT / SIGTERM or after ``duration_s``. :class:`OpcUaFeed` is the same collector
+as the control loop's :class:`~twin.loop.ports.SampleFeed` (``twin run``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from connectors.opcua import OpcUaCollector
@@ -83,3 +85,34 @@ async def run_collect(
         c.connects,
     )
     return stats
+
+
+@dataclass(frozen=True)
+class OpcUaFeed:
+    """The OPC-UA collector as the control loop's sample feed: :func:`run_collect` with these."""
+
+    endpoint: str
+    """the OPC-UA server's URL"""
+    settings: CollectorSettings | None = None
+    """subscription, reconnect and backfill settings (None: the defaults)"""
+    security: Security | None = field(default=None, repr=False)
+    """how the session authenticates (None: anonymous, no security); it may hold a password"""
+    duration_s: float | None = None
+    """stop after this many seconds (None: at SIGINT / SIGTERM only)"""
+    flush_every_s: float = 2.0
+    """seconds between flushes to the historian"""
+    log_every_s: float = 30.0
+    """seconds between the counters' log lines"""
+
+    async def run(self, spec: PlantSpec, historian_dir: Path) -> PumpStats:
+        """Collect ``spec``'s tags into ``historian_dir`` until stopped; the pump's counters."""
+        return await run_collect(
+            spec,
+            self.endpoint,
+            historian_dir,
+            settings=self.settings,
+            security=self.security,
+            duration_s=self.duration_s,
+            flush_every_s=self.flush_every_s,
+            log_every_s=self.log_every_s,
+        )

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import polars as pl
-from asyncua import Client, ua
+from asyncua import Client
 
-from connectors.opcua_security import Security, apply_security
-from connectors.opcua_session import ROW_SCHEMA, CollectorSession, CollectorSettings, describe
+from connectors.opcua_security import IDENTITY_REFUSED, Security, apply_security, describe_error
+from connectors.opcua_session import ROW_SCHEMA, CollectorSession, CollectorSettings
 from connectors.source import Gap, PumpStats
 from twin.errors import ConnectorError
 from twin.spec import PlantSpec
@@ -34,13 +34,6 @@ from twin.spec import PlantSpec
 log = logging.getLogger(__name__)
 
 __all__ = ["ROW_SCHEMA", "CollectorCounters", "CollectorSettings", "OpcUaCollector"]
-
-# Errors that retrying cannot fix: the server refused who we are.
-_FATAL = (
-    ua.uaerrors.BadUserAccessDenied,
-    ua.uaerrors.BadIdentityTokenInvalid,
-    ua.uaerrors.BadIdentityTokenRejected,
-)
 
 
 @dataclass
@@ -120,7 +113,7 @@ class OpcUaCollector:
         while not self._stopping.is_set():
             try:
                 session = await self._open()
-            except _FATAL as exc:
+            except IDENTITY_REFUSED as exc:  # retrying cannot fix who we are
                 raise ConnectorError(
                     f"OPC-UA server {self.endpoint} refused {self.security.describe()}: {exc}"
                 ) from exc
@@ -130,7 +123,7 @@ class OpcUaCollector:
                     "cannot connect to OPC-UA server %s (attempt %d): %s; retrying in %.1f s",
                     self.endpoint,
                     attempts,
-                    describe(exc),
+                    describe_error(exc),
                     backoff,
                 )
                 log.debug("connection attempt failed", exc_info=True)

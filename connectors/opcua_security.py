@@ -8,8 +8,9 @@ build them; :func:`apply_security` hands them to an asyncua ``Client`` before it
 Identities: anonymous, user name and password, or the application certificate itself (an X.509
 identity token, ``cert_auth``). The password is read from the environment
 (``TWIN_OPCUA_PASSWORD``) or from a file outside the spec (``--password-file``), never from the
-command line or the spec; it never appears in a repr, and :func:`protect_secret` masks it in
-every asyncua log record (asyncua's DEBUG log prints whole requests, identity token included).
+command line or the spec; it never appears in a repr, and
+:func:`~connectors.opcua_secrets.protect_secret` masks it in every asyncua log record (asyncua's
+DEBUG log prints whole requests, identity token included).
 The server side (the simulated plant's policies and users) is :mod:`connectors.sim.server_security`.
 """
 
@@ -17,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from asyncua import Client, ua
 from asyncua.crypto import security_policies
 from cryptography import x509
 
+from connectors.opcua_secrets import protect_secret, read_secret_file
 from twin.errors import ConnectorError
 
 log = logging.getLogger(__name__)
@@ -190,17 +190,20 @@ async def connect_client(endpoint: str, security: Security, *, timeout_s: float 
         explained = refusal(exc, endpoint, security, offered)
         if explained is not None:
             raise explained from exc
-        raise ConnectorError(f"cannot connect to OPC-UA server {endpoint}: {_reason(exc)}") from exc
+        raise ConnectorError(
+            f"cannot connect to OPC-UA server {endpoint}: {describe_error(exc)}"
+        ) from exc
     log.info("connected to %s (%s)", endpoint, security.describe())
     return client
 
 
-#: status codes a server answers when it refuses the client's identity or its certificate
-_IDENTITY = (
+#: status codes a server answers when it refuses the client's identity (retrying cannot help)
+IDENTITY_REFUSED = (
     ua.uaerrors.BadUserAccessDenied,
     ua.uaerrors.BadIdentityTokenInvalid,
     ua.uaerrors.BadIdentityTokenRejected,
 )
+#: status codes a server answers when it refuses the client's certificate
 _CERTIFICATE = (
     ua.uaerrors.BadCertificateUntrusted,
     ua.uaerrors.BadCertificateInvalid,
@@ -246,7 +249,7 @@ def refusal(
         else:
             why = "anonymous access is not allowed: give a user (--user) and its password"
         return ConnectorError(f"OPC-UA server {endpoint} refused {who}: {why} ({name})")
-    if isinstance(exc, _IDENTITY):
+    if isinstance(exc, IDENTITY_REFUSED):
         kind = (
             "certificate" if security.cert_auth else "user name" if security.user else "anonymous"
         )
@@ -277,82 +280,8 @@ def refusal(
     return None
 
 
-def read_secret_file(path: str | Path) -> str:
-    """The secret on the first line of ``path`` (no trailing newline)."""
-    lines = read_private_text(path).splitlines()
-    if not lines or not lines[0]:
-        raise ConnectorError(f"secret file {path} is empty (the secret goes on its first line)")
-    return lines[0]
-
-
-def read_private_text(path: str | Path) -> str:
-    """The text of a file holding secrets; warns when other users may read it."""
-    p = Path(path)
-    try:
-        mode = p.stat().st_mode
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConnectorError(f"cannot read secret file {p}: {exc.strerror or exc}") from None
-    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("secret file %s is readable by other users: chmod 600 it", p)
-    return text
-
-
-class _SecretFilter(logging.Filter):
-    """Masks every registered secret in a record's message (and in its bytes repr)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def add(self, secret: str) -> None:
-        self.secrets.add(secret)
-        self.secrets.add(repr(secret.encode("utf-8"))[2:-1])  # as it shows inside b'...'
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
-        message = record.getMessage()
-        masked = message
-        for secret in self.secrets:
-            masked = masked.replace(secret, "***")
-        if masked != message:
-            record.msg, record.args = masked, ()
-        return True
-
-
-_SECRETS = _SecretFilter()
-#: asyncua loggers that print whole requests (identity tokens included) at DEBUG
-_REQUEST_LOGGERS = (
-    "asyncua.client.ua_client.UASocketProtocol",
-    "asyncua.client.ua_client.UaClient",
-    "asyncua.client.client",
-    "asyncua.server.uaprocessor",
-    "asyncua.server.internal_session",
-    "asyncua.server.internal_server",
-    "asyncua.server.binary_server_asyncio",
-)
-
-
-def protect_secret(secret: str) -> None:
-    """Mask ``secret`` as ``***`` in every record of asyncua's and this package's loggers.
-
-    A filter on the emitting logger applies before any handler (pytest's caplog included), so
-    the secret is gone wherever the record goes.
-    """
-    if not secret:
-        return
-    _SECRETS.add(secret)
-    names = {
-        n for n in logging.Logger.manager.loggerDict if n.startswith(("asyncua", "connectors"))
-    }
-    for name in names.union(_REQUEST_LOGGERS):
-        logger = logging.getLogger(name)
-        if _SECRETS not in logger.filters:
-            logger.addFilter(_SECRETS)
-
-
-def _reason(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """A one-line reason for a log message or an error (no traceback)."""
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused (is the server running?)"
     if isinstance(exc, TimeoutError):

@@ -4,7 +4,8 @@ A :class:`CollectorSession` lives from one successful connect to the loss of tha
 (or the collector's stop). It resolves every spec tag against the server's NamespaceArray,
 monitors them in chunks the server accepts, turns each notification's DataValue into a row
 (value, status code, source timestamp) and hands the rows on in batches. The reconnect loop
-around it is :class:`connectors.opcua.OpcUaCollector`.
+around it is :class:`connectors.opcua.OpcUaCollector`; a session sees it only as a
+:class:`SessionOwner`, what it needs of the collector that opened it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import polars as pl
 from asyncua import Client, ua
@@ -29,10 +30,9 @@ from asyncua.common.subscription import (
 )
 from asyncua.observer import Observer
 
+from connectors.opcua_security import Security, describe_error
 from twin.errors import ConnectorError
-
-if TYPE_CHECKING:
-    from connectors.opcua import OpcUaCollector
+from twin.spec import PlantSpec
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,33 @@ class CollectorSettings:
     A server that went away (its socket closed) is noticed at once, whatever this is"""
 
 
+class SessionOwner(Protocol):
+    """What a session needs of the collector that opened it (an ``OpcUaCollector``)."""
+
+    spec: PlantSpec
+    endpoint: str
+    settings: CollectorSettings
+    security: Security
+
+    @property
+    def publishing_interval_s(self) -> float:
+        """The publishing interval asked of the server."""
+        ...
+
+    @property
+    def stopping(self) -> bool:
+        """True once the collector was asked to stop."""
+        ...
+
+    def wake(self) -> None:
+        """Cut the collector's current nap short (this session lost its server)."""
+        ...
+
+    async def nap(self, seconds: float) -> None:
+        """Sleep ``seconds`` or until woken."""
+        ...
+
+
 class _CountingObserver(Observer):
     """asyncua hook: counts notifications the client produced, to find the ones dropped."""
 
@@ -90,7 +117,7 @@ class _CountingObserver(Observer):
 class CollectorSession:
     """One connection: its client, its subscriptions and the rows received on them."""
 
-    def __init__(self, owner: OpcUaCollector, client: Client) -> None:
+    def __init__(self, owner: SessionOwner, client: Client) -> None:
         self.owner = owner
         self.client = client
         self.observer = _CountingObserver()
@@ -124,7 +151,7 @@ class CollectorSession:
         return datetime.now(UTC) - timedelta(seconds=time.monotonic() - last)
 
     async def _on_lost(self, exc: Exception) -> None:
-        self._mark_lost(describe(exc))
+        self._mark_lost(describe_error(exc))
 
     def _mark_lost(self, reason: str) -> None:
         if not self.lost:
@@ -318,7 +345,7 @@ class CollectorSession:
                     client.close_session(), self.owner.settings.request_timeout_s
                 )
             except Exception as exc:  # the server may be gone by now: nothing left to close
-                log.debug("CloseSession on %s failed: %s", self.owner.endpoint, describe(exc))
+                log.debug("CloseSession on %s failed: %s", self.owner.endpoint, describe_error(exc))
         else:
             # skip the requests a dead server cannot answer; stop asyncua's tasks and the socket
             client.uaclient.request_disconnect()
@@ -337,13 +364,3 @@ def _timestamp(dv: ua.DataValue) -> datetime:
             if ts > _NO_TIME:  # some servers send the OPC-UA zero time (1601) for "none"
                 return ts
     return datetime.now(UTC)
-
-
-def describe(exc: BaseException) -> str:
-    """A one-line reason for a log message (no traceback)."""
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (is the server running?)"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

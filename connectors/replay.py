@@ -74,7 +74,7 @@ class ReplaySource:
         return self.speed == 0 or math.isinf(self.speed)
 
     async def stream(self) -> AsyncIterator[pl.DataFrame | Gap]:
-        """Yield row batches (columns of :data:`twin.store.historian.SCHEMA`) and gaps, in time order."""
+        """Yield row batches (columns of :data:`twin.store.schema.SCHEMA`) and gaps, in time order."""
         first, last = self._bounds()
         gaps = self._gaps()
         if first is None or last is None:

@@ -1,7 +1,7 @@
 """One interface for every stream of plant samples: a live OPC-UA subscription or a replay.
 
 A :class:`SampleSource` yields batches of long-format rows (``tag, ts, value, status`` and
-optionally ``quality``, as in :data:`twin.store.historian.SCHEMA`) and, when the stream breaks,
+optionally ``quality``, as in :data:`twin.store.schema.SCHEMA`) and, when the stream breaks,
 :class:`Gap` markers. :func:`pump` is the single place that moves a source into the historian:
 it buffers rows, flushes them at least every ``flush_every_s`` seconds and on shutdown, records
 gaps, and counts what it received, stored and dropped.

@@ -85,7 +85,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def quiet_asyncua(args: argparse.Namespace) -> None:
-    """asyncua logs every request at INFO; keep its warnings unless ``--log-level DEBUG``."""
+    """asyncua logs every request at INFO; keep its warnings unless ``--log-level DEBUG``.
+
+    The collector's ``twin.cli.collect.quiet_asyncua`` is a different job: a client reports its
+    own outages, so it keeps only asyncua's errors, drops their outage tracebacks and masks the
+    password; a server keeps asyncua's warnings.
+    """
     if getattr(args, "log_level", "INFO") != "DEBUG":
         logging.getLogger("asyncua").setLevel(logging.WARNING)
 

@@ -1,17 +1,11 @@
 """Serve a simulated plant over OPC-UA (asyncua): one Double variable per spec tag, live.
 
-:class:`PlantServer` builds the address space from the plant's spec, so it works for any
-:class:`~connectors.sim.base.SimPlant`: every tag sits at exactly its spec node id, with
-``EURange`` and ``EngineeringUnits`` properties; every MV has a writable setpoint at its
-``write_node``; ``<plant>.Tripped`` and ``<plant>.TripReason`` say when the plant left its safe
-envelope. A loop steps the plant every ``sample_period / speed`` seconds of wall time against a
-monotonic clock and publishes each value with a good status and a source timestamp.
-
-A client write to a setpoint is checked against the tag's ``[lo, hi]``: outside (or NaN) it is
-refused with ``BadOutOfRange`` as that write's own result, never clamped. asyncua's value setter
-(``Server.set_attribute_value_setter``) can only refuse by raising, which turns the whole Write
-request into a service fault (and leaves earlier items of the request applied), so the check sits
-in the server's write service instead and answers per item.
+:class:`PlantServer` builds the address space from the plant's spec
+(:mod:`connectors.sim.address_space`: every tag at exactly its spec node id, a writable setpoint
+per MV, checked against the tag's ``[lo, hi]`` per written item, ``<plant>.Tripped`` and
+``<plant>.TripReason``), so it works for any :class:`~connectors.sim.base.SimPlant`. A loop
+steps the plant every ``sample_period / speed`` seconds of wall time against a monotonic clock
+and publishes each value with a good status and a source timestamp.
 
 By default the server is open (security None, anonymous), for the demo on loopback; with a
 :class:`~connectors.sim.server_security.ServerSecurity` it offers only the endpoints it names
@@ -26,69 +20,20 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import cast
 
-from asyncua import Node, Server, ua
-from asyncua.crypto.permission_rules import User, UserRole
-from asyncua.server.address_space import AddressSpace, AttributeService
+from asyncua import Server, ua
 
+from connectors.sim.address_space import PlantNodes, SetpointGuard, build_address_space, data_value
 from connectors.sim.base import SimPlant
 from connectors.sim.server_security import ServerSecurity, configure_server
 from twin.errors import ConnectorError, SimulationError
-from twin.spec import NodeRef, PlantSpec, Tag
 
 log = logging.getLogger(__name__)
 
-#: OPC-UA namespace of the UNECE (UN/CEFACT Recommendation 20) unit codes, OPC-UA Part 8 §5.6.3
-UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
-#: spec unit -> (UNECE common code, description); units not listed get a display name only
-UNECE_UNITS: dict[str, tuple[str, str]] = {
-    "K": ("KEL", "kelvin"),
-    "°C": ("CEL", "degree Celsius"),
-    "mol/L": ("C38", "mole per litre"),
-    "cm": ("CMT", "centimetre"),
-    "m": ("MTR", "metre"),
-    "V": ("VLT", "volt"),
-    "lb/min": ("K78", "pound (avoirdupois) per minute"),
-    "%": ("P1", "percent"),
-    "s": ("SEC", "second"),
-}
 #: status of every tag once the simulation failed (Part 8: the data source has failed)
 FAILED = ua.StatusCodes.BadDeviceFailure
-
-
-def eu_information(unit: str) -> ua.EUInformation:
-    """The EUInformation for a spec unit: UNECE code where known, else the display name alone."""
-    code, description = UNECE_UNITS.get(unit, ("", unit))
-    unit_id = -1  # Part 8: -1 when no UNECE code applies
-    if code:
-        unit_id = 0
-        for ch in code:  # Part 8 §5.6.3: the code's ASCII bytes, big-endian, in an Int32
-            unit_id = (unit_id << 8) | ord(ch)
-    return ua.EUInformation(
-        NamespaceUri=UNECE_NAMESPACE if code else None,
-        UnitId=unit_id,
-        DisplayName=ua.LocalizedText(unit, "en"),
-        Description=ua.LocalizedText(description, "en"),
-    )
-
-
-def plant_namespace(spec: PlantSpec) -> str:
-    """The plant's namespace URI: the first ``nsu=`` of its tags, else ``urn:process-twin:sim:<name>``."""
-    for tag in spec.tags:
-        if tag.node.namespace_uri:
-            return tag.node.namespace_uri
-    return f"urn:process-twin:sim:{spec.name}"
-
-
-def trip_nodes(spec: PlantSpec) -> tuple[NodeRef, NodeRef]:
-    """Node ids of ``<plant>.Tripped`` (Boolean) and ``<plant>.TripReason`` (String)."""
-    uri = plant_namespace(spec)
-    tripped = NodeRef(kind="s", identifier=f"{spec.name}.Tripped", namespace_uri=uri)
-    return tripped, NodeRef(kind="s", identifier=f"{spec.name}.TripReason", namespace_uri=uri)
 
 
 def endpoint_url(host: str, port: int, plant: str) -> str:
@@ -102,48 +47,6 @@ def stop_on_signals(stop: asyncio.Event) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows, non-main thread
             loop.add_signal_handler(sig, stop.set)
-
-
-_ADMIN = User(role=UserRole.Admin)  # asyncua's default for in-process writes
-
-
-class _SetpointGuard(AttributeService):
-    """asyncua's write service with a range check on setpoints, answered per written item."""
-
-    def __init__(self, aspace: AddressSpace, setpoints: dict[ua.NodeId, Tag]) -> None:
-        super().__init__(aspace)
-        self.setpoints = setpoints
-
-    async def write(self, params: ua.WriteParameters, user: User = _ADMIN) -> list[ua.StatusCode]:
-        refusals = [self._refusal(wv) for wv in params.NodesToWrite]
-        passed = ua.WriteParameters(
-            NodesToWrite=[
-                wv for wv, r in zip(params.NodesToWrite, refusals, strict=True) if r is None
-            ]
-        )
-        done = iter(await super().write(passed, user=user) if passed.NodesToWrite else [])
-        results = [r if r is not None else next(done) for r in refusals]
-        for wv, status in zip(params.NodesToWrite, results, strict=True):
-            tag = self.setpoints.get(wv.NodeId)
-            if tag is not None and wv.AttributeId == ua.AttributeIds.Value and status.is_good():
-                log.info("setpoint %s <- %g %s", tag.name, wv.Value.Value.Value, tag.unit)
-        return results
-
-    def _refusal(self, wv: ua.WriteValue) -> ua.StatusCode | None:
-        tag = self.setpoints.get(wv.NodeId)
-        if tag is None or wv.AttributeId != ua.AttributeIds.Value:
-            return None
-        dv = wv.Value
-        if dv.StatusCode is not None and not dv.StatusCode.is_good():
-            log.warning("refused write to %s: a setpoint takes a value, not a status", tag.name)
-            return _status(ua.StatusCodes.BadWriteNotSupported)
-        if dv.Value is None or dv.Value.VariantType != ua.VariantType.Double:
-            return None  # asyncua answers BadTypeMismatch
-        value = dv.Value.Value
-        if not (isinstance(value, float) and math.isfinite(value) and tag.lo <= value <= tag.hi):
-            log.warning("refused %s = %r: outside [%g, %g]", tag.name, value, tag.lo, tag.hi)
-            return _status(ua.StatusCodes.BadOutOfRange)
-        return None
 
 
 class PlantServer:
@@ -175,9 +78,7 @@ class PlantServer:
         self.steps = 0  # plant steps done
         self.late_ticks = 0  # ticks skipped because a step overran its slot
         self.failure: str | None = None  # set when the simulation failed and stepping stopped
-        self._nodes: dict[str, ua.NodeId] = {}  # tag name -> value node
-        self._setpoints: dict[str, ua.NodeId] = {}  # MV name -> setpoint node
-        self._trip_ids: tuple[ua.NodeId, ua.NodeId] | None = None
+        self._nodes: PlantNodes | None = None  # set by start
         self._tripped: str | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sim-{plant.name}")
         self._task: asyncio.Task[None] | None = None
@@ -186,6 +87,13 @@ class PlantServer:
     def period(self) -> float:
         """Wall-clock seconds between plant steps."""
         return self.spec.sample_period / self.speed
+
+    @property
+    def nodes(self) -> PlantNodes:
+        """Where the plant's values live in the address space (once started)."""
+        if self._nodes is None:
+            raise RuntimeError(f"the {self.spec.name} server is not started")
+        return self._nodes
 
     @property
     def endpoint(self) -> str:
@@ -205,10 +113,10 @@ class PlantServer:
         if not self.security.is_default:
             uri = await configure_server(self.server, self.security) or uri
         await self.server.set_application_uri(uri)
-        await self._build_address_space()
-        guard = _SetpointGuard(
+        self._nodes = await build_address_space(self.server, self.plant)
+        guard = SetpointGuard(
             self.server.iserver.aspace,
-            {node: self.spec.tag(mv) for mv, node in self._setpoints.items()},
+            {node: self.spec.tag(mv) for mv, node in self._nodes.setpoints.items()},
         )
         self.server.iserver.attribute_service = guard
         try:
@@ -250,79 +158,6 @@ class PlantServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-    # --- address space --------------------------------------------------------------------
-
-    async def _build_address_space(self) -> None:
-        spec = self.spec
-        default_idx = await self.server.register_namespace(plant_namespace(spec))
-        refs = [t.node for t in spec.tags] + [t.write_node for t in spec.mvs if t.write_node]
-        for ref in refs:
-            if ref.namespace_uri:
-                await self.server.register_namespace(ref.namespace_uri)
-        namespaces = await self.server.get_namespace_array()
-        folder = await self.server.nodes.objects.add_object(
-            _nid(spec.name, default_idx), ua.QualifiedName(spec.name, default_idx)
-        )
-        await folder.write_attribute(
-            ua.AttributeIds.Description,
-            ua.DataValue(ua.Variant(ua.LocalizedText(spec.description))),
-        )
-        values = self.plant.measure()
-        for tag in spec.tags:
-            node = await self._add_analog(
-                folder, tag, tag.node, tag.name, values[tag.name], namespaces
-            )
-            self._nodes[tag.name] = node
-            if tag.role == "mv" and tag.write_node is not None:
-                u = float(self.plant.u[self.plant.mv_names.index(tag.name)])
-                sp = await self._add_analog(
-                    folder, tag, tag.write_node, f"{tag.name}.SP", u, namespaces, writable=True
-                )
-                self._setpoints[tag.name] = sp
-        tripped, reason = (_node_id(ref, namespaces, spec.name) for ref in trip_nodes(spec))
-        await folder.add_variable(tripped, ua.QualifiedName("Tripped", default_idx), False)
-        await folder.add_variable(reason, ua.QualifiedName("TripReason", default_idx), "")
-        self._trip_ids = (tripped, reason)
-
-    async def _add_analog(
-        self,
-        folder: Node,
-        tag: Tag,
-        ref: NodeRef,
-        browse_name: str,
-        value: float,
-        namespaces: Sequence[str],
-        *,
-        writable: bool = False,
-    ) -> ua.NodeId:
-        node_id = _node_id(ref, namespaces, tag.name)
-        var = await folder.add_variable(
-            node_id,
-            ua.QualifiedName(browse_name, node_id.NamespaceIndex),
-            ua.Variant(float(value), ua.VariantType.Double),
-            datatype=ua.ObjectIds.Double,
-        )
-        what = "setpoint of " if writable else ""
-        text = f"{what}{tag.description or tag.name} [{tag.unit}]"
-        await var.write_attribute(
-            ua.AttributeIds.Description, ua.DataValue(ua.Variant(ua.LocalizedText(text)))
-        )
-        await var.add_property(
-            _child_id(node_id, "EURange"),
-            ua.QualifiedName("EURange", 0),
-            ua.Range(Low=tag.lo, High=tag.hi),
-            datatype=ua.ObjectIds.Range,
-        )
-        await var.add_property(
-            _child_id(node_id, "EngineeringUnits"),
-            ua.QualifiedName("EngineeringUnits", 0),
-            eu_information(tag.unit),
-            datatype=ua.ObjectIds.EUInformation,
-        )
-        if writable:
-            await var.set_writable()
-        return node_id
 
     # --- simulation loop ------------------------------------------------------------------
 
@@ -372,7 +207,7 @@ class PlantServer:
             await self._publish(values)
 
     def _apply_setpoints(self) -> None:
-        for mv, node in self._setpoints.items():
+        for mv, node in self.nodes.setpoints.items():
             variant = self.server.read_attribute_value(node).Value
             value = variant.Value if variant is not None else None
             i = self.plant.mv_names.index(mv)
@@ -381,12 +216,12 @@ class PlantServer:
 
     async def _publish(self, values: dict[str, float], first: bool = False) -> None:
         ts = datetime.now(UTC)
-        for name, node in self._nodes.items():
+        for name, node in self.nodes.values.items():
             value = values[name]
             if math.isfinite(value):
-                dv = _dv(ua.Variant(value, ua.VariantType.Double), ts)
+                dv = data_value(ua.Variant(value, ua.VariantType.Double), ts)
             else:  # never publish NaN: a bad status says the reading is unusable
-                dv = _dv(None, ts, ua.StatusCodes.BadSensorFailure)
+                dv = data_value(None, ts, ua.StatusCodes.BadSensorFailure)
             await self.server.write_attribute_value(node, dv)
         if first or self.plant.tripped != self._tripped:
             await self._set_trip(self.plant.tripped, ts)
@@ -395,13 +230,12 @@ class PlantServer:
         if self._tripped and not reason:
             log.info("%s: back inside its safe envelope", self.spec.name)
         self._tripped = reason
-        assert self._trip_ids is not None
-        tripped, text = self._trip_ids
+        tripped, text = self.nodes.trip
         for node, variant in (
             (tripped, ua.Variant(reason is not None, ua.VariantType.Boolean)),
             (text, ua.Variant(reason or "", ua.VariantType.String)),
         ):
-            await self.server.write_attribute_value(node, _dv(variant, ts))
+            await self.server.write_attribute_value(node, data_value(variant, ts))
 
     async def _fail(self, reason: str) -> None:
         """Stop stepping for good: every tag goes bad, Tripped says why; the server stays up."""
@@ -410,8 +244,8 @@ class PlantServer:
             "%s: simulation stopped: %s (still serving, all tags bad)", self.spec.name, reason
         )
         ts = datetime.now(UTC)
-        for node in self._nodes.values():
-            await self.server.write_attribute_value(node, _dv(None, ts, FAILED))
+        for node in self.nodes.values.values():
+            await self.server.write_attribute_value(node, data_value(None, ts, FAILED))
         await self._set_trip(reason, ts)
 
 
@@ -445,40 +279,3 @@ async def serve_until_stopped(
             server.late_ticks,
         )
     return server
-
-
-# asyncua annotates its builtins with its own int/str/datetime subclasses; these helpers take the
-# plain Python values it accepts at run time.
-def _status(code: int) -> ua.StatusCode:
-    return ua.StatusCode(ua.UInt32(code))
-
-
-def _dv(variant: ua.Variant | None, ts: datetime, code: int = ua.StatusCodes.Good) -> ua.DataValue:
-    stamp = cast(ua.DateTime, ts)
-    return ua.DataValue(
-        variant, StatusCode=_status(code), SourceTimestamp=stamp, ServerTimestamp=stamp
-    )
-
-
-def _nid(identifier: str | int, namespace: int) -> ua.NodeId:
-    return ua.NodeId(cast(ua.String, identifier), ua.Int16(namespace))
-
-
-def _node_id(ref: NodeRef, namespaces: Sequence[str], tag: str) -> ua.NodeId:
-    try:
-        node_id = ua.NodeId.from_string(ref.resolve(list(namespaces)))
-    except (LookupError, ValueError) as exc:
-        raise ConnectorError(f"tag {tag!r}: cannot serve node {ref}: {exc}") from exc
-    if node_id.NamespaceIndex >= len(namespaces):
-        raise ConnectorError(
-            f"tag {tag!r}: node {ref} names namespace index {node_id.NamespaceIndex}, but the "
-            f"server has only {list(namespaces)}; use nsu=<uri> in the spec"
-        )
-    return node_id
-
-
-def _child_id(parent: ua.NodeId, name: str) -> ua.NodeId:
-    """``<parent>.<name>`` for string ids; else one the server assigns (identifier 0)."""
-    if isinstance(parent.Identifier, str):
-        return _nid(f"{parent.Identifier}.{name}", parent.NamespaceIndex)
-    return _nid(0, parent.NamespaceIndex)

@@ -27,13 +27,8 @@ from asyncua.crypto.validator import CertificateValidator, CertificateValidatorO
 from asyncua.server.user_managers import UserManager
 from cryptography import x509
 
-from connectors.opcua_security import (
-    MODES,
-    POLICIES,
-    certificate_uri,
-    protect_secret,
-    read_private_text,
-)
+from connectors.opcua_secrets import protect_secret, read_private_text
+from connectors.opcua_security import MODES, POLICIES, certificate_uri
 from twin.errors import ConnectorError
 
 log = logging.getLogger(__name__)

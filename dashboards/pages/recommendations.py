@@ -10,7 +10,8 @@ from pathlib import Path
 import polars as pl
 import streamlit as st
 
-from dashboards import charts, data, exports, style
+from dashboards import charts, data, exports, page, style
+from twin.control.export import recommendation_rows
 from twin.control.recommendation import Recommendation
 from twin.errors import TwinError
 from twin.spec import PlantSpec, builtin_spec
@@ -25,22 +26,22 @@ REFRESH_S = 5.0
 
 def moves_table(rec: Recommendation) -> pl.DataFrame:
     """One row per MV: current, recommended, change, limits, and whether the limits hold."""
-    return pl.DataFrame(
-        [
-            {
-                "tag": m.tag,
-                "unit": m.unit,
-                "current": m.current,
-                "recommended": m.recommended,
-                "change": m.change,
-                "lo": m.lo,
-                "hi": m.hi,
-                "rate limit /sample": m.rate_limit,
-                "limits held": m.limits_held,
-                "write node": m.write_node or "",
-            }
-            for m in rec.moves
-        ]
+    shown = {  # export column -> the table's heading
+        "tag": "tag",
+        "unit": "unit",
+        "current": "current",
+        "recommended": "recommended",
+        "change": "change",
+        "lo": "lo",
+        "hi": "hi",
+        "rate_limit": "rate limit /sample",
+        "limits_held": "limits held",
+        "write_node": "write node",
+    }
+    return (
+        recommendation_rows(rec)
+        .select(pl.col(k).alias(v) for k, v in shown.items())
+        .with_columns(pl.col("write node").fill_null(""))
     )
 
 
@@ -96,22 +97,8 @@ def predicted(cfg: data.AppConfig, rec: Recommendation) -> None:
 
 def downloads(rec: Recommendation) -> None:
     stamp = rec.ts.strftime("%Y%m%dT%H%M%SZ")
-    left, right = st.columns(2)
-    left.download_button(
-        "Download CSV",
-        exports.recommendation_bytes(rec, ".csv"),
-        f"recommendation-{stamp}.csv",
-        "text/csv",
-        key="rec_csv",
-        on_click="ignore",
-    )
-    right.download_button(
-        "Download JSON",
-        exports.recommendation_bytes(rec, ".json"),
-        f"recommendation-{stamp}.json",
-        "application/json",
-        key="rec_json",
-        on_click="ignore",
+    page.download_pair(
+        lambda suffix: exports.recommendation_bytes(rec, suffix), f"recommendation-{stamp}", "rec"
     )
 
 
@@ -180,10 +167,8 @@ def live(cfg: data.AppConfig) -> None:
 
 
 def main() -> None:
-    cfg = data.app_config()
-    st.subheader("Recommendations")
-    if cfg.historian is None or not cfg.historian.is_dir():
-        style.note("No historian: start the app with --historian DIR.")
+    cfg = page.open_page("Recommendations", historian=True)
+    if cfg is None:
         return
     if not cfg.approve:
         style.note(ADVISORY)

@@ -136,7 +136,7 @@ def show(result: Any, history: pl.DataFrame, spec: PlantSpec) -> None:
 
 def main() -> None:
     cfg = page.open_page("What-if", no_model=NO_MODEL, historian=True)
-    if cfg is None:
+    if cfg is None or cfg.historian is None:  # (open_page checked it: None only for mypy)
         return
     from twin.control.whatif import current_mvs, whatif
 

@@ -13,8 +13,8 @@ import pytest
 from asyncua import Client, Node, ua
 
 from connectors.sim import PLANTS, make_plant
+from connectors.sim.address_space import trip_nodes
 from connectors.sim.cstr import CSTR
-from connectors.sim.server import trip_nodes
 from twin.spec import PlantSpec
 
 pytestmark = pytest.mark.integration

@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 from conftest import REPO, plant_server_thread
 
+from connectors.collect import OpcUaFeed
 from connectors.sim import make_plant
 from twin.control.recommendation import Recommendation
 from twin.control.recommendation_log import RecommendationLog
-from twin.loop.run import run_loop
+from twin.loop.run import LoopSettings, run_loop
 from twin.model.twin import Twin
 from twin.spec import PlantSpec, load_spec, spec_to_toml
 
@@ -129,13 +130,11 @@ def test_loop_logs_stale_data_when_the_server_stops_and_goes_on(tmp_path: Path) 
     stats = asyncio.run(
         run_loop(
             spec,
-            url,
+            # duration: a safety net, the operator thread stops it first
+            OpcUaFeed(url, flush_every_s=0.5, duration_s=60.0),
             twin,
             hist,
-            interval_s=1.0,
-            flush_every_s=0.5,
-            stale_after_s=1.5,
-            duration_s=60.0,  # a safety net: the operator thread stops it first
+            settings=LoopSettings(interval_s=1.0, stale_after_s=1.5),
         )
     )
     watcher.join(5)

@@ -29,12 +29,14 @@ import pytest
 from asyncua import Client, ua
 from conftest import REPO, plant_server_thread
 
+from connectors.collect import OpcUaFeed
 from connectors.opcua_security import Security, connect_client
+from connectors.opcua_write import OpcUaMoveWriter
 from connectors.sim import make_plant
 from connectors.sim.server import PlantServer
 from twin.control.recommendation_log import RecommendationLog
 from twin.loop.audit import ApprovalQueue, AuditLog
-from twin.loop.run import LoopStats, run_loop
+from twin.loop.run import LoopSettings, LoopStats, run_loop
 from twin.loop.writer import SPEC_CHANGED
 from twin.model.twin import Twin
 from twin.spec import PlantSpec, load_spec, spec_to_toml
@@ -44,7 +46,8 @@ pytestmark = pytest.mark.integration
 SPEED = 60.0  # CSTR sample period 6 s -> a sample every 0.1 s
 MODEL = REPO / "data" / "models" / "cstr"
 START_TC = 300.0  # the plant's coolant setpoint before anything is written
-LOOP = {"interval_s": 1.0, "flush_every_s": 0.5, "stale_after_s": 1.5, "duration_s": 45.0}
+LOOP = {"interval_s": 1.0, "stale_after_s": 1.5}
+FEED = {"flush_every_s": 0.5, "duration_s": 45.0}
 SLACK = 0.5  # rate limit 0.5 K per sample -> 0.75 K from the noisy reading
 
 
@@ -119,7 +122,9 @@ def wait_for(pred: Callable[[], bool], timeout: float) -> bool:
     return False
 
 
-def run_until(rig: Rig, operator: Callable[[], None], **options: Any) -> LoopStats:
+def run_until(
+    rig: Rig, operator: Callable[[], None], *, write: bool = False, approve: bool = False
+) -> LoopStats:
     """``run_loop`` in this (main) thread while ``operator`` acts from another, then Ctrl-C."""
     failure: list[BaseException] = []
 
@@ -134,18 +139,16 @@ def run_until(rig: Rig, operator: Callable[[], None], **options: Any) -> LoopSta
     thread = threading.Thread(target=act, daemon=True)
     thread.start()
     twin = Twin.load(rig.model, spec=rig.spec)
-    stats = asyncio.run(
-        run_loop(
-            rig.spec,
-            rig.server.endpoint,
-            twin,
-            rig.hist,
-            setpoints={"T": 327.0},
-            model_dir=rig.model,
-            rate_slack=SLACK,
-            **(LOOP | options),
-        )
+    feed = OpcUaFeed(rig.server.endpoint, **FEED)
+    settings = LoopSettings(
+        **LOOP,
+        setpoints={"T": 327.0},
+        model_dir=rig.model,
+        rate_slack=SLACK,
+        approve=approve,
     )
+    writer = OpcUaMoveWriter(rig.server.endpoint) if write else None
+    stats = asyncio.run(run_loop(rig.spec, feed, twin, rig.hist, settings=settings, writer=writer))
     thread.join(10)
     if failure:
         raise failure[0]

@@ -16,18 +16,13 @@ from asyncua import Client, ua
 from conftest import plant_server_thread
 
 from connectors.opcua_security import Security, connect_client
+from connectors.opcua_write import OpcUaMoveWriter
 from connectors.sim import make_plant
 from connectors.sim.server import PlantServer
 from twin.control.recommendation import MoveRec, Recommendation
-from twin.loop.writeback import (
-    ApprovalQueue,
-    AuditLog,
-    Decision,
-    Watchdog,
-    WriteGuard,
-    current_user,
-    maybe_write,
-)
+from twin.loop.audit import ApprovalQueue, AuditLog, current_user
+from twin.loop.guard import Decision, Watchdog, WriteGuard
+from twin.loop.writeback import maybe_write
 from twin.spec import PlantSpec
 
 pytestmark = pytest.mark.integration
@@ -122,7 +117,8 @@ async def attempt(
         "health_ratio": 1.1,
         "enabled": True,
     } | given
-    return await maybe_write(client, spec, rec, **args)
+    plant = None if client is None else OpcUaMoveWriter.over(client)
+    return await maybe_write(plant, spec, rec, **args)
 
 
 def test_a_move_within_limits_is_written_read_back_applied_and_audited(

@@ -8,7 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from twin.evaluate.baselines import ARX, Baseline, DirectGRU, Persistence, Subspace
+from twin.evaluate.baseline import Baseline, Persistence
+from twin.evaluate.gru import DirectGRU
+from twin.evaluate.linear import ARX, Subspace
 from twin.model.dataset import cv_columns, frame_to_array, mv_columns, split_by_time
 from twin.spec import PlantSpec, parse_spec
 

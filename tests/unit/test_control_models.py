@@ -27,7 +27,7 @@ from benchmarks.pid import DecentralisedPI, pairing, step_tests, tune  # noqa: E
 from connectors.sim import make_plant  # noqa: E402
 from connectors.sim.record import DEFAULT_START, record  # noqa: E402
 from twin.errors import TwinError  # noqa: E402
-from twin.evaluate.baselines import ARX  # noqa: E402
+from twin.evaluate.linear import ARX  # noqa: E402
 from twin.model.dataset import frame_to_array, mv_columns, split_by_time  # noqa: E402
 from twin.store.historian import Historian  # noqa: E402
 

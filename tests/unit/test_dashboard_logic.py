@@ -22,7 +22,7 @@ from twin.cli.dashboard import streamlit_command
 from twin.control.export import EXPORT_COLUMNS
 from twin.control.recommendation import Recommendation
 from twin.control.whatif import Scenario, WhatIf
-from twin.loop.run import hold_recommendation
+from twin.loop.step import hold_recommendation
 from twin.model.forecast import Forecast
 from twin.spec import builtin_spec
 

@@ -7,14 +7,18 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from connectors.opcua_write import OpcUaMoveWriter
 from twin.cli import build_parser, main
 from twin.cli.collect import security_from_args, settings_from_args
-from twin.loop.run import Step, hold_recommendation
+from twin.loop.ports import WriteResult
+from twin.loop.step import Step, hold_recommendation
 from twin.loop.writer import (
     MODEL_CHANGED,
     SPEC_CHANGED,
@@ -22,7 +26,7 @@ from twin.loop.writer import (
     LoopWatchdog,
     make_writer,
 )
-from twin.spec import builtin_spec, load_spec, spec_to_toml
+from twin.spec import Tag, builtin_spec, load_spec, spec_to_toml
 
 SPEC = builtin_spec("cstr")
 
@@ -80,7 +84,10 @@ def closed_port() -> int:
 
 def test_no_plant_session_is_an_audited_refusal_not_an_error(tmp_path: Path) -> None:
     url = f"opc.tcp://127.0.0.1:{closed_port()}/cstr"
-    writer = make_writer(SPEC, url, tmp_path, interval_s=1.0, stale_after_s=3.0, flush_every_s=0.5)
+    plant = OpcUaMoveWriter(url)
+    writer = make_writer(
+        SPEC, plant, tmp_path, interval_s=1.0, stale_after_s=3.0, flush_every_s=0.5
+    )
     now = datetime.now(UTC)
     rec = hold_recommendation(SPEC, now, "converged", {"Tc": 300.0}, {"T": 324.5}, 4)
     step = Step(rec, 1.0, 0.2, {"Tc": 300.0}, now)
@@ -97,10 +104,61 @@ def test_no_plant_session_is_an_audited_refusal_not_an_error(tmp_path: Path) -> 
     assert writer.counts.refused == 1 and writer.counts.sessions == 0
 
 
+class FakePlant:
+    """A move writer without a server: the plant takes every value it is given."""
+
+    endpoint = "fake://cstr"
+
+    def __init__(self) -> None:
+        self.connected = False
+        self.opened = 0
+        self.written: list[tuple[str, float]] = []
+
+    async def open(self, timeout_s: float) -> None:
+        self.connected = True
+        self.opened += 1
+
+    async def read_measured(self, tags: Sequence[Tag]) -> dict[str, float]:
+        return {t.name: 300.0 for t in tags}
+
+    async def write(self, moves: Sequence[tuple[Tag, float]]) -> list[WriteResult]:
+        self.written += [(t.name, v) for t, v in moves]
+        return [WriteResult(t.name, v, None, v) for t, v in moves]
+
+    async def close(self) -> None:
+        self.connected = False
+
+
+def test_a_lost_session_is_reopened_at_the_next_step(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    plant = FakePlant()
+    writer = make_writer(
+        SPEC, plant, tmp_path, interval_s=1.0, stale_after_s=3.0, flush_every_s=0.5
+    )
+
+    async def go() -> None:
+        for lost in (False, True):
+            if lost:
+                plant.connected = False  # the server dropped the session
+            now = datetime.now(UTC)
+            held = hold_recommendation(SPEC, now, "converged", {"Tc": 300.0}, {"T": 324.5}, 4)
+            step = Step(replace(held, success=True), 1.0, 0.2, {"Tc": 300.0}, now)
+            decision = await writer.on_step(step)
+            assert decision.allowed, decision.reasons
+        await writer.close()
+
+    asyncio.run(go())
+    assert plant.opened == writer.counts.sessions == 2 and writer.counts.written == 2
+    assert plant.written == [("Tc", 300.0), ("Tc", 300.0)] and not plant.connected
+    assert "write-back session to fake://cstr lost; opening a new one" in caplog.text
+    assert [e["action"] for e in writer.audit.read()] == ["write", "readback"] * 2
+
+
 def test_make_writer_fits_its_limits_to_the_loop_timing(tmp_path: Path) -> None:
     writer = make_writer(
-        SPEC, "opc.tcp://x:1", tmp_path, interval_s=6.0, stale_after_s=20.0, flush_every_s=2.0,
-        max_error_ratio=2.5, rate_slack=0.2,
+        SPEC, OpcUaMoveWriter("opc.tcp://x:1"), tmp_path,
+        interval_s=6.0, stale_after_s=20.0, flush_every_s=2.0, max_error_ratio=2.5, rate_slack=0.2,
     )  # fmt: skip
     guard = writer.guard
     assert guard.max_age_s == 20.0 and guard.max_error_ratio == 2.5 and guard.rate_slack == 0.2

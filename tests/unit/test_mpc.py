@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 from twin.control.controller import Controller, Recommendation
-from twin.control.solve import Problem, block_starts, qp_step
+from twin.control.problem import Problem, block_starts
+from twin.control.qp import qp_step
+from twin.control.setpoints import Setpoints
 from twin.errors import TwinError
 from twin.spec import PlantSpec, parse_spec
 
@@ -442,6 +444,23 @@ def test_bad_input_raises_a_twin_error_naming_it() -> None:
         Controller(model, horizon=99)
     with pytest.raises(TwinError, match="move_weight"):
         Controller(model, move_weight={"nope": 1.0})
+
+
+def test_setpoints_are_checked_once_and_the_controller_takes_one_beyond_a_limit() -> None:
+    """The command line's check (within the limits) is not repeated; the controller's own
+    (a CV, a finite number) lets a setpoint beyond the CV's limits through."""
+    spec = make_spec(cv_lim=1.0)
+    with pytest.raises(TwinError, match=r"y0=3 m is outside the limits of 'y0' \[-1, 1\]"):
+        Setpoints.resolve(spec, {"y0": 3.0})
+    beyond = Setpoints.resolve(spec, {"y0": 3.0}, within_limits=False)
+    assert dict(beyond) == {"y0": 3.0, "y1": 0.0}  # the spec's setpoint of y1 merged in
+    with pytest.raises(TwinError, match="outside the limits"):
+        Setpoints.resolve(spec, beyond)  # a check it did not have is not skipped
+    checked = Setpoints.resolve(spec, {"y0": 0.5})
+    assert Setpoints.resolve(spec, checked) is checked
+    assert Setpoints.resolve(spec, checked, within_limits=False) is checked
+    rec = Controller(LinearModel(spec, A2, B2)).recommend(frame(spec, np.zeros((5, 4))), checked)
+    assert rec.success and rec.setpoints == {"y0": 0.5, "y1": 0.0}
 
 
 # --- 3. offset-free in closed loop ------------------------------------------------------------

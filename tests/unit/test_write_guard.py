@@ -13,14 +13,9 @@ import pytest
 
 from twin.control.recommendation import MoveRec, Recommendation
 from twin.errors import TwinError
-from twin.loop.writeback import (
-    ApprovalQueue,
-    AuditLog,
-    Watchdog,
-    WriteGuard,
-    current_user,
-    maybe_write,
-)
+from twin.loop.audit import ApprovalQueue, AuditLog, current_user
+from twin.loop.guard import Watchdog, WriteGuard
+from twin.loop.writeback import maybe_write
 from twin.spec import PlantSpec, builtin_spec
 
 SPEC = builtin_spec("cstr")  # one MV: Tc in [285, 302] K, rate limit 0.5 K per sample

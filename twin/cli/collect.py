@@ -157,28 +157,18 @@ class _ExpectedOutage(logging.Filter):
         return not isinstance(exc, ConnectionError | OSError | TimeoutError)
 
 
-class _Redact(logging.Filter):
-    """Masks the password in every record: asyncua's DEBUG log prints whole requests."""
-
-    def __init__(self, secret: str) -> None:
-        super().__init__()
-        self.secret = secret
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if self.secret in message:
-            record.msg, record.args = message.replace(self.secret, "***"), ()
-        return True
-
-
 def quiet_asyncua(level: str, password: str | None) -> None:
     """Keep asyncua's outage tracebacks (logged at ERROR) for --log-level DEBUG; mask ``password``.
 
-    ``twin collect`` and ``twin run`` call it once logging is configured.
+    ``twin collect`` and ``twin run`` call it once logging is configured. The password is masked
+    on every handler, whatever logger the record comes from: asyncua's DEBUG log prints whole
+    requests.
     """
+    from connectors.opcua_secrets import SecretFilter
+
     for handler in logging.getLogger().handlers:
         if password:
-            handler.addFilter(_Redact(password))
+            handler.addFilter(SecretFilter(password))
         if level != "DEBUG":
             handler.addFilter(_ExpectedOutage())
     if level != "DEBUG":

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twin.cli.args import aware_time
+from twin.control.setpoints import Setpoints
 from twin.errors import TwinError
 
 if TYPE_CHECKING:
@@ -99,6 +100,12 @@ class _ScenarioAction(argparse.Action):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``twin recommend`` and ``twin whatif``."""
+    _add_recommend(sub)
+    _add_whatif(sub)
+
+
+def _add_recommend(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "recommend",
         help="the controller's next MV moves from the newest history, as CSV or JSON",
@@ -115,6 +122,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="FILE", help=".csv or .json")
     p.set_defaults(func=_recommend)
 
+
+def _add_whatif(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "whatif",
         help="predicted trajectories under setpoint changes or MV schedules, side by side",
@@ -168,23 +177,15 @@ def _load(model: Path, historian: Path | None, spec: PlantSpec | None = None) ->
     return Twin.load(model, spec=spec)
 
 
-def _setpoints(spec: PlantSpec, given: list[tuple[str, float]] | None) -> dict[str, float]:
-    from twin.control.whatif import check_setpoint
-
-    for tag, value in given or []:
-        check_setpoint(spec, tag, value)
-    return dict(given or [])
-
-
 def _recommend(args: argparse.Namespace) -> int:
     from twin.control.controller import Controller
     from twin.control.export import write_export
-    from twin.loop.run import recommend_from_historian
+    from twin.loop.step import recommend_from_historian
     from twin.store.historian import Historian
 
     _suffix(args.out, (".csv", ".json"))
     twin = _load(args.model, args.historian)
-    setpoints = _setpoints(twin.spec, args.setpoint)
+    setpoints = Setpoints.resolve(twin.spec, args.setpoint)
     step = recommend_from_historian(
         Controller(twin, twin.spec),
         twin,
@@ -227,10 +228,8 @@ def _scenarios(groups: list[dict[str, Any]] | None, baseline: bool) -> list[Scen
 
 
 def _whatif(args: argparse.Namespace) -> int:
-    import polars as pl
-
     from twin.control.whatif import whatif
-    from twin.loop.run import history_rows, newest_sample, recent_frame
+    from twin.loop.step import history_rows, newest_sample, recent_frame
     from twin.store.historian import Historian
 
     suffix = _suffix(args.out, (".csv", ".json", ".png"))
@@ -244,13 +243,7 @@ def _whatif(args: argparse.Namespace) -> int:
         raise TwinError(f"historian {args.historian} holds no samples of {spec.name!r}")
     history = recent_frame(historian, spec, history_rows(twin), newest)
     result = whatif(twin, spec, history, scenarios, steps=args.steps)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".png":
-        plot_whatif(result, spec, args.out)
-    elif suffix == ".csv":
-        result.to_frame().with_columns(pl.col("ts").dt.strftime(TS_FORMAT)).write_csv(args.out)
-    else:
-        _write_json(result, args.out)
+    _write_whatif(result, spec, args.out, suffix)
     print(f"{spec.name}: {len(result.scenarios)} scenarios from {newest:%Y-%m-%d %H:%M:%S} UTC")
     for sc, fc, failed in zip(
         result.scenarios, result.forecasts, result.failed_solves, strict=True
@@ -265,42 +258,18 @@ def _whatif(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_json(result: WhatIf, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result.to_json_dict(), allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def _write_whatif(result: WhatIf, spec: PlantSpec, path: Path, suffix: str) -> None:
+    """The what-if as a figure (.png), the long frame (.csv) or its JSON document (.json)."""
+    import polars as pl
 
+    from twin.control.whatif_figure import plot_whatif
 
-def plot_whatif(result: WhatIf, spec: PlantSpec, path: Path) -> None:
-    """One panel per CV and MV: each scenario's mean and band, CV setpoints dashed."""
-    import matplotlib
-    import numpy as np
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    tags = list(spec.cvs + spec.mvs)
-    fig, axes = plt.subplots(len(tags), 1, figsize=(8, 2.3 * len(tags)), sharex=True, squeeze=False)
-    pct = f"{result.forecasts[0].coverage:.0%}"
-    for i, (sc, fc, sps) in enumerate(
-        zip(result.scenarios, result.forecasts, result.setpoint_paths, strict=True)
-    ):
-        minutes = np.arange(1, fc.horizon + 1) * spec.sample_period / 60.0
-        color = f"C{i % 10}"
-        for ax, t in zip(axes[:, 0], tags, strict=True):
-            mean, lower, upper = fc.tag(t.name)
-            if t.role == "cv":
-                ax.fill_between(minutes, lower, upper, color=color, alpha=0.18, lw=0)
-                ax.plot(minutes, sps[t.name], color=color, lw=1, ls="--", drawstyle="steps-post")
-            style = "steps-post" if t.role == "mv" else "default"
-            ax.plot(minutes, mean, color=color, lw=1.5, label=sc.name, drawstyle=style)
-            ax.set_ylabel(f"{t.name} [{t.unit}]", fontsize=8)
-            ax.tick_params(labelsize=7)
-    axes[0, 0].legend(
-        fontsize=7, loc="best", title=f"mean, {pct} band, setpoint --", title_fontsize=7
-    )
-    axes[-1, 0].set_xlabel("minutes from now", fontsize=8)
-    fig.suptitle(f"{spec.name}: what-if", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".png":
+        plot_whatif(result, spec, path)
+    elif suffix == ".csv":
+        result.to_frame().with_columns(pl.col("ts").dt.strftime(TS_FORMAT)).write_csv(path)
+    else:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(result.to_json_dict(), allow_nan=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)

@@ -57,7 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from twin.errors import DataQualityError
-    from twin.evaluate.baselines import ARX, Baseline, DirectGRU, Persistence, Subspace
+    from twin.evaluate.baseline import Baseline, Persistence
+    from twin.evaluate.gru import DirectGRU
+    from twin.evaluate.linear import ARX, Subspace
     from twin.evaluate.report import evaluate, parameter_count, write_report
     from twin.model.dataset import split_by_time
     from twin.model.twin import Twin

@@ -1,8 +1,9 @@
 """``twin run``: collect from the plant and recommend every interval into the historian folder.
 
 Advisory unless ``--write`` (guarded write-back, audited; ``--approve``: operator approval).
-This is where the loop meets the plant: the OPC-UA collector and writer of ``connectors`` are
-wired into :func:`twin.loop.run.run_loop` here.
+This is where the loop meets the plant: the OPC-UA feed (:class:`connectors.collect.OpcUaFeed`)
+and move writer (:class:`connectors.opcua_write.OpcUaMoveWriter`) are built from the command
+line and wired into :func:`twin.loop.run.run_loop` here.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from twin.cli.args import positive_float
 from twin.cli.collect import add_connection_args
-from twin.cli.control import _load, _setpoints, parse_setpoint_now
+from twin.cli.control import _load, parse_setpoint_now
 from twin.errors import TwinError
 
 
@@ -84,8 +85,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from connectors.collect import OpcUaFeed
+    from connectors.opcua_write import OpcUaMoveWriter
     from twin.cli.collect import quiet_asyncua, security_from_args, settings_from_args
-    from twin.loop.run import run_loop
+    from twin.control.setpoints import Setpoints
+    from twin.loop.run import LoopSettings, run_loop
     from twin.spec import spec_from_arg
 
     if args.approve and not args.write:
@@ -94,28 +98,26 @@ def _run(args: argparse.Namespace) -> int:
         raise TwinError(f"--rate-slack must be >= 0, got {args.rate_slack}")
     spec = spec_from_arg(args.spec)
     twin = _load(args.model, None, spec)  # the historian folder is created if need be
-    setpoints = _setpoints(spec, args.setpoint)
+    setpoints = Setpoints.resolve(spec, args.setpoint)
     security = security_from_args(args)
     quiet_asyncua(args.log_level, security.password)
-    asyncio.run(
-        run_loop(
-            spec,
-            args.endpoint,
-            twin,
-            args.historian,
-            interval_s=args.interval,
-            setpoints=setpoints,
-            settings=settings_from_args(args),
-            security=security,
-            duration_s=args.duration,
-            flush_every_s=args.flush_every,
-            stale_after_s=args.stale_after,
-            log_every_s=args.log_every,
-            write=args.write,
-            approve=args.approve,
-            max_error_ratio=args.max_error_ratio,
-            rate_slack=args.rate_slack,
-            model_dir=args.model,
-        )
+    feed = OpcUaFeed(
+        args.endpoint,
+        settings=settings_from_args(args),
+        security=security,
+        duration_s=args.duration,
+        flush_every_s=args.flush_every,
+        log_every_s=args.log_every,
     )
+    settings = LoopSettings(
+        interval_s=args.interval,
+        stale_after_s=args.stale_after,
+        setpoints=setpoints,
+        approve=args.approve,
+        max_error_ratio=args.max_error_ratio,
+        rate_slack=args.rate_slack,
+        model_dir=args.model,
+    )
+    writer = OpcUaMoveWriter(args.endpoint, security) if args.write else None
+    asyncio.run(run_loop(spec, feed, twin, args.historian, settings=settings, writer=writer))
     return 0

@@ -20,16 +20,17 @@ of MV m at block start j (the first from the current value).
 
 - **Steady-state target**: ``v_M`` the last block's MVs, ``u_ss`` the MVs within bounds whose
   steady state (extrapolated from the tail of the horizon's offset-corrected response,
-  :func:`twin.control.solve.steady_target`) is nearest the setpoints. Without it, a horizon
-  shorter than the settling time of a plant whose interaction changes sign over time (the
-  quadruple tank in its non-minimum-phase configuration) lets the tracking term drive the MVs
-  the way that helps within the horizon and hurts at steady state: the loop keeps an offset
-  or pins an MV at a bound. With it the loop is offset-free there too. ``u_ss`` pays the
+  :mod:`twin.control.steady_target`) is nearest the setpoints. Without it, a horizon shorter
+  than the settling time of a plant whose interaction changes sign over time (the quadruple
+  tank in its non-minimum-phase configuration) lets the tracking term drive the MVs the way
+  that helps within the horizon and hurts at steady state: the loop keeps an offset or pins
+  an MV at a bound. With it the loop is offset-free there too. ``u_ss`` pays the
   move weight for its distance from the current MVs, so that measurement noise does not
   pass through the inverse of an ill-conditioned steady-state gain (Wood-Berry) into the
   MV moves.
 - **Move blocking**: the MVs move only at ``control_horizon`` block starts spread over the
-  horizon (:func:`twin.control.solve.block_starts`, or ``blocks=`` lengths) and hold in between.
+  horizon (:func:`twin.control.problem.block_starts`, or ``blocks=`` lengths) and hold in
+  between.
 - **Hard limits**: every planned value lies in ``[lo, hi]`` and every move within the rate
   limit, by construction of the QP and by a final per-sample projection checked in float64
   (``limits_held``). An MV found outside its range moves back toward it at the rate limit;
@@ -40,13 +41,17 @@ of MV m at block start j (the first from the current value).
 - **Solver**: Gauss-Newton on the block values (:func:`twin.control.solve.gauss_newton`),
   warm-started from the previous plan shifted by the samples elapsed: one batched rollout
   gives a forward-difference Jacobian (and the offset correction), a least-squares step (a
-  constrained one, by NNLS, when limits bind) solves the linearised problem within the
-  limits, a second batched rollout line-searches it; more iterations only while the model
+  constrained one, by NNLS, when limits bind: :mod:`twin.control.qp`) solves the linearised
+  problem within the limits, a second batched rollout line-searches it; more iterations only while the model
   proves nonlinear along the step (``max_iter``).
 - **Failure**: a non-finite forecast, Jacobian or objective, or a model that raises, gives
   ``success=False`` holding the current MVs (moved toward the range if outside it), with the
-  reason in ``message``. Bad *input* (unknown setpoint tag, a non-finite setpoint, history
-  without the plant's columns or too short) raises :class:`~twin.errors.TwinError`.
+  reason in ``message``. Bad *input* (a setpoint for a tag that is not a CV, a non-finite
+  setpoint, history without the plant's columns or too short: :mod:`twin.control.setpoints`,
+  :mod:`twin.control.history_window`) raises :class:`~twin.errors.TwinError`. A setpoint
+  beyond its CV's limits is allowed: the limit terms hold the CV near the limit.
+- **Modules**: the problem (blocking, objective, projection) :mod:`twin.control.problem`; the
+  iterations :mod:`twin.control.solve`; the answer :mod:`twin.control.answer`.
 """
 
 from __future__ import annotations
@@ -55,7 +60,6 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Protocol
 
 import numpy as np
@@ -63,22 +67,15 @@ import polars as pl
 import torch
 from torch import Tensor
 
+from twin.control.answer import outside_notes, plan_forecast, recommendation
+from twin.control.history_window import last_finite, recent_window
 from twin.control.offset import OffsetCorrection
+from twin.control.problem import Problem, block_starts, project, starts_from_blocks
 from twin.control.recommendation import MoveRec, Recommendation
 from twin.control.rollout import ModelCalls
-from twin.control.solve import (
-    Problem,
-    Solution,
-    SolveError,
-    block_starts,
-    fd_plans,
-    gauss_newton,
-    limits_held,
-    project,
-    starts_from_blocks,
-)
+from twin.control.setpoints import Setpoints
+from twin.control.solve import Solution, SolveError, fd_plans, gauss_newton
 from twin.errors import TwinError
-from twin.model.forecast import Forecast
 from twin.model.train import torch_threads
 from twin.spec import PlantSpec
 
@@ -206,29 +203,49 @@ class Controller:
     # --- the public call ---------------------------------------------------------------------
 
     def recommend(
-        self, history: pl.DataFrame, setpoints: dict[str, float] | None = None
+        self, history: pl.DataFrame, setpoints: Mapping[str, float] | None = None
     ) -> Recommendation:
-        """The next moves for the plant whose recent samples are ``history`` (last row: now)."""
+        """The next moves for the plant whose recent samples are ``history`` (last row: now).
+
+        ``setpoints``: CV -> setpoint over the spec's (a :class:`Setpoints` is used as is); a
+        CV with neither is not tracked. A setpoint beyond the CV's limits is allowed: the
+        limit terms then hold the CV near the limit.
+        """
         t0 = time.perf_counter()
-        sp = self._setpoints(setpoints)
-        history, values, tail_ts = self._check_history(history)
+        resolved = Setpoints.resolve(self.spec, setpoints, within_limits=False)
+        sp = np.array([resolved.get(t.name, math.nan) for t in self.cvs], dtype=float)
+        history, values, tail_ts = recent_window(self.spec, history, self.horizon)
         ts_now = tail_ts[-1]
-        u0 = _last_finite(values[:, self.mv_idx], [t.name for t in self.mvs], "MV")
+        u0 = last_finite(values[:, self.mv_idx], [t.name for t in self.mvs], "MV")
         p = self._problem(u0, sp)
-        notes = _outside_notes(self.mvs, u0)
+        notes = outside_notes(self.mvs, u0)
         outcome = self._attempt(p, history, values, tail_ts)
         if not isinstance(outcome, Solution):
             log.warning("MPC solve failed: %r", outcome)
             plan = project(np.repeat(u0[None], self.horizon, 0), p)
             self._plan = None
             why = outcome if isinstance(outcome, SolveError) else repr(outcome)
-            return self._result(p, plan, sp, ts_now, t0, False, f"failed: {why}; holding", notes)
+            message = f"failed: {why}; holding"
+            return recommendation(
+                self.spec, p, plan, sp, ts_now, t0, success=False, message=message, notes=notes
+            )
         sol = outcome
         plan = project(p.plans(sol.x[None])[0], p)
         self._plan, self._plan_ts = plan, ts_now
-        fc = self._forecast(plan, sol.mean, sol.half, ts_now)
-        return self._result(
-            p, plan, sp, ts_now, t0, True, sol.message, notes, fc, sol.objective, sol.iterations
+        fc = plan_forecast(self.spec, self.mv_idx, plan, sol.mean, sol.half, ts_now)
+        return recommendation(
+            self.spec,
+            p,
+            plan,
+            sp,
+            ts_now,
+            t0,
+            success=True,
+            message=sol.message,
+            notes=notes,
+            forecast=fc,
+            objective=sol.objective,
+            iterations=sol.iterations,
         )
 
     # --- steps -------------------------------------------------------------------------------
@@ -249,45 +266,6 @@ class Controller:
                 return self._solve(p, history, values, tail_ts, past)
             except Exception as exc:
                 return exc
-
-    def _setpoints(self, setpoints: dict[str, float] | None) -> np.ndarray:
-        given = dict(setpoints or {})
-        _known(given, [t.name for t in self.cvs], "setpoints", "CV")
-        sp = []
-        for t in self.cvs:
-            value = given.get(t.name, t.setpoint)
-            if value is None:
-                sp.append(math.nan)
-                continue
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise TwinError(f"setpoint of {t.name!r} is not a number: {value!r}") from None
-            if not math.isfinite(value):
-                raise TwinError(f"setpoint of {t.name!r} must be finite, got {value}")
-            sp.append(value)
-        return np.array(sp, dtype=float)
-
-    def _check_history(self, history: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
-        names = self.spec.tag_names
-        missing = [n for n in ["ts", *names] if n not in history.columns]
-        if missing:
-            raise TwinError(f"history lacks the columns {missing} of plant {self.spec.name!r}")
-        if history.height == 0:
-            raise TwinError("history is empty")
-        if not history.get_column("ts").is_sorted():
-            history = history.sort("ts")
-        tail = history.tail(self.horizon + 1)
-        cols = []
-        for name in names:
-            try:
-                cols.append(np.asarray(tail.get_column(name).to_numpy(), dtype=float))
-            except (TypeError, ValueError) as exc:
-                raise TwinError(f"history column {name!r} is not numeric: {exc}") from None
-        ts = tail.get_column("ts").to_numpy()  # UTC for a time-zone-aware column
-        if not np.issubdtype(ts.dtype, np.datetime64):
-            raise TwinError(f"history column 'ts' must hold datetimes, not {ts.dtype}")
-        return history, _ffill(np.column_stack(cols)), ts.astype("datetime64[us]")
 
     def _problem(self, u0: np.ndarray, sp: np.ndarray) -> Problem:
         mvs, cvs = self.mvs, self.cvs
@@ -355,102 +333,8 @@ class Controller:
     def _period_us(self) -> float:
         return self.spec.sample_period * 1e6
 
-    # --- the answer --------------------------------------------------------------------------
-
-    def _forecast(
-        self, plan: np.ndarray, mean: np.ndarray, half: np.ndarray, ts_now: np.datetime64
-    ) -> Forecast:
-        mean = mean.copy()
-        half = np.abs(half).copy()
-        mean[:, self.mv_idx] = plan
-        half[:, self.mv_idx] = 0.0
-        period = np.timedelta64(round(self._period_us), "us")
-        return Forecast(
-            tags=tuple(self.spec.tag_names),
-            units=tuple(t.unit for t in self.spec.tags),
-            ts=ts_now + period * np.arange(1, len(plan) + 1),
-            mean=mean,
-            lower=mean - half,
-            upper=mean + half,
-        )
-
-    def _result(
-        self,
-        p: Problem,
-        plan: np.ndarray,
-        sp: np.ndarray,
-        ts_now: np.datetime64,
-        t0: float,
-        success: bool,
-        message: str,
-        notes: list[str],
-        forecast: Forecast | None = None,
-        objective: float = math.nan,
-        iterations: int = 0,
-    ) -> Recommendation:
-        held = limits_held(plan, p)
-        moves = tuple(
-            MoveRec(
-                tag=t.name,
-                node=str(t.node),
-                write_node=None if t.write_node is None else str(t.write_node),
-                unit=t.unit,
-                current=float(p.u0[i]),
-                recommended=float(plan[0, i]),
-                change=float(plan[0, i] - p.u0[i]),
-                lo=t.lo,
-                hi=t.hi,
-                rate_limit=float(p.rate[i]),
-                plan=tuple(float(v) for v in plan[:, i]),
-                limits_held=bool(held[i]),
-            )
-            for i, t in enumerate(self.mvs)
-        )
-        ts = ts_now.astype("datetime64[us]").astype(datetime).replace(tzinfo=UTC)
-        return Recommendation(
-            ts=ts,
-            plant=self.spec.name,
-            success=success,
-            message="; ".join([message, *notes]),
-            moves=moves,
-            setpoints={
-                t.name: float(v) for t, v in zip(self.cvs, sp, strict=True) if math.isfinite(v)
-            },
-            forecast=forecast,
-            objective=float(objective),
-            solve_time_s=time.perf_counter() - t0,
-            iterations=iterations,
-            limits_held=bool(held.all()),
-        )
-
 
 def _known(given: Mapping[str, object], names: list[str], what: str, role: str) -> None:
     unknown = [k for k in given if k not in names]
     if unknown:
         raise TwinError(f"{what}: {unknown} are not {role}s of this plant ({role}s: {names})")
-
-
-def _ffill(values: np.ndarray) -> np.ndarray:
-    """Carry each column's last finite value forward ``[T, n]`` (leading NaNs stay)."""
-    out = values.copy()
-    for i in range(1, len(out)):
-        out[i] = np.where(np.isfinite(out[i]), out[i], out[i - 1])
-    return out
-
-
-def _last_finite(values: np.ndarray, names: list[str], role: str) -> np.ndarray:
-    """The last row of forward-filled ``values``; TwinError naming columns with no value."""
-    last = values[-1]
-    bad = [n for n, v in zip(names, last, strict=True) if not math.isfinite(v)]
-    if bad:
-        raise TwinError(f"history has no finite value of {role}s {bad} in its last samples")
-    return last.astype(float)
-
-
-def _outside_notes(mvs: tuple, u0: np.ndarray) -> list[str]:
-    return [
-        f"{t.name} = {u:g} is outside [{t.lo:g}, {t.hi:g}]: moving toward the range at the "
-        "rate limit"
-        for t, u in zip(mvs, u0, strict=True)
-        if not t.lo <= u <= t.hi
-    ]

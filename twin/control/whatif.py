@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from twin.control.setpoints import Setpoints, check_setpoint
 from twin.errors import TwinError
 from twin.model.dataset import frame_ts, mv_columns
 from twin.model.forecast import Forecast
@@ -142,26 +143,6 @@ class WhatIf:
         return out
 
 
-def check_setpoint(spec: PlantSpec, tag: str, value: float) -> None:
-    """TwinError unless ``tag`` is a CV of ``spec`` and ``value`` a finite number in its limits."""
-    cvs = [t.name for t in spec.cvs]
-    if tag not in spec.tag_names:
-        raise TwinError(
-            f"setpoint {tag}={value:g}: plant {spec.name!r} has no tag {tag!r} (CVs: {cvs})"
-        )
-    t = spec.tag(tag)
-    if t.role != "cv":
-        raise TwinError(
-            f"setpoint {tag}={value:g}: {tag!r} is an {t.role.upper()}, not a CV; setpoints "
-            f"are for the CVs {cvs}"
-        )
-    if not math.isfinite(value) or not t.lo <= value <= t.hi:
-        raise TwinError(
-            f"setpoint {tag}={value:g} {t.unit} is outside the limits of {tag!r} "
-            f"[{t.lo:g}, {t.hi:g}] {t.unit}"
-        )
-
-
 def check_scenario(spec: PlantSpec, scenario: Scenario) -> None:
     """TwinError naming the scenario and what is wrong with it."""
     where = f"scenario {scenario.name!r}"
@@ -193,14 +174,21 @@ def check_scenario(spec: PlantSpec, scenario: Scenario) -> None:
                 )
 
 
-def setpoint_path(spec: PlantSpec, scenario: Scenario, steps: int) -> dict[str, np.ndarray]:
+def setpoint_path(
+    spec: PlantSpec,
+    scenario: Scenario,
+    steps: int,
+    setpoints: Mapping[str, float] | None = None,
+) -> dict[str, np.ndarray]:
     """CV -> setpoint ``[steps + 1]`` in force at ``k`` sample periods from now (k = 0..steps).
 
-    Starts from the spec's setpoints; a change at ``m`` minutes holds from the first step at or
-    after ``m`` minutes on. Changes to one tag apply in time order.
+    Starts from ``setpoints`` (resolved with :meth:`Setpoints.resolve`: the spec's, with the
+    given ones over them; 0 for a CV with neither); a change at ``m`` minutes holds from the
+    first step at or after ``m`` minutes on. Changes to one tag apply in time order.
     """
+    start = Setpoints.resolve(spec, setpoints)
     offsets_min = np.arange(steps + 1) * spec.sample_period / 60.0
-    paths = {t.name: np.full(steps + 1, float(t.setpoint or 0.0)) for t in spec.cvs}
+    paths = {t.name: np.full(steps + 1, start.get(t.name, 0.0)) for t in spec.cvs}
     for tag, value, minutes in sorted(scenario.setpoints, key=lambda s: s[2]):
         paths[tag][offsets_min >= minutes - 1e-9] = value
     return paths
@@ -214,11 +202,14 @@ def whatif(
     *,
     steps: int | None = None,
     controller: Controller | None = None,
+    setpoints: Mapping[str, float] | None = None,
 ) -> WhatIf:
     """Predict every scenario from ``history`` (a frame on the spec's period; last row is now).
 
     ``steps`` defaults to the model's horizon H and may not exceed it. ``controller`` (reset
     before each scenario) runs the closed-loop ones; by default a ``Controller(model, spec)``.
+    ``setpoints``: the setpoints in force now, which the scenarios change (default: the
+    spec's; a :class:`~twin.control.setpoints.Setpoints` is used as is).
     """
     if not scenarios:
         raise TwinError("what-if needs at least one scenario")
@@ -227,6 +218,7 @@ def whatif(
         raise TwinError(f"scenario names must differ, got {names}")
     for sc in scenarios:
         check_scenario(spec, sc)
+    now = Setpoints.resolve(spec, setpoints)
     horizon = model.horizon
     steps = horizon if steps is None else int(steps)
     if not 1 <= steps <= horizon:
@@ -243,7 +235,7 @@ def whatif(
         controller = Controller(model, spec)
     forecasts, paths, failures = [], [], []
     for sc in scenarios:
-        path = setpoint_path(spec, sc, steps)
+        path = setpoint_path(spec, sc, steps, now)
         if sc.mv_schedule is not None:
             plan, failed = schedule_plan(spec, sc, current, steps), 0
         else:

@@ -1,5 +1,9 @@
 """Evaluation: baseline forecasters and the accuracy report that compares the twin with them.
 
-- ``baselines``: persistence, ARX, subspace and a direct GRU, fitted on the same frames.
-- ``report``: forecast accuracy per horizon step against the baselines, as JSON, Markdown, PNG.
+- ``baseline``: ``Baseline``, the base class every baseline shares (fit on the same frames,
+  forecast from the twin's inputs), and ``Persistence``.
+- ``linear``: ``ARX`` (least squares) and ``Subspace`` (N4SID state-space identification).
+- ``gru``: ``DirectGRU``, a direct multi-step GRU of about the twin's parameter count.
+- ``report``: forecast accuracy per horizon step against the baselines, as JSON, Markdown, PNG;
+  ``default_baselines``, the four above.
 """

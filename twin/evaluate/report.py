@@ -28,7 +28,9 @@ import polars as pl
 import torch
 
 from twin.errors import DataQualityError
-from twin.evaluate.baselines import Baseline
+from twin.evaluate.baseline import Baseline, Persistence
+from twin.evaluate.gru import DirectGRU
+from twin.evaluate.linear import ARX, Subspace
 from twin.model.dataset import cv_columns, frame_to_array, frame_ts, mv_columns
 from twin.model.twin import Twin
 from twin.spec import PlantSpec
@@ -39,6 +41,18 @@ REPORT_STEPS = (1, 5, 10)
 """horizon steps reported besides H itself"""
 N_EXAMPLES = 3
 """forecast origins drawn in the figure (and kept in report.json)"""
+
+
+def default_baselines(
+    n_params: int = 60_000, minutes: float = 2.0, seed: int = 0
+) -> list[Baseline]:
+    """Persistence, ARX, subspace ID and a direct GRU of about ``n_params`` parameters."""
+    return [
+        Persistence(),
+        ARX(),
+        Subspace(),
+        DirectGRU(n_params=n_params, minutes=minutes, seed=seed),
+    ]
 
 
 def forecast_windows(

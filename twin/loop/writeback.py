@@ -1,266 +1,73 @@
 """Guarded write-back: recommended MV values to the plant's write nodes, only when it is safe.
 
-Nothing is written unless every one of these holds (:class:`WriteGuard`): write-back is enabled
-explicitly, the recommendation succeeded and is recent, each value lies in the spec's
-``[lo, hi]`` and within the spec's rate limit of the MV's *last measured* value (read again from
-the plant just before the write), the data is fresh, and the model is healthy (live forecast
-error within ``max_error_ratio`` times its validation error). A :class:`Watchdog` holds the last
-values (writes nothing) while the collector or the twin falls behind. In approval mode a
-recommendation is written only once an operator approved it (:class:`ApprovalQueue`), once.
+Nothing is written unless every check of the :class:`~twin.loop.guard.WriteGuard` holds, with
+each MV's rate limit checked against its value measured again from the plant just before the
+write, and the :class:`~twin.loop.guard.Watchdog` sees the collector and the twin keep up. In
+approval mode a recommendation is written only once an operator approved it
+(:class:`~twin.loop.audit.ApprovalQueue`), once.
 
+The plant is any :class:`~twin.loop.ports.MoveWriter` (``connectors.opcua_write`` for OPC-UA).
 Every write is read back to confirm it; every write, read-back, refusal and approval is one
-line of the append-only :class:`AuditLog` (who, when, what, why). The loop calls
-:func:`maybe_write` once per recommendation.
+line of the append-only :class:`~twin.loop.audit.AuditLog` (who, when, what, why). The loop
+calls :func:`maybe_write` once per recommendation.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
-
-from asyncua import Client, ua
 
 from twin.control.recommendation import Recommendation
-from twin.errors import TwinError
-from twin.loop.audit import (
-    APPROVALS_FILE,
-    AUDIT_FILE,
-    Approval,
-    ApprovalQueue,
-    AuditLog,
-    current_user,
-    iso,
-)
+from twin.loop.audit import ApprovalQueue, AuditLog, iso
+from twin.loop.guard import TOL, Decision, Watchdog, WriteGuard
+from twin.loop.ports import MoveWriter
 from twin.spec import PlantSpec, Tag
-from twin.times import now_utc
-
-__all__ = [
-    "APPROVALS_FILE",
-    "AUDIT_FILE",
-    "Approval",
-    "ApprovalQueue",
-    "AuditLog",
-    "Decision",
-    "Watchdog",
-    "WriteGuard",
-    "check_live",
-    "current_user",
-    "maybe_write",
-    "write_moves",
-]
 
 log = logging.getLogger(__name__)
 
-#: absolute slack of the limit and rate checks (engineering units)
-TOL = 1e-9
+#: the one reason of a recommendation that passed every check but waits for an operator
+WAITING = "waiting for operator approval"
+#: the reason given when there is no session to write with
+NO_SESSION = "no OPC-UA connection to write with"
 
 
-@dataclass(frozen=True)
-class Decision:
-    """Whether a recommendation was (or may be) written, and why not."""
-
-    allowed: bool
-    reasons: tuple[str, ...] = ()
-    """why it was refused (empty when allowed)"""
-    written: tuple[tuple[str, float], ...] = ()
-    """(MV, value) written and confirmed by read-back"""
-    approved_by: str | None = None
-    """``operator:<name>`` in approval mode"""
-
-    @property
-    def why(self) -> str:
-        """The reasons as one line."""
-        return "; ".join(self.reasons) or "all checks passed"
-
-
-class WriteGuard:
-    """The checks a recommendation passes before any value reaches the plant."""
-
-    def __init__(
-        self,
-        spec: PlantSpec,
-        *,
-        max_error_ratio: float = 3.0,
-        max_age_s: float | None = None,
-        max_rec_periods: float = 4.0,
-        rate_slack: float = 0.0,
-    ) -> None:
-        self.spec = spec
-        self.max_error_ratio = max_error_ratio
-        """largest live / validation forecast error allowed"""
-        self.max_age_s = 3 * spec.sample_period if max_age_s is None else max_age_s
-        """oldest newest-sample age allowed (s)"""
-        self.max_rec_age_s = max_rec_periods * spec.sample_period
-        """oldest recommendation allowed (s from its ``ts``)"""
-        self.rate_slack = rate_slack
-        """extra allowance on each rate limit, as a fraction of it (for noisy MV readings)"""
-
-    def check(
-        self,
-        rec: Recommendation,
-        last_measured: Mapping[str, float],
-        data_age_s: float | None,
-        health_ratio: float | None,
-        enabled: bool,
-        *,
-        now: datetime | None = None,
-    ) -> Decision:
-        """Every reason not to write ``rec`` now (all of them, not just the first)."""
-        reasons: list[str] = []
-        if not enabled:
-            reasons.append("write-back is not enabled")
-        if rec.plant != self.spec.name:
-            reasons.append(f"recommendation is for plant {rec.plant!r}, not {self.spec.name!r}")
-        if not rec.success:
-            reasons.append(f"recommendation failed: {rec.message}")
-        rec_age = ((now or now_utc()) - rec.ts).total_seconds()
-        if rec_age > self.max_rec_age_s:
-            reasons.append(
-                f"recommendation is {rec_age:.0f} s old (limit {self.max_rec_age_s:g} s)"
-            )
-        if data_age_s is None or not math.isfinite(data_age_s):
-            reasons.append("data age unknown: no recent sample")
-        elif data_age_s > self.max_age_s:
-            reasons.append(
-                f"stale data: newest sample {data_age_s:.1f} s old (limit {self.max_age_s:g} s)"
-            )
-        if health_ratio is None or not math.isfinite(health_ratio):
-            reasons.append("model health unknown (no live forecast error yet)")
-        elif health_ratio > self.max_error_ratio:
-            reasons.append(
-                f"model unhealthy: live forecast error {health_ratio:.2f}x its validation "
-                f"error (limit {self.max_error_ratio:g}x)"
-            )
-        moves = {m.tag: m for m in rec.moves}
-        for tag in self.spec.mvs:
-            move = moves.get(tag.name)
-            value = None if move is None else move.recommended
-            reasons.extend(self._check_mv(tag, value, last_measured.get(tag.name)))
-            # the slack only absorbs measurement noise: against the value the controller
-            # planned from, the move must keep the spec's rate limit exactly
-            if (
-                move is not None
-                and value is not None
-                and tag.rate_limit is not None
-                and abs(value - move.current) > tag.rate_limit + TOL
-            ):
-                reasons.append(
-                    f"{tag.name}: move {value - move.current:+.4g} {tag.unit} from the "
-                    f"planned-from {move.current:.6g} exceeds the rate limit "
-                    f"{tag.rate_limit:g} {tag.unit} per sample"
-                )
-        return Decision(not reasons, tuple(reasons))
-
-    def _check_mv(self, tag: Tag, value: float | None, last: float | None) -> list[str]:
-        name, unit = tag.name, tag.unit
-        if tag.write_node is None:
-            return [f"{name}: the spec gives it no write node"]
-        if value is None or not math.isfinite(value):
-            return [f"{name}: no finite recommended value"]
-        out = []
-        if not tag.lo - TOL <= value <= tag.hi + TOL:
-            out.append(f"{name}: {value:g} {unit} outside [{tag.lo:g}, {tag.hi:g}]")
-        if tag.rate_limit is not None:
-            if last is None or not math.isfinite(last):
-                out.append(f"{name}: no measured value to check the rate limit against")
-            else:
-                allowed = tag.rate_limit * (1 + self.rate_slack) + TOL
-                if abs(value - last) > allowed:
-                    out.append(
-                        f"{name}: move {value - last:+.4g} {unit} from the measured {last:.6g} "
-                        f"exceeds the rate limit {tag.rate_limit:g} {unit} per sample"
-                    )
-        return out
-
-
-class Watchdog:
-    """Heartbeats of the collector and the twin; unhealthy when one falls ``max_lag_s`` behind."""
-
-    KINDS = ("collector", "twin")
-
-    def __init__(self, max_lag_s: float, *, clock: Any = time.monotonic) -> None:
-        if not max_lag_s > 0:
-            raise TwinError(f"watchdog lag limit must be > 0 s, got {max_lag_s}")
-        self.max_lag_s = max_lag_s
-        self._clock = clock
-        self._beats: dict[str, float] = {}
-        self._holding = False
-
-    def beat(self, kind: str) -> None:
-        """Record that ``kind`` ("collector" or "twin") made progress just now."""
-        if kind not in self.KINDS:
-            raise TwinError(f"unknown watchdog heartbeat {kind!r} (use {', '.join(self.KINDS)})")
-        self._beats[kind] = self._clock()
-
-    def reasons(self) -> tuple[str, ...]:
-        """Why writes are held now (empty when healthy)."""
-        now = self._clock()
-        out = []
-        for kind in self.KINDS:
-            last = self._beats.get(kind)
-            if last is None:
-                out.append(f"watchdog: no heartbeat from the {kind} yet")
-            elif now - last > self.max_lag_s:
-                out.append(
-                    f"watchdog: the {kind} is {now - last:.1f} s behind "
-                    f"(limit {self.max_lag_s:g} s); holding the last values"
-                )
-        if out and not self._holding:
-            log.warning("%s", "; ".join(out))
-        elif not out and self._holding:
-            log.info("watchdog: collector and twin keep up again")
-        self._holding = bool(out)
-        return tuple(out)
-
-    def healthy(self) -> bool:
-        """True when both the collector and the twin beat within ``max_lag_s``."""
-        return not self.reasons()
-
-
-def _variant(value: float, vtype: ua.VariantType) -> ua.Variant:
-    """``value`` as the node's exact data type (servers answer BadTypeMismatch otherwise)."""
-    if vtype in (ua.VariantType.Double, ua.VariantType.Float):
-        return ua.Variant(float(value), vtype)
-    if vtype.name.startswith(("Int", "UInt", "Byte", "SByte")):
-        return ua.Variant(round(value), vtype)
-    raise TwinError(f"cannot write a number to a node of data type {vtype.name}")
-
-
-def _audit_refusal(audit: AuditLog, spec: PlantSpec, rec: Recommendation, why: str) -> None:
+def _audit_each(
+    audit: AuditLog,
+    action: str,
+    spec: PlantSpec,
+    rec: Recommendation,
+    *,
+    why: str,
+    ok: bool,
+    who: str | None = None,
+    tags: Sequence[Tag] | None = None,
+    node: bool = True,
+) -> None:
+    """One ``action`` line per MV of ``rec`` (``tags``, default all of the spec's MVs)."""
     values = {m.tag: m.recommended for m in rec.moves}
-    for tag in spec.mvs:
+    for tag in spec.mvs if tags is None else tags:
+        where = {"node": None if tag.write_node is None else str(tag.write_node)} if node else {}
         audit.record(
-            "refuse",
+            action,
             tag=tag.name,
             value=values.get(tag.name),
             why=why,
-            ok=False,
+            who=who,
+            ok=ok,
             rec_ts=iso(rec.ts),
             plant=spec.name,
-            node=None if tag.write_node is None else str(tag.write_node),
+            **where,
         )
+
+
+def _refuse(audit: AuditLog, spec: PlantSpec, rec: Recommendation, why: str) -> None:
+    _audit_each(audit, "refuse", spec, rec, why=why, ok=False)
     log.warning("write-back refused: %s", why)
 
 
-async def _measured_mvs(client: Client, spec: PlantSpec, namespaces: list[str]) -> dict[str, float]:
-    """The MVs' measured values as the plant reports them now (good readings only)."""
-    nodes = [client.get_node(t.node.resolve(namespaces)) for t in spec.mvs]
-    out = {}
-    for tag, dv in zip(spec.mvs, await client.read_attributes(nodes), strict=True):
-        raw = dv.Value.Value if dv.Value is not None else None
-        good = dv.StatusCode is None or dv.StatusCode.is_good()
-        if good and isinstance(raw, int | float) and math.isfinite(raw):
-            out[tag.name] = float(raw)
-    return out
-
-
 async def check_live(
-    client: Client,
+    plant: MoveWriter,
     spec: PlantSpec,
     rec: Recommendation,
     guard: WriteGuard,
@@ -270,23 +77,22 @@ async def check_live(
     health_ratio: float | None,
     enabled: bool,
     now: datetime | None = None,
-) -> tuple[Decision, list[str]]:
+) -> Decision:
     """The guard's decision against the MVs' measured values read from the plant right now.
 
-    ``last_measured`` stands in for an MV whose measurement cannot be read. Returns the decision
-    and the server's NamespaceArray (empty when the plant could not be read: refused).
+    ``last_measured`` stands in for an MV whose measurement cannot be read; a plant that cannot
+    be read at all is a refusal.
     """
     try:
-        namespaces = await client.get_namespace_array()
-        measured = {**last_measured, **await _measured_mvs(client, spec, namespaces)}
+        measured = {**last_measured, **await plant.read_measured(spec.mvs)}
     except Exception as exc:  # the plant is unreachable: nothing can be written
         why = f"cannot read the plant before writing: {type(exc).__name__}: {exc}"
-        return Decision(False, (why,)), []
-    return guard.check(rec, measured, data_age_s, health_ratio, enabled, now=now), namespaces
+        return Decision(False, (why,))
+    return guard.check(rec, measured, data_age_s, health_ratio, enabled, now=now)
 
 
 async def write_moves(
-    client: Client,
+    plant: MoveWriter,
     spec: PlantSpec,
     rec: Recommendation,
     guard: WriteGuard,
@@ -296,20 +102,22 @@ async def write_moves(
     data_age_s: float | None,
     health_ratio: float | None,
     enabled: bool,
-    approved_by: str | None = None,
+    approvals: ApprovalQueue | None = None,
     now: datetime | None = None,
 ) -> Decision:
     """Check ``rec`` against the plant as it is now (:func:`check_live`), write, read back.
 
-    All MVs go in one Write request; each is read back and compared with what was written.
-    Every outcome is audited; a lost connection is a refusal (or a failed write), never a raise.
+    A refusal is audited at once, before any approval is looked at. With ``approvals``, a
+    recommendation that passes every check waits (not written, not audited) until an operator
+    approved it; the approval is audited and used once. All MVs go in one write; each is read
+    back and compared with what was written. Every outcome is audited; a lost connection is a
+    refusal (or a failed write), never a raise.
     """
-    decision, namespaces = await _check_or_refuse(
-        client,
+    decision = await check_live(
+        plant,
         spec,
         rec,
         guard,
-        audit,
         last_measured=last_measured,
         data_age_s=data_age_s,
         health_ratio=health_ratio,
@@ -317,66 +125,43 @@ async def write_moves(
         now=now,
     )
     if not decision.allowed:
+        _refuse(audit, spec, rec, decision.why)
         return decision
-    return await _write(client, spec, rec, audit, namespaces, approved_by)
-
-
-async def _check_or_refuse(
-    client: Client,
-    spec: PlantSpec,
-    rec: Recommendation,
-    guard: WriteGuard,
-    audit: AuditLog,
-    **checks: Any,
-) -> tuple[Decision, list[str]]:
-    """:func:`check_live`, with a refusal audited at once (whatever an operator says)."""
-    decision, namespaces = await check_live(client, spec, rec, guard, **checks)
-    if not decision.allowed:
-        _audit_refusal(audit, spec, rec, decision.why)
-    return decision, namespaces
+    approved_by = None
+    if approvals is not None:
+        approval = approvals.take(rec.ts, audit)
+        if approval is None:
+            return Decision(False, (WAITING,))
+        approved_by = f"operator:{approval.operator}"
+        why = f"approved at {iso(approval.ts)}"
+        _audit_each(audit, "approve", spec, rec, why=why, who=approved_by, ok=True, node=False)
+    return await _write(plant, spec, rec, audit, approved_by)
 
 
 async def _write(
-    client: Client,
+    plant: MoveWriter,
     spec: PlantSpec,
     rec: Recommendation,
     audit: AuditLog,
-    namespaces: list[str],
     approved_by: str | None,
 ) -> Decision:
     """Write every MV's recommended value in one request, read each back, audit each."""
     values = {m.tag: m.recommended for m in rec.moves}
     tags = [t for t in spec.mvs if t.write_node is not None]  # the guard checked: all of them
     try:
-        nodes = [client.get_node(t.write_node.resolve(namespaces)) for t in tags if t.write_node]
-        variants = [
-            _variant(values[t.name], await n.read_data_type_as_variant_type())
-            for t, n in zip(tags, nodes, strict=True)
-        ]
-        statuses = await client.write_values(nodes, variants, raise_on_partial_error=False)
-        readback = await client.read_attributes(nodes)
+        results = await plant.write([(t, values[t.name]) for t in tags])
     except Exception as exc:
         why = f"write failed: {type(exc).__name__}: {exc}"
-        for t in tags:
-            audit.record(
-                "write",
-                tag=t.name,
-                value=values.get(t.name),
-                why=why,
-                ok=False,
-                rec_ts=iso(rec.ts),
-                plant=spec.name,
-                node=str(t.write_node),
-            )
+        _audit_each(audit, "write", spec, rec, why=why, ok=False, tags=tags)
         log.error("write-back failed: %s", why)
         return Decision(False, (why,), (), approved_by)
     failures: list[str] = []
     written: list[tuple[str, float]] = []
-    for tag, variant, status, dv in zip(tags, variants, statuses, readback, strict=True):
-        value = float(variant.Value)
+    for tag, result in zip(tags, results, strict=True):
+        value = result.value
         common = {"rec_ts": iso(rec.ts), "plant": spec.name, "node": str(tag.write_node)}
-        if not status.is_good():
-            why = f"the server refused the write: {status.name}"
+        if result.refused is not None:
+            why = f"the server refused the write: {result.refused}"
             failures.append(f"{tag.name}: {why}")
             audit.record("write", tag=tag.name, value=value, why=why, ok=False, **common)
             continue
@@ -389,9 +174,8 @@ async def _write(
             approved_by=approved_by,
             **common,
         )
-        got = dv.Value.Value if dv.Value is not None else None
-        tol = TOL + (1e-6 * abs(value) if variant.VariantType == ua.VariantType.Float else 0.0)
-        if isinstance(got, int | float) and abs(float(got) - value) <= tol:
+        got = result.readback
+        if isinstance(got, int | float) and abs(float(got) - value) <= TOL + result.precision:
             written.append((tag.name, float(got)))
             audit.record(
                 "readback", tag=tag.name, value=float(got), why="confirmed", ok=True, **common
@@ -409,7 +193,7 @@ async def _write(
 
 
 async def maybe_write(
-    client: Client | None,
+    plant: MoveWriter | None,
     spec: PlantSpec,
     rec: Recommendation,
     *,
@@ -422,22 +206,22 @@ async def maybe_write(
     enabled: bool,
     approvals: ApprovalQueue | None = None,
 ) -> Decision:
-    """The loop's one call per recommendation: watchdog, approval, guard, write, audit.
+    """The loop's one call per recommendation: watchdog, then :func:`write_moves`.
 
-    ``client`` is a connected OPC-UA client (None: no connection, refused). With
-    ``approvals``, a recommendation that passes every check waits (not written, not audited)
-    until an operator approved it; the approval is audited and used once.
+    ``plant`` is a move writer with an open session (None: no session, refused). While the
+    watchdog holds, or without a session, the refusal lists the guard's reasons too (checked
+    against ``last_measured``, without the plant).
     """
     held = list(watchdog.reasons())
-    if client is None:
-        held.append("no OPC-UA connection to write with")
-    if held or client is None:
+    if plant is None:
+        held.append(NO_SESSION)
+    if held or plant is None:
         offline = guard.check(rec, last_measured, data_age_s, health_ratio, enabled)
         reasons = (*held, *offline.reasons)
-        _audit_refusal(audit, spec, rec, "; ".join(reasons))
+        _refuse(audit, spec, rec, "; ".join(reasons))
         return Decision(False, reasons)
-    decision, namespaces = await _check_or_refuse(
-        client,
+    return await write_moves(
+        plant,
         spec,
         rec,
         guard,
@@ -446,25 +230,5 @@ async def maybe_write(
         data_age_s=data_age_s,
         health_ratio=health_ratio,
         enabled=enabled,
+        approvals=approvals,
     )
-    if not decision.allowed:  # refused (and audited) before any approval is looked at
-        return decision
-    approved_by = None
-    if approvals is not None:
-        approval = approvals.take(rec.ts, audit)
-        if approval is None:
-            return Decision(False, ("waiting for operator approval",))
-        approved_by = f"operator:{approval.operator}"
-        values = {m.tag: m.recommended for m in rec.moves}
-        for tag in spec.mvs:
-            audit.record(
-                "approve",
-                tag=tag.name,
-                value=values.get(tag.name),
-                why=f"approved at {iso(approval.ts)}",
-                who=approved_by,
-                ok=True,
-                rec_ts=iso(rec.ts),
-                plant=spec.name,
-            )
-    return await _write(client, spec, rec, audit, namespaces, approved_by)

@@ -12,11 +12,12 @@ After each recommendation step :func:`twin.loop.run.run_loop` hands the step to
   ``twin run`` is restarted (which loads, and checks, the new spec and model);
 - in approval mode tries the newest recent recommendation an operator approved
   (``<historian>/approvals.jsonl``, the app's approve button) instead of the step's own, once;
-- calls :func:`twin.loop.writeback.maybe_write` over its own OPC-UA session, opened with the
-  collector's security by :func:`connectors.opcua_security.connect_client` and reopened at the
-  next step after it is lost; without a session the recommendation is refused and audited.
+- calls :func:`twin.loop.writeback.maybe_write` over its own session to the plant (a
+  :class:`~twin.loop.ports.MoveWriter`, e.g. ``connectors.opcua_write.OpcUaMoveWriter`` with
+  the collector's security), reopened at the next step after it is lost; without a session the
+  recommendation is refused and audited.
 
-Nothing here raises for a plant problem: every outcome is a :class:`~twin.loop.writeback.Decision`.
+Nothing here raises for a plant problem: every outcome is a :class:`~twin.loop.guard.Decision`.
 """
 
 from __future__ import annotations
@@ -30,19 +31,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from twin.control.recommendation import Recommendation
 from twin.errors import TwinError
-from twin.loop.writeback import ApprovalQueue, AuditLog, Decision, Watchdog, WriteGuard, maybe_write
+from twin.loop.audit import ApprovalQueue, AuditLog
+from twin.loop.guard import Decision, Watchdog, WriteGuard
+from twin.loop.ports import MoveWriter
+from twin.loop.step import Step
+from twin.loop.writeback import WAITING, maybe_write
 from twin.spec import PlantSpec
 from twin.times import now_utc
-
-if TYPE_CHECKING:
-    from asyncua import Client
-
-    from connectors.opcua_security import Security
-    from twin.loop.run import Step
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +50,6 @@ SPEC_CHANGED = "spec file changed under the running loop"
 MODEL_CHANGED = "model changed"
 #: files of a saved twin whose change stops writing
 MODEL_FILES = ("model.pt", "config.json", "spec.toml", "normalizer.json", "calibration.json")
-#: maybe_write's one reason while a recommendation waits for an operator
-WAITING = "waiting for operator approval"
 #: the watchdog holds writes when the collector or the twin is this many intervals late
 LAG_INTERVALS = 3.0
 #: recent successful recommendations kept for late approvals (a stale one is refused, audited)
@@ -175,35 +171,33 @@ class WriteCounts:
     waiting: int = 0
     """steps whose recommendation passed every check but waits for an operator's approval"""
     sessions: int = 0
-    """OPC-UA sessions the writer opened (more than 1: it reconnected)"""
+    """sessions the writer opened (more than 1: it reconnected)"""
     last: Decision | None = None
 
 
 class LoopWriter:
-    """Writes each step's recommendation through the guard over its own OPC-UA session."""
+    """Writes each step's recommendation through the guard over its own session to the plant."""
 
     def __init__(
         self,
         spec: PlantSpec,
-        endpoint: str,
+        plant: MoveWriter,
         historian_dir: str | Path,
         *,
         guard: WriteGuard,
         watchdog: Watchdog,
-        security: Security | None = None,
         approve: bool = False,
         connect_timeout_s: float = 4.0,
     ) -> None:
         self.spec = spec
-        self.endpoint = endpoint
+        self.plant = plant
         self.guard = guard
         self.watchdog = watchdog
-        self.security = security
         self.audit = AuditLog(Path(historian_dir))
         self.approvals = ApprovalQueue(historian_dir) if approve else None
         self.connect_timeout_s = connect_timeout_s
         self.counts = WriteCounts()
-        self._client: Client | None = None
+        self._open = False  # a session was opened and not closed since (a lost one is reopened)
         self._offline_logged = False
         self._newest: datetime | None = None
         self._recent: dict[datetime, Recommendation] = {}
@@ -241,10 +235,10 @@ class LoopWriter:
 
     async def close(self) -> None:
         """Close the writer's session (if any)."""
-        client, self._client = self._client, None
-        if client is not None:
+        was_open, self._open = self._open, False
+        if was_open:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.disconnect(), self.connect_timeout_s)
+                await asyncio.wait_for(self.plant.close(), self.connect_timeout_s)
 
     def _keep(self, rec: Recommendation) -> None:
         self._recent[rec.ts] = rec
@@ -261,39 +255,27 @@ class LoopWriter:
                 return self._recent.pop(ts)
         return None
 
-    async def _session(self) -> Client | None:
-        """The writer's connected client; a new one if it was lost; None while it cannot be had."""
-        await self._drop_if_lost()
-        if self._client is not None:
-            return self._client
+    async def _session(self) -> MoveWriter | None:
+        """The plant with an open session; a new one if it was lost; None while none can be had."""
+        if self._open and not self.plant.connected:
+            log.warning("write-back session to %s lost; opening a new one", self.plant.endpoint)
+            await self.close()
+        if self._open:
+            return self.plant
+        timeout = self.connect_timeout_s
         try:
-            client = await asyncio.wait_for(self._open(), 2 * self.connect_timeout_s)
+            await asyncio.wait_for(self.plant.open(timeout), 2 * timeout)
         except Exception as exc:  # the plant is away: refused and audited, retried next step
             if not self._offline_logged:
                 log.warning("write-back has no OPC-UA session (%s); retrying each step", exc)
                 self._offline_logged = True
             return None
-        self._client = client
+        self._open = True
         self.counts.sessions += 1
         if self._offline_logged:
-            log.info("write-back session to %s open again", self.endpoint)
+            log.info("write-back session to %s open again", self.plant.endpoint)
         self._offline_logged = False
-        return client
-
-    async def _open(self) -> Client:
-        from connectors.opcua_security import Security, connect_client
-
-        return await connect_client(
-            self.endpoint, self.security or Security(), timeout_s=self.connect_timeout_s
-        )
-
-    async def _drop_if_lost(self) -> None:
-        """Close and forget a client whose connection is gone (a new one is opened next)."""
-        from asyncua.client.ua_client import UaClientState
-
-        if self._client is not None and self._client.uaclient.state is not UaClientState.CONNECTED:
-            log.warning("write-back session to %s lost; opening a new one", self.endpoint)
-            await self.close()
+        return self.plant
 
     def _count(self, rec: Recommendation, decision: Decision) -> None:
         c = self.counts
@@ -310,7 +292,7 @@ class LoopWriter:
 
 def make_writer(
     spec: PlantSpec,
-    endpoint: str,
+    plant: MoveWriter,
     historian_dir: str | Path,
     *,
     interval_s: float,
@@ -319,10 +301,9 @@ def make_writer(
     approve: bool = False,
     max_error_ratio: float = 3.0,
     rate_slack: float = 0.0,
-    security: Security | None = None,
     model_dir: str | Path | None = None,
 ) -> LoopWriter:
-    """The loop's write-back, with limits that fit its timing.
+    """The loop's write-back to ``plant``, with limits that fit its timing.
 
     Data is fresh for a write as long as it is for a recommendation (``stale_after_s``); a
     recommendation may be written up to ``stale_after_s`` + 2 intervals after its newest sample
@@ -348,11 +329,10 @@ def make_writer(
     watchdog = LoopWatchdog(LAG_INTERVALS * max(interval_s, flush_every_s), watch)
     return LoopWriter(
         spec,
-        endpoint,
+        plant,
         historian_dir,
         guard=guard,
         watchdog=watchdog,
-        security=security,
         approve=approve,
         connect_timeout_s=min(4.0, max(1.0, interval_s)),
     )
