@@ -60,8 +60,8 @@ from benchmarks.control_loop import (  # noqa: E402
 from benchmarks.control_models import ARXPredictor, OraclePredictor  # noqa: E402
 from benchmarks.control_report import CONTROLLERS, HORIZONS, checks, markdown  # noqa: E402
 from benchmarks.pid import DecentralisedPI, PITuning, tune  # noqa: E402
-from connectors.sim import PLANTS, make_plant  # noqa: E402
 from connectors.sim.base import SimPlant  # noqa: E402
+from connectors.sim.plants import PLANTS, make_plant  # noqa: E402
 from connectors.sim.record import DEFAULT_START, record  # noqa: E402
 from twin.control.controller import Controller, Predictor  # noqa: E402
 from twin.evaluate.linear import ARX  # noqa: E402

@@ -35,8 +35,8 @@ import polars as pl
 from tqdm import tqdm
 
 from benchmarks.pid import DecentralisedPI
-from connectors.sim import make_plant
 from connectors.sim.base import SimPlant
+from connectors.sim.plants import make_plant
 from twin.control.controller import Controller
 from twin.spec import PlantSpec
 

@@ -136,7 +136,7 @@ def summary(a: np.ndarray) -> dict[str, float | int | None]:
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from playwright.sync_api import expect, sync_playwright
 
-    from connectors.sim import make_plant
+    from connectors.sim.plants import make_plant
     from connectors.sim.record import record
 
     historian = work / "historian"

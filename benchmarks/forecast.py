@@ -36,8 +36,8 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from connectors.sim import PLANTS, make_plant  # noqa: E402
 from connectors.sim.excitation import ExcitationConfig  # noqa: E402
+from connectors.sim.plants import PLANTS, make_plant  # noqa: E402
 from connectors.sim.record import DEFAULT_START, record  # noqa: E402
 from twin.evaluate.baseline import Persistence  # noqa: E402
 from twin.evaluate.gru import DirectGRU  # noqa: E402

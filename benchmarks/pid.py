@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import curve_fit
 
-from connectors.sim import make_plant
+from connectors.sim.plants import make_plant
 from twin.spec import PlantSpec
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from twin.control.export import write_export
     from twin.control.recommendation import MoveRec, Recommendation
     from twin.control.recommendation_log import RecommendationLog
-    from twin.control.whatif import Scenario, WhatIf  # whatif() itself: twin.whatif.whatif
+    from twin.control.whatif import Scenario, WhatIf  # whatif() itself: twin.control.whatif.whatif
     from twin.model.forecast import Forecast
     from twin.model.network import TwinConfig
     from twin.model.twin import Twin

@@ -1,33 +1,7 @@
 """Simulated plants with citable physics, and the OPC-UA server that serves them.
 
-The twin never imports this package: it learns from data alone.
+The twin never imports this package: it learns from data alone. The plants by name are in
+:mod:`connectors.sim.plants`; nothing is imported here, so that ``twin --help`` (which loads
+this package's command modules, :mod:`connectors.sim.cli` and :mod:`connectors.sim.demo`) does
+not pull in torch and the plants' physics.
 """
-
-from __future__ import annotations
-
-from connectors.sim.base import SimPlant
-from connectors.sim.cstr import CSTR
-from connectors.sim.quadtank import QuadTank
-from connectors.sim.woodberry import WoodBerry
-from twin.errors import TwinError
-
-#: name -> plant class, for ``twin plant list`` and ``make_plant``
-PLANTS: dict[str, type[SimPlant]] = {"cstr": CSTR, "quadtank": QuadTank, "woodberry": WoodBerry}
-
-
-class UnknownPlantError(TwinError, ValueError):
-    """No built-in plant has that name (the CLI reports it and exits 2)."""
-
-
-def make_plant(name: str, seed: int = 0, *, noise: bool = True) -> SimPlant:
-    """A fresh simulated plant by name; UnknownPlantError listing the known plants otherwise."""
-    try:
-        cls = PLANTS[name]
-    except KeyError:
-        raise UnknownPlantError(
-            f"unknown plant {name!r}; built-in plants: {sorted(PLANTS)}"
-        ) from None
-    return cls(seed=seed, noise=noise)
-
-
-__all__ = ["PLANTS", "SimPlant", "UnknownPlantError", "make_plant"]

@@ -96,7 +96,7 @@ def quiet_asyncua(args: argparse.Namespace) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from connectors.sim import PLANTS
+    from connectors.sim.plants import PLANTS
 
     for name, cls in sorted(PLANTS.items()):
         plant = cls(noise=False)
@@ -110,7 +110,7 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
     import os
 
-    from connectors.sim import make_plant
+    from connectors.sim.plants import make_plant
     from connectors.sim.server import serve_until_stopped
     from connectors.sim.server_security import ServerSecurity
 
@@ -135,7 +135,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
-    from connectors.sim import make_plant
+    from connectors.sim.plants import make_plant
     from connectors.sim.record import DEFAULT_START, record
 
     start = args.start or DEFAULT_START

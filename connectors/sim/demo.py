@@ -93,8 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from connectors.sim import make_plant
     from connectors.sim.cli import quiet_asyncua
+    from connectors.sim.plants import make_plant
 
     plant = make_plant(args.plant, seed=args.seed)  # an unknown name exits 2 via twin.cli
     quiet_asyncua(args)
@@ -156,7 +156,7 @@ def _model(args: argparse.Namespace, plant: SimPlant, run_dir: Path) -> Path:
 
 def train_demo_twin(plant_name: str, run_dir: Path, *, seed: int) -> Path:
     """Record 24 h of the plant and train a twin on it (progress bars on the terminal)."""
-    from connectors.sim import make_plant
+    from connectors.sim.plants import make_plant
     from connectors.sim.record import DEFAULT_START, record
     from twin.model.network import TwinConfig
     from twin.model.twin import Twin

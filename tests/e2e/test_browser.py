@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from browser_helpers import CHROMIUM_ARGS, REPO, chromium_path, free_port, twin_cli
 
-from connectors.sim import make_plant
+from connectors.sim.plants import make_plant
 from connectors.sim.record import record
 from twin.control.export import EXPORT_COLUMNS
 

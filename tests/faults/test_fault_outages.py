@@ -23,7 +23,7 @@ import polars as pl
 import pytest
 from fault_helpers import Fault, check_holes, check_store, collector_helpers, faulty
 
-from connectors.sim import make_plant
+from connectors.sim.plants import make_plant
 from twin.loop.audit import AuditLog
 from twin.loop.writer import MODEL_CHANGED, SPEC_CHANGED
 from twin.model.twin import Twin

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from connectors.sim import make_plant
 from connectors.sim.base import SimPlant
+from connectors.sim.plants import make_plant
 from connectors.sim.server import PlantServer
 
 REPO = Path(__file__).resolve().parents[2]

@@ -356,7 +356,7 @@ def test_a_tag_that_holds_still_keeps_reaching_the_historian(tmp_path: Path) -> 
     the frame would mark it stale and the twin would refuse the history."""
     from conftest import plant_server_thread
 
-    from connectors.sim import make_plant
+    from connectors.sim.plants import make_plant
 
     plant = make_plant("cstr", noise=False)  # every tag constant at the steady state
     with plant_server_thread(plant, speed=30.0) as server:

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from asyncua import Client, Node, ua
 
-from connectors.sim import PLANTS, make_plant
 from connectors.sim.address_space import trip_nodes
 from connectors.sim.cstr import CSTR
+from connectors.sim.plants import PLANTS, make_plant
 from twin.spec import PlantSpec
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ import pytest
 from conftest import REPO, plant_server_thread
 
 from connectors.collect import OpcUaFeed
-from connectors.sim import make_plant
+from connectors.sim.plants import make_plant
 from twin.control.recommendation import Recommendation
 from twin.control.recommendation_log import RecommendationLog
 from twin.loop.run import LoopSettings, run_loop

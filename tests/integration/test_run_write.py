@@ -32,7 +32,7 @@ from conftest import REPO, plant_server_thread
 from connectors.collect import OpcUaFeed
 from connectors.opcua_security import Security, connect_client
 from connectors.opcua_write import OpcUaMoveWriter
-from connectors.sim import make_plant
+from connectors.sim.plants import make_plant
 from connectors.sim.server import PlantServer
 from twin.control.recommendation_log import RecommendationLog
 from twin.loop.audit import ApprovalQueue, AuditLog

@@ -20,7 +20,7 @@ from cryptography import x509
 from connectors.certs import create_certificate
 from connectors.opcua import OpcUaCollector
 from connectors.opcua_security import PASSWORD_ENV, Security, certificate_uri, connect_client
-from connectors.sim import make_plant
+from connectors.sim.plants import make_plant
 from connectors.sim.server import PlantServer
 from connectors.sim.server_security import USERS_ENV, ServerSecurity
 from twin.cli import main as twin_main

@@ -17,7 +17,7 @@ from conftest import plant_server_thread
 
 from connectors.opcua_security import Security, connect_client
 from connectors.opcua_write import OpcUaMoveWriter
-from connectors.sim import make_plant
+from connectors.sim.plants import make_plant
 from connectors.sim.server import PlantServer
 from twin.control.recommendation import MoveRec, Recommendation
 from twin.loop.audit import ApprovalQueue, AuditLog, current_user

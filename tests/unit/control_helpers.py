@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from connectors.sim import make_plant
+from connectors.sim.plants import make_plant
 from twin.store.frames import make_frame
 
 MODEL = Path(__file__).resolve().parents[2] / "data" / "models" / "cstr"

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,15 @@ def test_modules_stay_small(package: str) -> None:
         if _under(module, package) and (n := len(path.read_text().splitlines())) > MAX_LINES
     }
     assert not big, f"modules over {MAX_LINES} lines: {big}"
+
+
+def test_the_command_line_starts_light() -> None:
+    """``twin --help`` builds every command's parser (the simulated plants' too, through their
+    entry points) without importing torch, asyncua, streamlit or a simulated plant."""
+    code = (
+        "import sys, twin.cli; twin.cli.build_parser(); "
+        "print(sorted(m for m in ('torch', 'asyncua', 'streamlit', 'connectors.sim.base') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.control_loop import SCENARIOS, START, PIPolicy, run_closed_loop  # noqa: E402
 from benchmarks.control_models import ARXPredictor, OraclePredictor  # noqa: E402
 from benchmarks.pid import DecentralisedPI, pairing, step_tests, tune  # noqa: E402
-from connectors.sim import make_plant  # noqa: E402
+from connectors.sim.plants import make_plant  # noqa: E402
 from connectors.sim.record import DEFAULT_START, record  # noqa: E402
 from twin.errors import TwinError  # noqa: E402
 from twin.evaluate.linear import ARX  # noqa: E402

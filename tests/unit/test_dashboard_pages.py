@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from connectors.sim import make_plant
+from connectors.sim.plants import make_plant
 from connectors.sim.record import record
 from twin.control.controller import Controller
 from twin.control.recommendation import Recommendation

@@ -597,7 +597,7 @@ def cstr_twin(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unty
     if (CSTR_MODEL / "model.pt").is_file():
         return Twin.load(CSTR_MODEL)
     # no shipped model in this checkout: a tiny one from 2 h of recorded data
-    from connectors.sim import make_plant
+    from connectors.sim.plants import make_plant
     from connectors.sim.record import record
     from twin.model.network import TwinConfig
     from twin.store.historian import Historian
@@ -611,7 +611,7 @@ def cstr_twin(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unty
 
 
 def test_cstr_twin_raising_the_temperature_setpoint_raises_the_coolant(cstr_twin) -> None:  # type: ignore[no-untyped-def]
-    from connectors.sim import make_plant
+    from connectors.sim.plants import make_plant
 
     plant = make_plant("cstr", seed=5)
     spec = cstr_twin.spec
@@ -645,7 +645,7 @@ def test_cstr_twin_raising_the_temperature_setpoint_raises_the_coolant(cstr_twin
 
 def test_a_gap_early_in_the_recent_history_does_not_fail_the_solve(cstr_twin) -> None:  # type: ignore[no-untyped-def]
     """A short outage (e.g. a collector restart) a horizon back: fewer offset nodes, no failure."""
-    from connectors.sim import make_plant
+    from connectors.sim.plants import make_plant
 
     plant = make_plant("cstr", seed=6)
     spec = cstr_twin.spec

@@ -12,9 +12,9 @@ import pytest
 import scipy.linalg
 import torch
 
-from connectors.sim import PLANTS, make_plant
 from connectors.sim.base import NUMPY_OPS, SimPlant
 from connectors.sim.cstr import CP, CSTR, E_R, K0, MDH, RHO
+from connectors.sim.plants import PLANTS, make_plant
 from connectors.sim.quadtank import GAMMA1, GAMMA2, H_MAX, QuadTank
 from connectors.sim.woodberry import TRANSFER_FUNCTIONS, WoodBerry
 

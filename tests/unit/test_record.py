@@ -10,8 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from connectors.sim import make_plant
 from connectors.sim.excitation import Excitation
+from connectors.sim.plants import make_plant
 from connectors.sim.record import DEFAULT_START, record
 from twin.spec import builtin_spec
 
