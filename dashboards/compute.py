@@ -6,6 +6,8 @@ data share one result, and a new historian file makes the next call recompute.
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +16,8 @@ import streamlit as st
 
 from dashboards import data
 from dashboards.skill import LiveSkill, live_skill
+from twin.errors import TwinError
+from twin.model.adaptive import BANDS_FILE, AdaptiveBands
 from twin.model.forecast import Forecast
 
 SKILL_MINUTES = 60.0
@@ -54,3 +58,19 @@ def health(model: str, root: str, version: Any) -> float | None:
     twin = data.load_twin(model)
     frame = frame_for(model, root, health_rows(twin), version)
     return model_health(twin, frame)
+
+
+@st.cache_data(ttl=300, max_entries=8, show_spinner="scoring recent bands ...")
+def bands(model: str, root: str, version: Any) -> AdaptiveBands:
+    """The adaptive bands (:mod:`twin.model.adaptive`): those the live loop keeps in
+    ``<historian>/bands.json`` when they belong to this twin, brought up to date with the last
+    :data:`SKILL_MINUTES` of outcomes (in memory: the loop owns the file); else bands learned
+    here from those outcomes alone."""
+    from twin.model.health import observe
+
+    twin = data.load_twin(model)
+    state = AdaptiveBands.resume(Path(root) / BANDS_FILE, twin.spec.tag_names, twin.calibration)
+    samples = int(SKILL_MINUTES * 60 / twin.spec.sample_period)
+    with contextlib.suppress(TwinError):  # no usable recent data: the bands as they stand
+        observe(state, twin, frame_for(model, root, samples, version))
+    return state

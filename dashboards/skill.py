@@ -5,7 +5,8 @@ the MV moves that really followed (DVs held at their last value), as in validati
 is scored the way ``metrics.json`` scores validation (RMSE over origins in normalised units,
 i.e. divided by the training standard deviation), so the two can be compared step by step:
 :func:`skill_table` puts the two side by side (the write-back guard's single health number is
-:func:`twin.model.health.model_health`).
+:func:`twin.model.health.model_health`). :func:`band_table` is the band's health per tag: its
+coverage in calibration and live, and how far the adaptive band has moved from the calibrated one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import polars as pl
 from twin.model.dataset import cv_columns, mv_columns
 
 if TYPE_CHECKING:
+    from twin.model.adaptive import AdaptiveBands
     from twin.model.twin import Twin
 
 MAX_ORIGINS = 240
@@ -110,3 +112,37 @@ def skill_table(live: LiveSkill, metrics: dict[str, Any]) -> pl.DataFrame:
         "live / validation": pl.Float64,
     }
     return pl.DataFrame(rows, schema_overrides=schema)
+
+
+#: :func:`band_table`'s columns: (name, key of :meth:`AdaptiveBands.table`, factor)
+BAND_COLUMNS = (
+    ("nominal [%]", "nominal", 100.0),
+    ("calibration [%]", "calibration", 100.0),
+    ("held-out check [%]", "held-out check", 100.0),
+    ("live, calibrated band [%]", "live, calibrated band", 100.0),
+    ("live, adaptive band [%]", "live, adaptive band", 100.0),
+    ("band scale [x]", "band scale", 1.0),
+    ("adaptive level [%]", "adaptive level", 100.0),
+)
+
+
+def band_table(twin: Twin, bands: AdaptiveBands) -> pl.DataFrame:
+    """Per CV and DV: the band's nominal coverage, its coverage on the calibration windows and
+    the held-out check, the recent live coverage of the calibrated and of the adaptive band, the
+    adaptive band's scale and the calibration level it stands at (null: not known)."""
+    tags = [t.name for t in twin.spec.tags if t.role != "mv"]
+    rows = [
+        {
+            "tag": row["tag"],
+            **{
+                name: None if row[key] is None else round(float(row[key]) * factor, 2)
+                for name, key, factor in BAND_COLUMNS
+            },
+            "outcomes": row["outcomes"],
+        }
+        for row in bands.table(twin.calibration, tags)
+    ]
+    schema: dict[str, Any] = {"tag": pl.String}
+    schema |= {name: pl.Float64 for name, _, _ in BAND_COLUMNS}
+    schema["outcomes"] = pl.Int64
+    return pl.DataFrame(rows, schema=schema)

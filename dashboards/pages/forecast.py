@@ -1,5 +1,7 @@
 """Forecast page: the twin's forecast of every CV with its band, drawn on the recent history,
-and how its past forecasts compared with what happened."""
+and how its past forecasts compared with what happened. The band is the adaptive one
+(:mod:`twin.model.adaptive`): calibrated, then widened or narrowed per tag and step by the
+recent outcomes."""
 
 from __future__ import annotations
 
@@ -39,9 +41,10 @@ def now_forecast(cfg: data.AppConfig, minutes: int) -> None:
     )
     try:
         if plan == "hold MVs":
-            fc = compute.forecast_hold(model, root, samples, version)
+            bands = compute.bands(model, root, version)
+            fc = bands.adjust(compute.forecast_hold(model, root, samples, version))
             sps = {t.name: t.setpoint for t in spec.cvs}
-        else:
+        else:  # the loop put its adaptive band on the forecast it logged
             assert rec is not None and rec.forecast is not None
             fc, sps = rec.forecast, dict(rec.setpoints)
     except TwinError as exc:
@@ -50,7 +53,8 @@ def now_forecast(cfg: data.AppConfig, minutes: int) -> None:
     st.caption(
         f"forecast from {charts.utc(fc.ts[0]) - timedelta(seconds=spec.sample_period):%H:%M:%S} UTC, {twin.horizon} steps of "
         f"{spec.sample_period:g} s ({twin.horizon * spec.sample_period / 60:g} min), "
-        f"band: {fc.coverage:.0%} prediction interval"
+        f"band: {fc.coverage:.0%} prediction interval, adapted to the recent outcomes of each "
+        "tag (Model page: coverage per tag)"
     )
     tags = [*spec.cvs, *spec.mvs]
     fig = charts.forecast_figure(spec, tags, history, [("forecast", fc)], [sps])

@@ -1,5 +1,6 @@
 """Model page: the validation report (twin against baselines by horizon, band coverage), how the
-twin was trained, and its live forecast error against the validation error as a health signal."""
+twin was trained, its live forecast error against the validation error as a health signal, and
+the band's coverage per tag (calibration, live, and how far the adaptive band has moved)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import polars as pl
 import streamlit as st
 
 from dashboards import compute, data, page, style
-from dashboards.skill import skill_table
+from dashboards.skill import band_table, skill_table
 from twin.errors import TwinError
+from twin.model.adaptive import MEMORY, AdaptiveBands
 
 NO_MODEL = "No model loaded: start the app with --model MODEL to see its validation and health."
 #: health ratio above which the page flags the twin (where the write-back guard refuses)
@@ -155,6 +157,36 @@ def live_health(cfg: data.AppConfig) -> None:
         st.dataframe(table, hide_index=True)
 
 
+def bands_per_tag(cfg: data.AppConfig) -> None:
+    """Coverage of the band per CV and DV: nominal, calibration, live; the adaptive band's state."""
+    assert cfg.model is not None
+    twin = data.load_twin(str(cfg.model))
+    st.markdown(f"**Bands per tag** ({twin.calibration.coverage:.0%} band)")
+    if cfg.historian is not None and cfg.historian.is_dir():
+        version = data.stamp(cfg.historian)
+        bands = compute.bands(str(cfg.model), str(cfg.historian), version)
+    else:
+        bands = AdaptiveBands.start(twin.spec.tag_names, twin.calibration)
+    table = band_table(twin, bands)
+    st.dataframe(table, hide_index=True, key="band_table")
+    st.caption(
+        "calibration: coverage on the windows the band was fitted on; held-out check: the band "
+        "fitted on the later windows alone, scored on the earlier ones; live: the last "
+        f"{MEMORY} outcomes per step (the twin's forecasts of the recent past under the MV moves "
+        "that followed); band scale: the adaptive band against the calibrated one, widened after "
+        "misses and narrowed after hits (adaptive conformal inference); adaptive level: the "
+        "calibration quantile level the adaptive band now stands at. Empty: not known (a model "
+        "saved before these were recorded, or no outcomes yet)."
+    )
+    low = table.filter(pl.col("live, calibrated band [%]") < 80.0)
+    for row in low.iter_rows(named=True):
+        st.markdown(
+            f":orange-background[the calibrated band of {row['tag']} covered only "
+            f"{row['live, calibrated band [%]']:.0f} % of recent outcomes: the adaptive band is "
+            f"{row['band scale [x]']:.2f} times as wide]"
+        )
+
+
 def main() -> None:
     cfg = page.open_page("Model", no_model=NO_MODEL)
     if cfg is None or cfg.model is None:
@@ -167,6 +199,7 @@ def main() -> None:
         f"horizon {twin.horizon} samples of {twin.spec.sample_period:g} s"
     )
     live_health(cfg)
+    bands_per_tag(cfg)
     st.markdown("**Validation** (held-out split of the training data; NRMSE = RMSE / std)")
     if metrics.get("nrmse"):
         st.dataframe(validation_table(metrics), hide_index=True)

@@ -19,16 +19,21 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO, plant_server_thread
 
 from connectors.collect import OpcUaFeed
 from connectors.sim.plants import make_plant
+from twin.control.controller import Controller
 from twin.control.recommendation import Recommendation
 from twin.control.recommendation_log import RecommendationLog
 from twin.loop.run import LoopSettings, run_loop
+from twin.loop.step import recommend_from_historian
+from twin.model.adaptive import BANDS_FILE, AdaptiveBands
 from twin.model.twin import Twin
 from twin.spec import PlantSpec, load_spec, spec_to_toml
+from twin.store.historian import Historian
 
 pytestmark = pytest.mark.integration
 
@@ -105,6 +110,25 @@ def test_twin_run_logs_recommendations_within_limits(tmp_path: Path) -> None:
     # 327 K is above the reactor's 324.5 K: the advice is warmer coolant
     assert all(r.moves[0].change > 0 for r in good[-3:])
     assert "recommend Tc" in stderr and "health" in stderr
+    # the bands learned from the outcomes measured meanwhile, kept for a restarted loop
+    bands = AdaptiveBands.load(hist / BANDS_FILE)
+    assert bands.updates[:, 0].sum() > 0 and "band coverage T" in stderr, stderr[-3000:]
+    # a step with the bands carries the adapted band: the calibrated one times their scale
+    twin = Twin.load(model, spec=spec)
+    reader = Historian(hist)
+    steps = [  # a fresh controller each: the same plan (no warm start from the other)
+        recommend_from_historian(
+            Controller(twin, spec), twin, reader, setpoints={"T": 327.0}, bands=b
+        )
+        for b in (None, bands)
+    ]
+    plain, adapted = (s.rec.forecast for s in steps)
+    assert plain is not None and adapted is not None
+    np.testing.assert_allclose(adapted.mean, plain.mean)
+    np.testing.assert_allclose(
+        adapted.upper - adapted.lower, (plain.upper - plain.lower) * bands.scale(), atol=1e-9
+    )
+    assert steps[1].coverage is not None and set(steps[1].coverage) == {"T", "Ca", "Tf"}
 
 
 def test_loop_logs_stale_data_when_the_server_stops_and_goes_on(tmp_path: Path) -> None:

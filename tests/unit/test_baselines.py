@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from twin.evaluate.baseline import Baseline, Persistence
+from twin.evaluate.baseline import Baseline, Persistence, try_fit
 from twin.evaluate.gru import DirectGRU
 from twin.evaluate.linear import ARX, Subspace
 from twin.model.dataset import cv_columns, frame_to_array, mv_columns, split_by_time
@@ -161,3 +161,51 @@ def test_gru_trains_and_beats_persistence_on_a_simple_system() -> None:
     assert 3000 < gru.params_ < 7000
     errors = {m.name: _rmse(m, spec, test, **kw) for m in (gru, pers)}
     assert errors["gru"] < 0.5 * errors["persistence"], errors
+
+
+def _many_inputs(n: int, seed: int, n_dv: int = 14) -> tuple[PlantSpec, pl.DataFrame]:
+    """One level driven by two MVs, with ``n_dv`` measured but irrelevant noisy DVs (a wide plant)."""
+    rng = np.random.default_rng(seed)
+    pump, valve = _steps(n, rng, (3, 10)), _steps(n, rng, (3, 10))
+    y = np.zeros(n)
+    for t in range(1, n):
+        y[t] = 0.8 * y[t - 1] + 0.5 * pump[t] - 0.3 * valve[t - 1] + 0.01 * rng.standard_normal()
+    dvs = {f"d{j}": rng.standard_normal(n) for j in range(n_dv)}
+    return _spec(["level"], ["pump", "valve"], list(dvs)), _frame(
+        {"level": y, "pump": pump, "valve": valve, **dvs}
+    )
+
+
+def test_linear_baselines_get_by_with_many_inputs_and_few_rows() -> None:
+    # 16 inputs, 320 training rows: ARX cannot afford nb >= 8 (>= 130 terms at 3 rows per term),
+    # subspace cannot afford 10 block rows (990 stretches); both fit smaller models and say so
+    spec, frame = _many_inputs(400, seed=7)
+    train, val = split_by_time(frame, (0.8, 0.2))
+    kw = {"horizon": 20, "window": 24}
+    arx = ARX().fit(spec, train, val, **kw)
+    sub = Subspace().fit(spec, train, val, **kw)
+    pers = Persistence().fit(spec, train, val, **kw)
+    assert arx.orders_[1] <= 4 and any("nb in [1, 2, 4]" in n for n in arx.notes_)
+    assert sub.orders_[0] < 10 and any("block rows reduced" in n for n in sub.notes_)
+    _, test = _many_inputs(600, seed=8)
+    errors = {m.name: _rmse(m, spec, test, **kw) for m in (arx, sub, pers)}
+    assert errors["arx"] < 0.5 * errors["persistence"], errors
+    assert errors["subspace"] < 0.5 * errors["persistence"], errors
+
+    # 50 training rows: not even (na, nb) = (1, 1) has 3 rows per term: ARX regularises
+    short_train, short_val = frame.slice(0, 50), frame.slice(50, 40)
+    short = {"horizon": 5, "window": 6}
+    ridge = ARX().fit(spec, short_train, short_val, **short)
+    pers = Persistence().fit(spec, short_train, short_val, **short)
+    assert "ridge" in ridge.describe() and ridge.orders_ == (1, 1)
+    assert _rmse(ridge, spec, test, **short) < 0.8 * _rmse(pers, spec, test, **short)
+
+
+def test_try_fit_says_why_a_baseline_cannot_be_fitted() -> None:
+    spec, frame = _many_inputs(15, seed=9)
+    kw = {"horizon": 3, "window": 4}
+    reasons = {b.name: try_fit(b, spec, frame, frame, **kw) for b in (ARX(), Subspace())}
+    # 14 complete rows cannot fit 18 terms (1 CV lag, 16 inputs, a constant), ridge or not
+    assert reasons["arx"] is not None and "14 complete rows for 18 terms" in reasons["arx"]
+    assert reasons["subspace"] is not None and "too few to identify" in reasons["subspace"]
+    assert try_fit(Persistence(), spec, frame.clear(), frame.clear(), **kw) is None

@@ -166,7 +166,7 @@ def test_forecast_page_draws_the_forecast_and_scores_past_ones(
     plant: PlantData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     at = app(monkeypatch, plant.historian, page="forecast")
-    assert "30 steps of 6 s" in texts(at)
+    assert "30 steps of 6 s" in texts(at) and "adapted to the recent outcomes" in texts(at)
     assert len(at.get("plotly_chart")) == 2  # the forecast, and past forecasts vs. truth
     skill = table(at, "live NRMSE")
     assert set(skill["tag"]) == {"T", "Ca"} and set(skill["step"]) == {1, 5, 10, 30}
@@ -251,3 +251,9 @@ def test_model_page_shows_validation_training_and_health(
     assert 0.3 < float(metrics["live / validation NRMSE, last hour (mean)"]) < 3
     assert 0 < float(metrics["health ratio, last samples (worst CV)"]) < 10
     assert len(table(at, "live NRMSE")) == 8
+    # the band per tag: nominal, live coverage on the recorded hour, the adaptive band's scale
+    bands = table(at, "live, adaptive band [%]")
+    assert list(bands["tag"]) == ["T", "Ca", "Tf"]  # CVs and the DV; the MV's band is its plan
+    assert (bands["nominal [%]"] == 90.0).all() and (bands["outcomes"] > 100).all()
+    assert bands["live, adaptive band [%]"].between(80, 97).all(), bands
+    assert bands["band scale [x]"].between(0.3, 3.0).all(), bands

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 from control_helpers import MODEL, steady_history
 
-from twin.model.health import health_rows, model_health
+from twin.model.health import band_coverage, health_rows, model_health
 from twin.model.twin import Twin
 
 
@@ -27,6 +27,17 @@ def test_health_flags_a_plant_that_drifted_from_the_model(twin: Twin) -> None:
     drifted = frame.with_columns(pl.col("T") + pl.Series(drift))  # the last 20 samples run away
     score = model_health(twin, drifted)
     assert score is not None and score > 3.0, score
+
+
+def test_band_coverage_per_tag_drops_only_for_the_tag_that_drifted(twin: Twin) -> None:
+    frame = steady_history(health_rows(twin))
+    steady = band_coverage(twin, frame)
+    assert steady is not None and set(steady) == {"T", "Ca", "Tf"}, steady  # no band on an MV
+    assert all(v > 0.7 for v in steady.values()), steady
+    drift = np.clip(np.arange(frame.height) - (frame.height - 20), 0, None) * 0.4
+    drifted = band_coverage(twin, frame.with_columns(pl.col("T") + pl.Series(drift)))
+    assert drifted is not None and drifted["T"] < 0.3 and drifted["Ca"] > 0.7, drifted
+    assert band_coverage(twin, steady_history(twin.window)) is None  # no outcome to score
 
 
 def test_health_is_unknown_without_enough_history_or_metrics(twin: Twin) -> None:

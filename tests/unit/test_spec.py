@@ -254,3 +254,16 @@ def test_readme_spec_example_is_a_valid_spec() -> None:
     block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
     spec = parse_spec(block, source="README.md")
     assert [t.role for t in spec.tags] == ["cv", "mv", "dv"]
+    assert spec.mv_timing == "to_row"  # the README example states the default explicitly
+
+
+def test_mv_timing_defaults_to_the_convention_and_round_trips() -> None:
+    from twin.spec import MV_TIMING, MvTiming, spec_to_toml
+
+    for path in sorted(PLANTS_DIR.glob("*.toml")):  # specs written before the field load as before
+        assert load_spec(path).mv_timing is MV_TIMING
+    spec = parse_spec(GOOD.replace("[plant]", '[plant]\nmv_timing = "from_row"'), source="p.toml")
+    assert spec.mv_timing is MvTiming.FROM_ROW
+    again = parse_spec(spec_to_toml(spec), source="p.toml")
+    assert again == spec
+    assert "mv_timing" not in spec_to_toml(parse_spec(GOOD))

@@ -164,6 +164,19 @@ def test_band_covers_held_out_outcomes(twin: Twin) -> None:
     assert 0.8 <= covered.mean() <= 0.98, covered.mean()
 
 
+def test_band_is_calibrated_per_tag_and_step_with_a_held_out_check(twin: Twin, tmp_path) -> None:
+    cal = twin.calibration
+    assert cal.fitted is not None and cal.held_out is not None and cal.grid is not None
+    assert np.all(cal.fitted[:, :2] >= 0.9), cal.fitted  # every step of each CV, on its windows
+    assert np.all(np.abs(cal.held_out[:, :2].mean(axis=0) - 0.9) < 0.1), cal.held_out
+    # metrics.json states the held-out check, not the coverage on the band's own windows
+    assert twin.metrics["coverage_all"] == round(float(cal.held_out[:, :2].mean()), 4)
+    loaded = Twin.load(twin.save(tmp_path / "lti"), spec=lti_spec()).calibration
+    assert loaded.levels == cal.levels and loaded.windows == cal.windows
+    np.testing.assert_allclose(loaded.grid, cal.grid)
+    np.testing.assert_allclose(loaded.held_out, cal.held_out, atol=1e-5)
+
+
 def test_saved_and_loaded_twin_forecast_identically(twin: Twin, tmp_path) -> None:
     frame, _ = simulate(200, seed=12)
     plan = np.full((HORIZON, 1), 0.5)

@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "'quality' or 'status'). Times: ISO 8601 with an offset or Z, naive ones in --tz, or "
         "epoch seconds. Rows that cannot be used are listed with their line and reason. Exit "
         "status: 0 when samples were read, 1 when every row was bad, 2 when the file cannot be "
-        "imported at all.",
+        "imported at all. MV values are read with the spec's mv_timing: by default the value at "
+        "a row was held over the interval that ends at that row; an export of the MV applied "
+        'from each row on needs mv_timing = "from_row" in the spec\'s [plant] table.',
     )
     p.add_argument("--spec", required=True, help="plant spec: a TOML file or a built-in name")
     p.add_argument("--input", required=True, type=Path, metavar="FILE", help="CSV or Parquet file")
@@ -89,6 +91,11 @@ def _import(args: argparse.Namespace) -> int:
         print(f"nothing imported: every row of {exc.file} was bad")
         return 1
     print(report.summary(args.show))
+    if spec.mvs:
+        print(
+            f"MVs will be read as mv_timing = {spec.mv_timing.value!r} ({spec.source}): the value "
+            f"at a row is {spec.mv_timing.meaning}"
+        )
     return 0
 
 

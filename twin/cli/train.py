@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Resample the historian onto the spec's sample period, train the latent "
         "dynamics model (an ensemble) on the first 70 % of the range, early-stop on the next "
         "15 %, calibrate its 90 % band on the last 15 %, and save the folder MODEL "
-        "(weights, spec, normalisation, settings, validation metrics).",
+        "(weights, spec, normalisation, settings, validation metrics, and the historian and time "
+        "range it learnt from, which `twin evaluate` fits its baselines on).",
     )
     p.add_argument("--spec", required=True, help="spec TOML file, or a built-in plant name")
     p.add_argument("--historian", required=True, type=Path, metavar="DIR", help="historian")
@@ -43,6 +44,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from twin.errors import DataQualityError
     from twin.model.network import TwinConfig
+    from twin.model.provenance import KEY as TRAINING_DATA
     from twin.model.twin import Twin
     from twin.spec import spec_from_arg
     from twin.store.historian import Historian
@@ -75,6 +77,9 @@ def _train(args: argparse.Namespace) -> int:
         flush=True,
     )
     twin = Twin.fit(spec, frame, config)
+    record = twin.metrics.get(TRAINING_DATA)
+    if record:  # so that `twin evaluate` can fit its baselines on the same data
+        record["historian"] = str(args.historian.resolve())
     twin.save(args.out)
     m = twin.metrics
     h = str(config.horizon)

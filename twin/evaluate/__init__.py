@@ -4,6 +4,10 @@
   forecast from the twin's inputs), and ``Persistence``.
 - ``linear``: ``ARX`` (least squares) and ``Subspace`` (N4SID state-space identification).
 - ``gru``: ``DirectGRU``, a direct multi-step GRU of about the twin's parameter count.
-- ``report``: forecast accuracy per horizon step against the baselines, as JSON, Markdown, PNG;
-  ``default_baselines``, the four above.
+- ``report``: forecast accuracy per horizon step against the baselines and the twin's band
+  coverage per tag, as a dict; ``default_baselines``, the four above.
+- ``render``: that dict as ``report.json``, ``report.md`` and ``forecast.png``.
+
+A baseline that cannot be fitted is reported as skipped with its reason
+(:func:`~twin.evaluate.baseline.try_fit`); the report goes on without it.
 """

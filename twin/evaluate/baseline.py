@@ -13,6 +13,11 @@ so only the CV columns are forecasts. Internally each baseline works in units no
 statistics of its training frame; orders and early stopping are chosen on the validation frame
 by the mean NRMSE over CVs and all H steps of open-loop forecasts.
 
+A baseline that cannot be fitted on the data given raises :class:`DataQualityError` naming why;
+where it can get by (fewer orders, regularisation, orders chosen on training windows when the
+validation frame holds none) it does, and says so in ``notes_``. :func:`try_fit` turns a failure
+into a reason to report, so one baseline never stops a report.
+
 The baselines themselves: :class:`Persistence` here, ``ARX`` and ``Subspace`` in
 :mod:`twin.evaluate.linear`, ``DirectGRU`` in :mod:`twin.evaluate.gru`.
 """
@@ -52,6 +57,8 @@ class Baseline(ABC):
     name: ClassVar[str]
     needs_validation: ClassVar[bool] = True
     """whether fitting chooses orders or stops early on validation windows"""
+    learns: ClassVar[bool] = True
+    """whether it learns anything from data (persistence does not, and never fails to fit)"""
 
     def fit(
         self, spec: PlantSpec, train: pl.DataFrame, val: pl.DataFrame, *, horizon: int, window: int
@@ -60,25 +67,46 @@ class Baseline(ABC):
         self.spec_, self.horizon_, self.window_ = spec, horizon, window
         self.cv_, self.mv_, self.dv_ = cv_columns(spec), mv_columns(spec), dv_columns(spec)
         values, ok = frame_to_array(train, spec)
+        self.notes_: list[str] = []
+        if not self.learns:  # identity scaling: its forecasts are exact copies of the data
+            self.norm_ = Normalizer(np.zeros(len(spec.tags)), np.ones(len(spec.tags)))
+            self.fit_seconds_ = 0.0
+            return self
         if not ok.all(axis=1).any():
-            raise DataQualityError(f"{self.name}: the training frame has no complete sample")
+            raise DataQualityError(
+                f"{self.name}: the training frame ({train.height} samples) has no complete sample"
+            )
         self.norm_ = Normalizer.fit(values, fallback=0.1 * spans(spec))
         z = self.norm_.norm(np.where(ok, values, np.nan))
         vv, vok = frame_to_array(val, spec)
         wins = make_windows(vv, vok, spec, window, horizon, self.norm_)
+        if self.needs_validation and len(wins) == 0:
+            wins = self._training_windows(values, ok, val.height)
         if len(wins) > _VAL_WINDOWS:
             take = np.linspace(0, len(wins) - 1, _VAL_WINDOWS).astype(int)
             wins = Windows(wins.past[take], wins.future[take], wins.ts[take])
-        if self.needs_validation and len(wins) == 0:
-            raise DataQualityError(
-                f"{self.name}: the validation frame ({val.height} samples) has no complete "
-                f"stretch of window + horizon = {window + horizon} samples"
-            )
         t0 = time.perf_counter()
         self._fit(z, wins)
         self.fit_seconds_ = time.perf_counter() - t0
         log.info("%s fitted in %.1f s", self.describe(), self.fit_seconds_)
         return self
+
+    def _training_windows(self, values: np.ndarray, ok: np.ndarray, val_samples: int) -> Windows:
+        """Windows of the training frame, for choosing orders when validation has none."""
+        span = self.window_ + self.horizon_
+        wins = make_windows(values, ok, self.spec_, self.window_, self.horizon_, self.norm_)
+        if len(wins) == 0:
+            raise DataQualityError(
+                f"{self.name}: neither the validation frame ({val_samples} samples) nor the "
+                f"training frame ({len(values)} samples) holds a complete stretch of window + "
+                f"horizon = {self.window_} + {self.horizon_} = {span} samples"
+            )
+        self.notes_.append(
+            f"orders / early stopping chosen on training windows (in-sample): the validation "
+            f"frame ({val_samples} samples) holds no complete stretch of window + horizon = "
+            f"{span} samples"
+        )
+        return wins
 
     def predict(self, past: np.ndarray, mv_plan: np.ndarray) -> np.ndarray:
         """Forecast ``[N, H, n_tags]`` (engineering units) from ``past`` and ``mv_plan``."""
@@ -136,9 +164,38 @@ class Persistence(Baseline):
 
     name = "persistence"
     needs_validation = False
+    learns = False
 
     def _fit(self, z: np.ndarray, val: Windows) -> None:
         pass
 
     def _predict_z(self, pz: np.ndarray, fz: np.ndarray) -> np.ndarray:
         return np.repeat(pz[:, -1:, self.cv_], fz.shape[1], axis=1)
+
+
+def try_fit(
+    baseline: Baseline,
+    spec: PlantSpec,
+    train: pl.DataFrame,
+    val: pl.DataFrame,
+    *,
+    horizon: int,
+    window: int,
+) -> str | None:
+    """Fit ``baseline``; ``None`` if it fitted, else why not (the reason a report shows).
+
+    Data it cannot be fitted on (too few rows for its smallest orders, no complete stretch) is an
+    expected outcome; any other failure is logged with its traceback and reported the same way,
+    so that one baseline never stops an evaluation.
+    """
+    try:
+        baseline.fit(spec, train, val, horizon=horizon, window=window)
+    except (DataQualityError, np.linalg.LinAlgError) as exc:
+        reason = str(exc).removeprefix(f"{baseline.name}: ")
+    except Exception as exc:  # a bug or a numerical failure: report it, do not abort
+        log.warning("%s failed to fit", baseline.name, exc_info=True)
+        reason = f"fitting failed ({type(exc).__name__}: {exc})"
+    else:
+        return None
+    log.warning("%s skipped: %s", baseline.name, reason)
+    return reason

@@ -18,14 +18,22 @@ from twin.model.dataset import Windows
 log = logging.getLogger(__name__)
 
 
-def _lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Least squares ``a x = b`` by the normal equations with a tiny ridge.
+_ROWS_PER_TERM = 3
+"""complete rows a least-squares fit needs per term it estimates (otherwise: fewer orders)"""
+_RIDGE = (1e-2, 1e-1, 1.0)
+"""ridge strengths, relative to the mean diagonal of the Gram matrix, tried when even the
+smallest orders have fewer than ``_ROWS_PER_TERM`` rows per term"""
+
+
+def _lstsq(a: np.ndarray, b: np.ndarray, ridge: float = 1e-9) -> np.ndarray:
+    """Least squares ``a x = b`` by the normal equations with a ridge (tiny by default).
 
     The regressors are in normalised units (well scaled), and on a busy 2-core machine LAPACK's
     SVD-based ``lstsq`` on tall matrices is tens of times slower than one small solve.
+    ``ridge`` is relative to the mean diagonal of ``a.T @ a``.
     """
     gram = a.T @ a
-    gram[np.diag_indices_from(gram)] += 1e-9 * max(float(np.trace(gram)), 1e-12) / len(gram)
+    gram[np.diag_indices_from(gram)] += ridge * max(float(np.trace(gram)), 1e-12) / len(gram)
     return np.linalg.solve(gram, a.T @ b)
 
 
@@ -56,32 +64,73 @@ class ARX(Baseline):
         self.na, self.nb = na, nb
 
     def _fit(self, z: np.ndarray, val: Windows) -> None:
+        orders = [(na, nb) for na in self.na for nb in self.nb if max(na, nb - 1) < self.window_]
+        if not orders:
+            raise DataQualityError(
+                f"arx: no order (na in {self.na}, nb in {self.nb}) fits a past window of "
+                f"{self.window_} samples"
+            )
+        self.ridge_ = 0.0
         best: tuple[float, int, int, np.ndarray] | None = None
-        for na in self.na:
-            for nb in self.nb:
-                if max(na, nb - 1) >= self.window_:
-                    continue
-                self.orders_, self.theta_ = (na, nb), self._fit_orders(z, na, nb)
-                score = self._val_score(val)
-                log.debug("arx na=%d nb=%d: validation NRMSE %.4f", na, nb, score)
-                if best is None or score < best[0]:
-                    best = (score, na, nb, self.theta_)
-        if best is None:
-            raise ValueError(f"arx: no order fits a past window of {self.window_} samples")
+        fits: list[tuple[int, int]] = []
+        for na, nb in orders:
+            phi, y = self._design(z, na, nb)  # built per order: large plants, large matrices
+            if len(phi) < _ROWS_PER_TERM * phi.shape[1]:
+                continue
+            fits.append((na, nb))
+            self.orders_, self.theta_ = (na, nb), _lstsq(phi, y)
+            score = self._val_score(val)
+            log.debug("arx na=%d nb=%d: validation NRMSE %.4f", na, nb, score)
+            if best is None or score < best[0]:
+                best = (score, na, nb, self.theta_)
+        n_in = len(self.mv_ + self.dv_)
+        small = min(orders, key=lambda o: o[0] * len(self.cv_) + o[1] * n_in)
+        if best is None:  # not even the smallest order is affordable: regularise it
+            best = self._fit_ridge(self._design(z, *small), small, val)
+        elif len(fits) < len(orders):
+            rows = len(self._design(z, *small)[0])
+            self.notes_.append(
+                f"skipped {len(orders) - len(fits)} of {len(orders)} (na, nb) orders it cannot "
+                f"afford ({rows} complete rows, {_ROWS_PER_TERM} needed per term); it chose "
+                f"among na in {sorted({o[0] for o in fits})}, nb in {sorted({o[1] for o in fits})}"
+            )
         self.val_nrmse_, na, nb, self.theta_ = best
         self.orders_ = (na, nb)
 
-    def _fit_orders(self, z: np.ndarray, na: int, nb: int) -> np.ndarray:
+    def _design(self, z: np.ndarray, na: int, nb: int) -> tuple[np.ndarray, np.ndarray]:
+        """Complete rows of the regressors ``[rows, n_terms]`` and of the CVs ``[rows, n_cv]``."""
         y, u = z[:, self.cv_], z[:, self.mv_ + self.dv_]
         phi = np.hstack([_lagged(y, range(1, na + 1)), _lagged(u, range(nb)), np.ones((len(z), 1))])
         rows = np.isfinite(phi).all(axis=1) & np.isfinite(y).all(axis=1)
-        if rows.sum() < phi.shape[1] * 3:
-            raise DataQualityError(f"arx: {rows.sum()} complete rows for {phi.shape[1]} terms")
-        theta = _lstsq(phi[rows], y[rows])
-        return theta  # [n_terms, n_cv]
+        return phi[rows], y[rows]
+
+    def _fit_ridge(
+        self, design: tuple[np.ndarray, np.ndarray], order: tuple[int, int], val: Windows
+    ) -> tuple[float, int, int, np.ndarray]:
+        """The smallest order with a ridge (strength chosen on validation), if rows >= terms."""
+        (rows, terms), (na, nb) = design[0].shape, order
+        if rows < terms:
+            raise DataQualityError(
+                f"arx: {rows} complete rows for {terms} terms even at na={na}, nb={nb} "
+                f"({len(self.cv_)} CVs, {len(self.mv_ + self.dv_)} inputs): too few to fit, "
+                "even with ridge regularisation"
+            )
+        best: tuple[float, int, int, np.ndarray] | None = None
+        for ridge in _RIDGE:
+            self.orders_, self.theta_ = order, _lstsq(*design, ridge=ridge)
+            score = self._val_score(val)
+            if best is None or score < best[0]:
+                best, self.ridge_ = (score, na, nb, self.theta_), ridge
+        assert best is not None
+        self.notes_.append(
+            f"ridge regression (strength {self.ridge_:g}) at its smallest orders: {rows} complete "
+            f"rows for {terms} terms, fewer than {_ROWS_PER_TERM} per term"
+        )
+        return best
 
     def describe(self) -> str:
-        return f"arx(na={self.orders_[0]}, nb={self.orders_[1]})"
+        ridge = f", ridge={self.ridge_:g}" if self.ridge_ else ""
+        return f"arx(na={self.orders_[0]}, nb={self.orders_[1]}{ridge})"
 
     def _predict_z(self, pz: np.ndarray, fz: np.ndarray) -> np.ndarray:
         na, nb = self.orders_
@@ -119,11 +168,9 @@ class Subspace(Baseline):
     def _fit(self, z: np.ndarray, val: Windows) -> None:
         y, u = z[:, self.cv_], z[:, self.mv_ + self.dv_]
         best: tuple[float, int, int, tuple[np.ndarray, ...]] | None = None
-        for i in self.block_rows:
-            states = self._states(y, u, i)
-            if states is None:
-                continue
-            x_all, t_idx = states
+        self.ridge_ = 0.0
+        for i, ridge in self._block_rows(y, u):
+            x_all, t_idx = self._states(y, u, i, ridge)
             for n in range(1, min(self.max_order, len(x_all)) + 1):
                 try:
                     self.model_ = self._regress(x_all[:n], t_idx, y, u)
@@ -132,29 +179,77 @@ class Subspace(Baseline):
                 score = self._val_score(val)
                 log.debug("subspace i=%d n=%d: validation NRMSE %.4f", i, n, score)
                 if math.isfinite(score) and (best is None or score < best[0]):
-                    best = (score, i, n, self.model_)
+                    best, self.ridge_ = (score, i, n, self.model_), ridge
         if best is None:
-            raise DataQualityError("subspace: no gap-free stretch long enough to identify a model")
+            raise DataQualityError("subspace: no identified model gave a finite validation score")
         self.val_nrmse_, i, n, self.model_ = best
         self.orders_ = (i, n)
 
+    def _block_rows(self, y: np.ndarray, u: np.ndarray) -> list[tuple[int, float]]:
+        """``(i, ridge)`` to try: the configured block rows the data afford, else fewer rows,
+        else the fewest with a ridge; DataQualityError if even that has too few stretches.
+
+        Block rows ``i`` need ``_ROWS_PER_TERM`` gap-free stretches of ``2 i`` samples per
+        regressor of the projection, ``i (n_y + 2 n_u)``: many inputs need much data.
+        """
+        ny, nu = y.shape[1], u.shape[1]
+        bad = ~(np.isfinite(y).all(axis=1) & np.isfinite(u).all(axis=1))
+        count = np.concatenate([[0], np.cumsum(bad)])
+
+        def stretches(i: int) -> int:
+            if len(bad) < 2 * i:
+                return 0
+            return int(np.count_nonzero(count[2 * i :] - count[: len(bad) - 2 * i + 1] == 0))
+
+        def terms(i: int) -> int:
+            return i * (ny + 2 * nu)
+
+        def shortage(i: int) -> str:
+            return (
+                f"at block rows {i}, {stretches(i)} gap-free stretches of {2 * i} samples for "
+                f"{terms(i)} regressors ({ny} CVs, {nu} inputs)"
+            )
+
+        ok = [i for i in self.block_rows if stretches(i) >= _ROWS_PER_TERM * terms(i)]
+        if ok:
+            if len(ok) < len(self.block_rows):
+                left = sorted(set(self.block_rows) - set(ok))
+                self.notes_.append(f"block rows {left} skipped: {shortage(left[0])}")
+            return [(i, 1e-9) for i in ok]
+        fewest = min(self.block_rows)
+        for i in range(fewest - 1, 1, -1):
+            if stretches(i) >= _ROWS_PER_TERM * terms(i):
+                self.notes_.append(f"block rows reduced to {i}: {shortage(fewest)}")
+                return [(i, 1e-9)]
+        i = min(2, fewest)
+        if stretches(i) < terms(i):
+            raise DataQualityError(
+                f"subspace: {shortage(i)}: too few to identify a model, even regularised"
+            )
+        self.notes_.append(
+            f"ridge regression (strength {_RIDGE[0]:g}): {shortage(i)}, fewer than "
+            f"{_ROWS_PER_TERM} per regressor"
+        )
+        return [(i, _RIDGE[0])]
+
     def describe(self) -> str:
-        return f"subspace(i={self.orders_[0]}, n={self.orders_[1]})"
+        ridge = f", ridge={self.ridge_:g}" if self.ridge_ > 1e-9 else ""
+        return f"subspace(i={self.orders_[0]}, n={self.orders_[1]}{ridge})"
 
     @staticmethod
-    def _states(y: np.ndarray, u: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def _states(
+        y: np.ndarray, u: np.ndarray, i: int, ridge: float = 1e-9
+    ) -> tuple[np.ndarray, np.ndarray]:
         """States ``[n_max, J]`` (sorted by singular value) at times ``t_idx [J]``."""
         bad = ~(np.isfinite(y).all(axis=1) & np.isfinite(u).all(axis=1))
         count = np.concatenate([[0], np.cumsum(bad)])
         starts = np.flatnonzero(count[2 * i :] - count[: len(bad) - 2 * i + 1] == 0)
-        if len(starts) < 3 * i * (y.shape[1] + 2 * u.shape[1]):  # 3 x the regressors
-            return None
         idx = starts[:, None] + np.arange(2 * i)[None, :]
         uh = u[idx].reshape(len(starts), 2, -1)  # [J, past|future, i*nu]
         yh = y[idx].reshape(len(starts), 2, -1)
         wp = np.hstack([uh[:, 0], yh[:, 0], np.ones((len(starts), 1))])
         reg = np.hstack([wp, uh[:, 1]])
-        theta = _lstsq(reg, yh[:, 1])
+        theta = _lstsq(reg, yh[:, 1], ridge)
         obl = wp @ theta[: wp.shape[1]]  # [J, i*ny]: oblique projection Yf /_{Uf} Wp
         obl -= obl.mean(axis=0)
         u_s, s, _ = np.linalg.svd(obl.T @ obl / len(obl))  # eigen-decomposition of O O^T

@@ -15,8 +15,10 @@ health. By default it is advisory: nothing is written to the plant. Given a move
 model health, watchdog, optional operator approval, audit log in ``<historian>/audit.jsonl``); a
 change of the spec file or the model folder under the running loop stops writing until restart.
 Data older than ``stale_after_s`` gives no recommendation but a logged ``success=False`` one
-with message ``"stale data ..."``, so the operator app shows why. When the feed stops (SIGINT /
-SIGTERM, or its duration) the recommender stops too.
+with message ``"stale data ..."``, so the operator app shows why. The bands the recommendations
+carry adapt to the live errors of each tag (:mod:`twin.model.adaptive`); what they learned is
+kept in ``<historian>/bands.json``, so a restarted loop goes on from it. When the feed stops
+(SIGINT / SIGTERM, or its duration) the recommender stops too.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from twin.errors import TwinError
 from twin.loop.ports import MoveWriter, SampleFeed
 from twin.loop.step import Step, default_interval, default_stale_after, recommend_from_historian
 from twin.loop.writer import WriteCounts, make_writer
+from twin.model.adaptive import BANDS_FILE, GAMMA, AdaptiveBands
 from twin.spec import PlantSpec, spec_difference
 from twin.store.historian import Historian
 
@@ -70,6 +73,9 @@ class LoopSettings:
     fraction of it (for noisy MV readings)"""
     model_dir: str | Path | None = None
     """the twin's saved folder: a change of it under the running loop stops writing"""
+    band_gamma: float | None = GAMMA
+    """step size of the adaptive bands (:mod:`twin.model.adaptive`); None: the calibrated band
+    as it is, nothing learned live"""
 
 
 @dataclass
@@ -86,6 +92,8 @@ class LoopStats:
     """steps that raised (logged with a traceback; the loop went on)"""
     health: float | None = None
     """the latest model health (live / validation forecast error)"""
+    coverage: dict[str, float] | None = None
+    """the latest recent band coverage per CV and DV"""
     last: Recommendation | None = None
     collect: object | None = None
     """the feed's counters, as its ``run`` returned them (``PumpStats`` for OPC-UA)"""
@@ -155,6 +163,11 @@ async def run_loop(
             model_dir=settings.model_dir,
         )
         stats.write = loop_writer.counts
+    bands, bands_path = None, Path(historian_dir) / BANDS_FILE
+    if settings.band_gamma is not None:
+        bands = AdaptiveBands.resume(
+            bands_path, twin.spec.tag_names, twin.calibration, settings.band_gamma
+        )
 
     async def recommend_forever() -> None:
         loop = asyncio.get_running_loop()
@@ -171,9 +184,12 @@ async def run_loop(
                     setpoints=setpoints,
                     stale_after_s=stale,
                     spec=spec,
+                    bands=bands,
                 )
                 recs.append(step.rec)
                 _note(stats, step)
+                if bands is not None:
+                    await asyncio.to_thread(_keep, bands, bands_path)
                 if loop_writer is not None:
                     await loop_writer.on_step(step)
                 if on_step is not None:
@@ -233,13 +249,24 @@ async def run_loop(
     return stats
 
 
+def _keep(bands: AdaptiveBands, path: Path) -> None:
+    """Save the adaptive bands; a failure is logged, and they live on in memory."""
+    try:
+        bands.save(path)
+    except OSError as exc:
+        log.warning("adaptive bands not saved to %s: %s", path, exc)
+
+
 def _note(stats: LoopStats, step: Step) -> None:
     """Count one step and log its one line."""
     rec = step.rec
     stats.steps += 1
     stats.last = rec
     stats.health = step.health
+    stats.coverage = step.coverage or stats.coverage
     health = "n/a" if step.health is None else f"{step.health:.2f}"
+    if step.coverage:
+        health += ", band coverage " + ", ".join(f"{k} {v:.0%}" for k, v in step.coverage.items())
     if rec.success:
         stats.recommended += 1
         moves = ", ".join(

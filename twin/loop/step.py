@@ -8,10 +8,17 @@ holding ``success=False`` recommendation (:func:`hold_recommendation`) whose mes
 calls it once. The loop's timing defaults (:func:`default_interval`,
 :func:`default_stale_after`) and the history a step reads (:func:`history_rows`,
 :func:`newest_sample`, :func:`recent_frame`) live here too.
+
+Given the loop's adaptive bands (:class:`~twin.model.adaptive.AdaptiveBands`), a step first
+scores the twin's forecasts of the recent past against what was measured since
+(:func:`twin.model.health.observe`), then puts the adapted band on the recommendation's
+forecast: the band the operator reads follows the live errors of each tag and step. The
+controller's own plan is unchanged (its optional risk term uses the calibrated band).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping
@@ -30,6 +37,7 @@ from twin.times import now_utc
 
 if TYPE_CHECKING:
     from twin.control.controller import Controller
+    from twin.model.adaptive import AdaptiveBands
     from twin.model.twin import Twin
 
 log = logging.getLogger(__name__)
@@ -151,6 +159,9 @@ class Step:
     """the last finite value of every tag in the history used"""
     newest: datetime | None = None
     """time of the newest stored sample (None when the historian has none)"""
+    coverage: dict[str, float] | None = None
+    """recent coverage per CV and DV of the band the recommendation carries (the adaptive one
+    when the step had adaptive bands, else the calibrated one); None if unknown"""
 
 
 def recommend_from_historian(
@@ -164,6 +175,7 @@ def recommend_from_historian(
     stale_after_s: float | None = None,
     health: bool = True,
     spec: PlantSpec | None = None,
+    bands: AdaptiveBands | None = None,
 ) -> Step:
     """Recommend from the newest history (at or before ``at``); never raises on bad data.
 
@@ -172,6 +184,8 @@ def recommend_from_historian(
     Unusable history (gaps, no data) gives one too, with the reason as its message. ``spec``
     (default the twin's) names the nodes in those. ``setpoints`` are best resolved once by the
     caller (:meth:`Setpoints.resolve`, which passes a resolved one through as it is).
+    ``bands`` (updated in place) learn from the outcomes measured since the last step and adapt
+    the recommendation's band.
     """
     spec = spec or twin.spec
     sps = Setpoints.resolve(spec, setpoints)
@@ -199,7 +213,7 @@ def recommend_from_historian(
         rec = hold_recommendation(
             spec, newest, str(exc), _last_values(frame, spec), sps, twin.horizon
         )
-    score = None
+    score, coverage = None, None
     if health:
         from twin.model.health import model_health
 
@@ -207,4 +221,32 @@ def recommend_from_historian(
             score = model_health(twin, frame)
         except TwinError as exc:
             log.warning("model health not computed: %s", exc)
-    return Step(rec, score, age, measured, newest)
+    if bands is not None:
+        rec, coverage = _adapt(bands, twin, frame, rec)
+    elif health:
+        from twin.model.health import band_coverage
+
+        try:
+            coverage = band_coverage(twin, frame)
+        except TwinError as exc:
+            log.warning("band coverage not computed: %s", exc)
+    return Step(rec, score, age, measured, newest, coverage)
+
+
+def _adapt(
+    bands: AdaptiveBands, twin: Twin, frame: pl.DataFrame, rec: Recommendation
+) -> tuple[Recommendation, dict[str, float]]:
+    """Learn from the outcomes in ``frame``; the recommendation with the adapted band."""
+    from twin.model.health import observe
+
+    try:
+        scored = observe(bands, twin, frame)
+        log.debug("adaptive bands: %d outcomes scored", scored)
+    except (TwinError, ValueError) as exc:  # a frame the replay cannot use: bands unchanged
+        log.warning("adaptive bands not updated: %s", exc)
+    if rec.forecast is not None:
+        try:
+            rec = dataclasses.replace(rec, forecast=bands.adjust(rec.forecast))
+        except ValueError as exc:  # a forecast of other tags than the bands were started for
+            log.warning("adaptive bands not applied: %s", exc)
+    return rec, bands.tag_coverage()

@@ -12,9 +12,13 @@ The pipeline, for any plant a spec describes::
 Columns are always the spec's tags in spec order; :func:`cv_columns`, :func:`mv_columns` and
 :func:`dv_columns` give the indices of each role. Index ``t`` is the last observed sample.
 
-Alignment: the sample at ``t+1+k`` reports the MV value held over the interval ``(t+k, t+k+1]``,
-i.e. the move that produced the CVs measured at ``t+1+k``. So ``future[:, k, mv]`` is the plan
-entry ``mv_plan[k]`` and ``future[:, k, cv]`` is what that plan leads to.
+Alignment (:data:`twin.spec.MV_TIMING`, stated once in :class:`twin.spec.MvTiming`): the row
+``t+1+k`` holds the MV value held over the interval ``(t+k, t+k+1]``, i.e. the move that produced
+the CVs measured at ``t+1+k``. So ``future[:, k, mv]`` is the plan entry ``mv_plan[k]`` (the
+first, ``k = 0``, is the move made at row ``t``) and ``future[:, k, cv]`` is what that plan leads
+to. Frames are always in this timing: ``Historian.frame`` re-times the MVs of a spec whose data
+says ``mv_timing = "from_row"``, so the windows here never shift anything. A wide frame built by
+hand for such a plant must be re-timed first (its MV columns one row later).
 
 Only windows whose past *and* future are fully valid are kept; :attr:`Windows.dropped` counts
 the rest. Nothing here imputes: gaps are the caller's decision (see ``twin.forecast``).

@@ -11,8 +11,8 @@ function of the MV plan, and :meth:`Twin.past_tensor` builds its input from a hi
 
 A saved folder holds ``model.pt`` (weights), ``config.json``, ``spec.toml``,
 ``normalizer.json``, ``calibration.json``, ``metrics.json`` (validation NRMSE per tag at
-steps 1, 5, 10 and H against persistence, and band coverage) and ``checksums.json`` (SHA-256 of
-the weights and JSON files: a load refuses one damaged or replaced since, naming it).
+steps 1, 5, 10, H against persistence; band coverage; training data range) and ``checksums.json``
+(SHA-256 of the weights and JSON files: a load refuses one damaged or replaced since, naming it).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from twin.errors import DataQualityError, SpecError, TwinError
+from twin.model import provenance
 from twin.model.dataset import (
     Normalizer,
     Windows,
@@ -139,10 +140,12 @@ class Twin:
                 model.to(device), train, val, cfg, cv_columns(spec), progress=progress
             )
             model = model.cpu()
-            mean, std = predict(model, cal.past, cal.future)
-            calibration = Calibration.fit(mean, std, cal.future, cfg.coverage, cfg.band_score)
+            # fitted on validation + calibration windows; metrics state its held-out check
+            held = [(*predict(model, w.past, w.future), w.future) for w in (val, cal)]
+            calibration = Calibration.fit_splits(held, cfg.coverage, cfg.band_score)
             twin = cls(spec, cfg, norm, model, calibration)
             twin.metrics = twin.evaluate_windows(val)
+            twin.metrics.update(calibration.coverage_summary(cv_columns(spec), twin.metrics))
         twin.metrics["training"] = {
             "seconds": round(result.seconds, 1),
             "epochs": result.epochs,
@@ -152,6 +155,7 @@ class Twin:
             "windows": {"train": len(train), "validation": len(val), "calibration": len(cal)},
             "calibration_score": calibration.score,
         }
+        twin.metrics[provenance.KEY] = provenance.training_record(frame, parts, spec.sample_period)
         return twin
 
     def evaluate_windows(self, windows: Windows) -> dict[str, Any]:

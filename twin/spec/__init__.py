@@ -13,11 +13,22 @@ from twin.spec.files import (
     spec_from_arg,
     spec_to_toml,
 )
-from twin.spec.plant import ROLES, NodeRef, PlantSpec, Role, Tag, spec_difference
+from twin.spec.plant import (
+    MV_TIMING,
+    ROLES,
+    MvTiming,
+    NodeRef,
+    PlantSpec,
+    Role,
+    Tag,
+    spec_difference,
+)
 
 __all__ = [
+    "MV_TIMING",
     "PLANTS_DIR",
     "ROLES",
+    "MvTiming",
     "NodeRef",
     "PlantSpec",
     "Role",

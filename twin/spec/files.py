@@ -9,13 +9,22 @@ from pathlib import Path
 from typing import Any
 
 from twin.errors import SpecError
-from twin.spec.plant import RESERVED_NAMES, ROLES, TAG_NAME, NodeRef, PlantSpec, Tag
+from twin.spec.plant import (
+    MV_TIMING,
+    RESERVED_NAMES,
+    ROLES,
+    TAG_NAME,
+    MvTiming,
+    NodeRef,
+    PlantSpec,
+    Tag,
+)
 
 #: Folder of the built-in plant specs (a source checkout or an editable install).
 PLANTS_DIR = Path(__file__).resolve().parents[2] / "data" / "plants"
 
 
-_PLANT_FIELDS = {"name", "sample_period_s", "description"}
+_PLANT_FIELDS = {"name", "sample_period_s", "description", "mv_timing"}
 _COMMON_FIELDS = {"name", "node", "unit", "role", "lo", "hi", "description"}
 _ROLE_FIELDS: dict[str, set[str]] = {
     "cv": {"setpoint", "weight"},
@@ -80,6 +89,8 @@ def parse_spec(text: str, source: str = "<spec>") -> PlantSpec:
     if not period > 0:
         raise SpecError(f"must be > 0 seconds, got {period}", file=source, field="sample_period_s")
 
+    mv_timing = _get_mv_timing(plant, source)
+
     raw_tags = doc.get("tags")
     if not isinstance(raw_tags, list) or not raw_tags:
         raise SpecError(
@@ -101,7 +112,24 @@ def parse_spec(text: str, source: str = "<spec>") -> PlantSpec:
         tags=tuple(tags),
         description=str(plant.get("description", "")),
         source=source,
+        mv_timing=mv_timing,
     )
+
+
+def _get_mv_timing(plant: dict[str, Any], source: str) -> MvTiming:
+    """``[plant] mv_timing``: how the plant's data stamps MV values (default: the convention)."""
+    if "mv_timing" not in plant:
+        return MV_TIMING
+    value = plant["mv_timing"]
+    if not isinstance(value, str) or value not in {t.value for t in MvTiming}:
+        raise SpecError(
+            f'unknown MV timing {value!r}: use "to_row" (the MV value stored at a row is '
+            f'{MvTiming.TO_ROW.meaning}; the default) or "from_row" (it is '
+            f"{MvTiming.FROM_ROW.meaning})",
+            file=source,
+            field="mv_timing",
+        )
+    return MvTiming(value)
 
 
 def _parse_tag(raw: object, index: int, source: str) -> Tag:

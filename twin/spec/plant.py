@@ -6,6 +6,7 @@ import base64
 import re
 import uuid
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
 Role = Literal["cv", "mv", "dv"]
@@ -14,6 +15,42 @@ ROLES: tuple[Role, ...] = ("cv", "mv", "dv")
 TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 RESERVED_NAMES = {"ts", "tag", "value", "quality", "status"}
 _NODE_KINDS = {"i", "s", "g", "b"}
+
+
+class MvTiming(StrEnum):
+    """Which sample interval the MV value stored at a row's timestamp was held over.
+
+    The project's convention is :data:`MV_TIMING` (``to_row``): the MV value at row ``t`` is the
+    value held from row ``t-1`` to row ``t``, the move whose effect the CVs measured at ``t``
+    already show (no dead time: at once). A move made at row ``t`` (the controller's next move,
+    ``mv_plan[0]``) is stored at row ``t+1``. This is what every part reads and writes:
+    ``twin plant record`` and the simulated server (an MV is published with the value it held
+    over the step that just ended), the collector (a setpoint change is stamped when it happens,
+    after the sample it follows, so it lands on the next row), the frames (each row takes the
+    latest sample at or before it), the training windows (``future[k]``'s MVs are
+    ``mv_plan[k]``), the forecast, the controller (its current MVs are the last row's) and what-if.
+
+    A spec whose data stamps an MV at the start of the interval it acts over (an export of "the
+    MV applied from this row on", a controller's move log) says ``mv_timing = "from_row"``; the
+    frames then re-time it (:func:`twin.store.frames.make_frame`).
+    """
+
+    TO_ROW = "to_row"
+    """the value at ``t`` was held over ``(t-1, t]``: it led to the row (the convention)"""
+    FROM_ROW = "from_row"
+    """the value at ``t`` is applied from ``t`` on, over ``(t, t+1]``: it belongs to row ``t+1``"""
+
+    @property
+    def meaning(self) -> str:
+        """What a row's MV value is under this timing, in a few words for a person."""
+        if self == MvTiming.TO_ROW:
+            return "the value held over the sample interval that ends at that row"
+        return "the value applied from that row on"
+
+
+#: The MV timing of the historian's frames and of every model, forecast and plan: a row's MV
+#: value is the one held over the sample interval that ends at that row (see :class:`MvTiming`).
+MV_TIMING = MvTiming.TO_ROW
 
 
 @dataclass(frozen=True)
@@ -122,6 +159,8 @@ class PlantSpec:
     tags: tuple[Tag, ...]
     description: str = ""
     source: str = "<spec>"
+    mv_timing: MvTiming = MV_TIMING
+    """how this plant's data stamps MV values (see :class:`MvTiming`); frames re-time the other"""
     _by_name: dict[str, Tag] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -176,14 +215,20 @@ class PlantSpec:
                 d["setpoint"] = t.setpoint
                 d["weight"] = t.weight
             tags.append(d)
-        plant = {"name": self.name, "sample_period_s": self.sample_period}
+        plant: dict[str, Any] = {"name": self.name, "sample_period_s": self.sample_period}
         if self.description:
             plant["description"] = self.description
+        if self.mv_timing != MV_TIMING:  # a spec in the convention is written as before
+            plant["mv_timing"] = self.mv_timing.value
         return {"plant": plant, "tags": tags}
 
 
 def spec_difference(saved: PlantSpec, given: PlantSpec) -> str:
-    """What differs between two specs in what the model depends on ('' when nothing does)."""
+    """What differs between two specs in what the model depends on ('' when nothing does).
+
+    That includes the MV timing: the frames a twin reads are built with the spec it is given,
+    so a twin trained with one timing would read its inputs one row off under the other.
+    """
     if saved.tag_names != given.tag_names:
         return f"tags {saved.tag_names} (trained) vs {given.tag_names} (given)"
     for a, b in zip(saved.tags, given.tags, strict=True):
@@ -195,4 +240,9 @@ def spec_difference(saved: PlantSpec, given: PlantSpec) -> str:
                 )
     if abs(saved.sample_period - given.sample_period) > 1e-9:
         return f"sample period {saved.sample_period:g} s (trained) vs {given.sample_period:g} s (given)"
+    if saved.mv_timing != given.mv_timing:
+        return (
+            f"MV timing {saved.mv_timing.value!r} (trained) vs {given.mv_timing.value!r} (given): "
+            "its frames would pair each MV value with CVs one row apart from those it learnt on"
+        )
     return ""

@@ -5,7 +5,11 @@ A frame is a wide polars DataFrame over ``[start, end)`` on the grid ``start, st
 
 - ``ts``: the grid time (UTC, µs).
 - ``<tag>`` (Float64): the latest sample at or before ``ts``, carried forward at most ``max_gap``
-  seconds; null unless the ``__ok`` column is True.
+  seconds; null unless the ``__ok`` column is True. An MV's value at ``ts`` is thus the one held
+  over the interval that ends at ``ts`` (:data:`twin.spec.MV_TIMING`). For a spec with
+  ``mv_timing = "from_row"`` (its data stamps an MV when it starts to act) an MV takes the
+  latest sample strictly *before* ``ts`` instead: a sample stamped on a row counts from the next
+  row on, one stamped between rows lands where it would anyway (:func:`retime_mvs`).
 - ``<tag>__ok`` (Boolean): True where the value is usable (quality good or uncertain). This is
   the mask :func:`twin.model.dataset.frame_to_array` reads.
 - ``<tag>__state`` (Enum :data:`FRAME_STATES`): why, per grid point:
@@ -26,7 +30,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from twin.errors import DataQualityError
-from twin.spec import PlantSpec
+from twin.spec import MV_TIMING, MvTiming, PlantSpec
 from twin.store.schema import SCHEMA, quality_expr, sort_unique, utc
 
 log = logging.getLogger(__name__)
@@ -83,6 +87,7 @@ def make_frame(
 
     tolerance = timedelta(seconds=gap_s) if math.isfinite(gap_s) else None
     samples = _samples(data, tags, start_utc - tolerance if tolerance else None, end_utc)
+    samples = retime_mvs(samples, spec)
     long = (
         pl.DataFrame({"tag": tags}, schema={"tag": pl.String})
         .join(grid, how="cross")
@@ -162,6 +167,25 @@ def _samples(
         .with_columns(sample_ts=pl.col("ts"))
         .sort("ts")
     )
+
+
+def retime_mvs(samples: pl.DataFrame, spec: PlantSpec) -> pl.DataFrame:
+    """Long samples (``tag, ts, ...``, sorted by ts) with MV times moved into the convention.
+
+    For a ``from_row`` spec each MV sample moves 1 µs later (the historian's resolution), so that
+    the frame's "latest at or before the row" becomes "latest strictly before the row": the value
+    applied from row ``t`` on is the one held over ``(t, t+1]``, stored at row ``t+1`` as the
+    convention has it. ``sample_ts`` keeps the time as recorded. Other specs: unchanged.
+    """
+    if spec.mv_timing == MV_TIMING:
+        return samples
+    if spec.mv_timing != MvTiming.FROM_ROW:  # an MvTiming added without a rule here
+        raise ValueError(f"no frame rule for MV timing {spec.mv_timing!r}")
+    mvs = [t.name for t in spec.mvs]
+    later = pl.col("ts") + pl.duration(microseconds=1)
+    return samples.with_columns(
+        ts=pl.when(pl.col("tag").is_in(mvs)).then(later).otherwise(pl.col("ts"))
+    ).sort("ts")
 
 
 def _merged_gaps(gaps: pl.DataFrame | None, tags: list[str]) -> pl.DataFrame:
