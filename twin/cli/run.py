@@ -15,6 +15,7 @@ from twin.cli.args import positive_float
 from twin.cli.collect import add_connection_args
 from twin.cli.control import _load, parse_setpoint_now
 from twin.errors import TwinError
+from twin.model.adaptive import GAMMA
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -78,6 +79,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "noisy MV readings; from the value the move was planned from it stays within the rate "
         "limit (default 0)",
     )  # fmt: skip
+    p.add_argument(
+        "--band-gamma", type=float, default=GAMMA, metavar="G",
+        help="step size of the bands' live adaptation per tag and step (0: keep the calibrated "
+        f"band; default {GAMMA:g}: a miss widens a band by about 10%%)",
+    )  # fmt: skip
     add_connection_args(p)
     p.set_defaults(func=_run)
 
@@ -94,6 +100,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.approve and not args.write:
         raise TwinError("--approve releases writes to the plant: give --write too")
+    if not args.band_gamma >= 0:
+        raise TwinError(f"--band-gamma must be >= 0, got {args.band_gamma}")
     if not args.rate_slack >= 0:
         raise TwinError(f"--rate-slack must be >= 0, got {args.rate_slack}")
     spec = spec_from_arg(args.spec)
@@ -117,6 +125,7 @@ def _run(args: argparse.Namespace) -> int:
         max_error_ratio=args.max_error_ratio,
         rate_slack=args.rate_slack,
         model_dir=args.model,
+        band_gamma=args.band_gamma or None,
     )
     writer = OpcUaMoveWriter(args.endpoint, security) if args.write else None
     asyncio.run(run_loop(spec, feed, twin, args.historian, settings=settings, writer=writer))

@@ -5,7 +5,10 @@
 - ``train``: the training loop (ensemble, early stopping, progress bar).
 - ``twin``: ``Twin``: fit, save, load, forecast.
 - ``forecast``: ``Forecast`` (mean and band per tag per step) and the conformal calibration.
-- ``health``: the live forecast error against the validation error.
+- ``adaptive``: bands that adapt live per tag and step as outcomes arrive (adaptive conformal
+  inference), saved beside the historian as ``bands.json``.
+- ``health``: the live forecast error against the validation error, and live band coverage.
+- ``provenance``: what the twin was trained on (historian, time range, splits), for evaluation.
 
 Nothing is re-exported here: importing a light module (``dataset``) must not pull in torch.
 """
