@@ -1,4 +1,4 @@
-"""``twin plant list | serve | record``: run the built-in simulated plants."""
+"""``twin plant list | serve | record | spec``: run the simulated plants, named or generated."""
 
 from __future__ import annotations
 
@@ -16,13 +16,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     psub = plant.add_subparsers(dest="plant_command", metavar="ACTION", required=True)
 
-    p = psub.add_parser("list", help="list the built-in plants")
+    p = psub.add_parser("list", help="list the plants (and how generated ones are named)")
     p.set_defaults(func=_list)
+
+    p = psub.add_parser(
+        "spec",
+        help="print or write a plant's spec (TOML)",
+        description="Write a plant's spec as TOML: for a generated plant (zoo-<n>), whose spec is "
+        "built in code, this is the file `twin train --spec` and `twin collect --spec` need.",
+    )
+    p.add_argument("name", help="plant name (see `twin plant list`), e.g. zoo-17")
+    p.add_argument("--out", help="file to write (default: print to stdout)")
+    p.set_defaults(func=_spec)
 
     p = psub.add_parser(
         "serve",
         help="serve a simulated plant over OPC-UA",
-        description="Serve a built-in plant over OPC-UA: every spec tag live at its node id, "
+        description="Serve a simulated plant over OPC-UA: every spec tag live at its node id, "
         "MV setpoints writable within [lo, hi]. Ctrl-C stops it. Open (security None, anonymous) "
         "unless --security is given; users and passwords come from --users-file or "
         "$TWIN_PLANT_USERS ('user:password,...'), never from the command line.",
@@ -66,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = psub.add_parser(
         "record",
         help="record a plant's history under excitation into a historian folder",
-        description="Run a built-in plant faster than real time under pseudo-random MV moves "
+        description="Run a simulated plant faster than real time under pseudo-random MV moves "
         "(within limits and rate limits) and write every tag in the historian's long format, "
         "Hive-partitioned by day. Same seed and start, same data.",
     )
@@ -96,13 +106,37 @@ def quiet_asyncua(args: argparse.Namespace) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from connectors.sim.plants import PLANTS
+    from connectors.sim.plants import NAMED_PLANTS, ZOO_NAMES
 
-    for name, cls in sorted(PLANTS.items()):
+    for name, cls in NAMED_PLANTS.items():
         plant = cls(noise=False)
         spec = plant.spec
         tags = ", ".join(f"{t.name} [{t.unit}] {t.role}" for t in spec.tags)
         print(f"{name:10s} {spec.description}\n{'':10s} every {spec.sample_period:g} s: {tags}")
+    print(
+        f"{ZOO_NAMES:10s} generated plants, n = 0, 1, 2, ... (same n, same plant): 2-8 CVs, "
+        "1-4 MVs, 0-3 DVs,\n"
+        f"{'':10s} time constants over two decades, dead times, integrating levels, "
+        "nonlinearities;\n"
+        f"{'':10s} `twin plant spec zoo-17` prints one's spec, "
+        "`python benchmarks/zoo.py` describes the benchmark's zoo"
+    )
+    return 0
+
+
+def _spec(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from connectors.sim.plants import make_plant
+    from twin.spec import spec_to_toml
+
+    spec = make_plant(args.name, noise=False).spec  # an unknown name exits 2 via twin.cli
+    text = spec_to_toml(spec)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote the spec of {spec.name} to {args.out}")
+    else:
+        print(text, end="")
     return 0
 
 

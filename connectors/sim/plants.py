@@ -1,30 +1,69 @@
-"""The built-in simulated plants by name: ``PLANTS`` and ``make_plant``."""
+"""The simulated plants by name: the named ones (``NAMED_PLANTS``), generated ``zoo-<n>``, and
+``make_plant`` for both."""
 
 from __future__ import annotations
 
 from connectors.sim.base import SimPlant
 from connectors.sim.cstr import CSTR
+from connectors.sim.fedbatch import FedBatch
+from connectors.sim.ph import PHNeutralisation
 from connectors.sim.quadtank import QuadTank
+from connectors.sim.recycle import ReactorFlashRecycle
 from connectors.sim.woodberry import WoodBerry
+from connectors.sim.zoo import ZOO_PREFIX, ZooPlant, zoo_index
 from twin.errors import TwinError
 
-#: name -> plant class, for ``twin plant list`` and ``make_plant``
+#: the three plants the twin was first shaped on (name -> class): the existing benchmarks' and
+#: integration tests' default set, kept as it was
 PLANTS: dict[str, type[SimPlant]] = {"cstr": CSTR, "quadtank": QuadTank, "woodberry": WoodBerry}
+#: plants of a character new to the project, each written from its paper (the zoo's physical
+#: plants, see benchmarks/zoo.py)
+NEW_PLANTS: dict[str, type[SimPlant]] = {
+    "ph": PHNeutralisation,
+    "recycle": ReactorFlashRecycle,
+    "fedbatch": FedBatch,
+}
+#: every named plant, each with a spec in ``data/plants/``: for ``twin plant list``, ``make_plant``
+NAMED_PLANTS: dict[str, type[SimPlant]] = {**PLANTS, **NEW_PLANTS}
+#: how generated plants are named: ``zoo-0``, ``zoo-1``, ... (any n >= 0)
+ZOO_NAMES = f"{ZOO_PREFIX}<n>"
 
 
 class UnknownPlantError(TwinError, ValueError):
-    """No built-in plant has that name (the CLI reports it and exits 2)."""
+    """No plant has that name (the CLI reports it and exits 2)."""
+
+
+def is_plant_name(name: str) -> bool:
+    """Whether ``make_plant`` knows ``name``: a named plant or ``zoo-<n>``."""
+    return name in NAMED_PLANTS or zoo_index(name) is not None
 
 
 def make_plant(name: str, seed: int = 0, *, noise: bool = True) -> SimPlant:
-    """A fresh simulated plant by name; UnknownPlantError listing the known plants otherwise."""
+    """A fresh simulated plant by name (``seed``: its noise); UnknownPlantError otherwise.
+
+    ``zoo-<n>`` is generated plant number n (:mod:`connectors.sim.generator`): the same n gives
+    the same plant, the same seed the same noise.
+    """
+    index = zoo_index(name)
+    if index is not None:
+        return ZooPlant(index, seed=seed, noise=noise)
     try:
-        cls = PLANTS[name]
+        cls = NAMED_PLANTS[name]
     except KeyError:
         raise UnknownPlantError(
-            f"unknown plant {name!r}; built-in plants: {sorted(PLANTS)}"
+            f"unknown plant {name!r}; plants: {sorted(NAMED_PLANTS)}, or a generated one, "
+            f"{ZOO_NAMES} (e.g. zoo-17)"
         ) from None
     return cls(seed=seed, noise=noise)
 
 
-__all__ = ["PLANTS", "SimPlant", "UnknownPlantError", "make_plant"]
+__all__ = [
+    "NAMED_PLANTS",
+    "NEW_PLANTS",
+    "PLANTS",
+    "ZOO_NAMES",
+    "SimPlant",
+    "UnknownPlantError",
+    "is_plant_name",
+    "make_plant",
+]

@@ -83,7 +83,10 @@ def _val(v: object) -> str:
     return f'"{v}"' if isinstance(v, str) else repr(v)
 
 
-@pytest.mark.parametrize("name", ["cstr", "quadtank", "woodberry"])
+BUILTIN = ["cstr", "quadtank", "woodberry", "ph", "recycle", "fedbatch"]
+
+
+@pytest.mark.parametrize("name", BUILTIN)
 def test_builtin_specs_load(name: str) -> None:
     spec = builtin_spec(name)
     assert spec.cvs and spec.mvs
@@ -94,7 +97,7 @@ def test_builtin_specs_load(name: str) -> None:
 
 
 def test_every_builtin_spec_file_is_checked() -> None:
-    assert {p.stem for p in PLANTS_DIR.glob("*.toml")} == {"cstr", "quadtank", "woodberry"}
+    assert {p.stem for p in PLANTS_DIR.glob("*.toml")} == set(BUILTIN)
 
 
 # Each case: (how to break the good spec, expected tag, expected field, words in the message)
