@@ -36,8 +36,9 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.zoo import DEVELOPMENT, HELD_OUT  # noqa: E402
 from connectors.sim.excitation import ExcitationConfig  # noqa: E402
-from connectors.sim.plants import PLANTS, make_plant  # noqa: E402
+from connectors.sim.plants import PLANTS, is_plant_name, make_plant  # noqa: E402
 from connectors.sim.record import DEFAULT_START, record  # noqa: E402
 from twin.evaluate.baseline import Persistence  # noqa: E402
 from twin.evaluate.gru import DirectGRU  # noqa: E402
@@ -276,7 +277,11 @@ def _choose(p: argparse.ArgumentParser, text: str, known: list[str], what: str) 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--plants", default=",".join(sorted(PLANTS)), help="comma-separated plants")
+    p.add_argument(
+        "--plants", default=",".join(sorted(PLANTS)),
+        help="comma-separated plants (any of `twin plant list`, zoo-<n>), or 'dev' / 'held-out' "
+        "for the zoo's sets (benchmarks/zoo.py)",
+    )  # fmt: skip
     p.add_argument("--seeds", type=int, default=3, help="seeds per plant (1, 2, ...)")
     p.add_argument(
         "--quick", action="store_true", help="0.5 min budgets, no ablations (a smoke run)"
@@ -301,10 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     args.ablations = _choose(p, args.ablations, list(ABLATIONS), "ablations")
     args.baselines = _choose(p, args.baselines, list(BASELINES), "baselines")
     args.minutes = args.minutes or TwinConfig().minutes
-    plants = [x.strip() for x in args.plants.split(",") if x.strip()]
-    unknown = sorted(set(plants) - set(PLANTS))
+    sets = {"dev": DEVELOPMENT, "held-out": HELD_OUT}
+    plants = [
+        n for x in args.plants.split(",") if x.strip() for n in sets.get(x.strip(), [x.strip()])
+    ]
+    unknown = sorted(n for n in set(plants) if not is_plant_name(n))
     if unknown:
-        p.error(f"unknown plants {unknown}; built-in: {sorted(PLANTS)}")
+        p.error(f"unknown plants {unknown}; see `twin plant list` (or zoo-<n>, dev, held-out)")
     torch.set_num_threads(args.threads)
     results: dict[str, list[dict[str, Any]]] = {}
     jobs = [(plant, seed) for seed in range(1, args.seeds + 1) for plant in plants]
