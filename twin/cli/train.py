@@ -33,6 +33,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ensemble", type=int, help="ensemble members (default 5)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
     p.add_argument("--device", help="cpu, cuda or auto (default)")
+    p.add_argument(
+        "--time-scales",
+        choices=("given", "auto"),
+        help="'auto': window and horizon from the identified linear model's dead and settling "
+        "times (a --window or --horizon given is kept); default 'given' (24 and 30)",
+    )
+    p.add_argument(
+        "--linear-init",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="identify a linear model first and start the twin from it (default: on)",
+    )
     p.set_defaults(func=_train)
 
 
@@ -67,9 +79,14 @@ def _train(args: argparse.Namespace) -> int:
     frame = hist.frame(spec, start, end)
     changes = {
         k: getattr(args, k)
-        for k in ("minutes", "horizon", "window", "ensemble", "threads", "device")
+        for k in ("minutes", "horizon", "window", "ensemble", "threads", "device", "linear_init")
         if getattr(args, k) is not None
     }
+    if args.time_scales == "auto":
+        given = (args.window is not None, args.horizon is not None)
+        changes["time_scales"] = {(True, False): "auto_horizon", (False, True): "auto_window"}.get(
+            given, "given" if all(given) else "auto"
+        )
     config = dataclasses.replace(TwinConfig(seed=args.seed), **changes)
     print(
         f"training a twin of {spec.name}: {frame.height} samples "
@@ -82,8 +99,21 @@ def _train(args: argparse.Namespace) -> int:
         record["historian"] = str(args.historian.resolve())
     twin.save(args.out)
     m = twin.metrics
-    h = str(config.horizon)
-    print(f"trained in {m['training']['seconds']:.0f} s ({m['training']['stopped']}); validation:")
+    h = str(twin.horizon)
+    why = m["training"].get("reason") or m["training"]["stopped"]
+    print(f"trained in {m['training']['seconds']:.0f} s (stopped: {why})")
+    if "time_scales" in m:
+        ts = m["time_scales"]
+        print(f"  window {twin.window}, horizon {twin.horizon} samples: {ts.get('chosen', ts)}")
+    lin = m.get("linear_init")
+    if lin and lin.get("model"):
+        print(
+            f"  linear first: {lin['model']} validates {lin['val_nrmse_linear']:.4f}, the trained "
+            f"twin {lin['val_nrmse_trained']:.4f}: kept the {lin['kept']}"
+        )
+    elif lin:
+        print(f"  linear first: no linear model identified ({lin['candidates']})")
+    print("validation:")
     for tag, e1 in m["nrmse"]["1"].items():
         print(
             f"  {tag:12s} NRMSE step 1 {e1:.3f} (persistence {m['persistence_nrmse']['1'][tag]:.3f})"

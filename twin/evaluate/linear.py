@@ -279,6 +279,22 @@ class Subspace(Baseline):
         return a, b, bc, k, c, d, dc
 
     def _predict_z(self, pz: np.ndarray, fz: np.ndarray) -> np.ndarray:
+        a, b, bc, _, c, d, dc = self.model_
+        ins = self.mv_ + self.dv_
+        x = self.origin_state(pz)
+        out = []
+        for step in range(fz.shape[1]):
+            uk = fz[:, step, ins]
+            out.append(x @ c.T + uk @ d.T + dc)
+            x = x @ a.T + uk @ b.T + bc
+        return np.stack(out, axis=1)
+
+    def origin_state(self, pz: np.ndarray) -> np.ndarray:
+        """``[N, n]`` the state at ``t+1`` given normalised windows ``pz [N, W, n_tags]``.
+
+        Affine in ``pz``: the steady Kalman predictor over the window, its initial state fitted
+        by least squares.
+        """
         a, b, bc, k, c, d, dc = self.model_
         ins = self.mv_ + self.dv_
         yp, up = pz[:, :, self.cv_], pz[:, :, ins]
@@ -293,10 +309,4 @@ class Subspace(Baseline):
             x = x @ ab.T + up[:, t] @ bb.T + yp[:, t] @ k.T + bbc
             m = ab @ m
         x0 = np.linalg.pinv(np.vstack(phi)) @ np.hstack(resid).T
-        x = x + x0.T @ m.T  # the state at t+1 given the window
-        out = []
-        for step in range(fz.shape[1]):
-            uk = fz[:, step, ins]
-            out.append(x @ c.T + uk @ d.T + dc)
-            x = x @ a.T + uk @ b.T + bc
-        return np.stack(out, axis=1)
+        return x + x0.T @ m.T  # the state at t+1 given the window

@@ -2,6 +2,8 @@
 
 - ``dataset``: frames to normalised training windows (and which sample an MV value acts on).
 - ``network``: the JEPA-style latent dynamics model and its config (``TwinConfig``).
+- ``linear_init``: linear first: identify ARX / subspace, start every member from the better
+  one, keep the linear weights if training does not beat them on validation.
 - ``train``: the training loop (ensemble, early stopping, progress bar).
 - ``twin``: ``Twin``: fit, save, load, forecast.
 - ``forecast``: ``Forecast`` (mean and band per tag per step) and the conformal calibration.

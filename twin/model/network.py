@@ -17,6 +17,11 @@ and the per-step loss balance brought step 1 to ARX's level. A gain held at 1 wa
 step 1 on Wood-Berry's test (0.080 vs 0.099) but worse on the CSTR's (0.056 vs 0.053): learned
 is the default, ``learn_bias_gain=False`` the option.
 
+Linear first (``linear_init``, the default): before training, every member is set to
+reproduce an identified linear model (``twin.model.linear_init``): A, B in the linear core, the
+model's state estimate in the encoder's linear path, C in the readout, both MLPs' output
+layers at zero. ``linear_init=False`` starts from the random initialisation below.
+
 The K members are independent networks with stacked weights (``EnsembleLinear``): one batched
 matmul per layer trains and runs all of them, which on a small CPU costs about what one wider
 network costs. Their spread is calibrated later (``twin.model.forecast.Calibration``).
@@ -45,6 +50,10 @@ class TwinConfig:
     """past samples the encoder sees (W)"""
     horizon: int = 30
     """samples the predictor rolls forward in training and forecasts (H, the controller's)"""
+    time_scales: Literal["given", "auto", "auto_window", "auto_horizon"] = "given"
+    """'given': window and horizon as set; 'auto': both from the identified linear model's
+    dead and settling times (``twin.model.time_scales``); 'auto_window' / 'auto_horizon': that
+    one only (the other given)"""
     latent: int = 32
     """size of the latent state z"""
     hidden: int = 64
@@ -73,6 +82,10 @@ class TwinConfig:
     """the predictor adds a linear update ``A z + B u`` to its MLP's (exact for linear plants)"""
     encoder_skip: bool = True
     """give the encoder a linear path beside its MLP"""
+    linear_init: bool = True
+    """identify a linear model (ARX or subspace, the better on validation) first and start every
+    member from it; keep it if it validates better than the trained twin. Needs ``linear_core``
+    and ``encoder_skip``; the latent grows to hold the linear model's state if it must"""
     balance_steps: bool = True
     """weight each rollout step and CV by 1 / persistence MSE there, so step 1 counts"""
     minutes: float = 2.5
@@ -80,7 +93,15 @@ class TwinConfig:
     max_epochs: int = 300
     """upper bound on passes over the training windows"""
     patience: int = 25
-    """stop after this many epochs without a better validation error"""
+    """stop after this many epochs without a better validation error (stop='patience')"""
+    stop: Literal["patience", "smoothed"] = "patience"
+    """'patience': as above; 'smoothed': stop when an exponentially smoothed validation error
+    has not improved by 0.5 % for ``patience_steps`` optimiser steps (a rule that noise in one
+    evaluation does not trigger; the best raw-score weights are kept either way)"""
+    patience_steps: int = 1500
+    """optimiser steps without a smoothed improvement before stopping (stop='smoothed')"""
+    smoothing: float = 0.7
+    """weight of the past in the smoothed validation error (stop='smoothed'), in [0, 1)"""
     bootstrap: bool = False
     """each member learns from its own bootstrap resample of the training windows (K > 1).
     Measured: wider spread and better test coverage, but a less accurate mean on small data"""
@@ -118,6 +139,15 @@ class TwinConfig:
             )
         if not 0 < self.coverage < 1:
             raise ValueError(f"TwinConfig.coverage must be in (0, 1), got {self.coverage}")
+        if self.time_scales not in ("given", "auto", "auto_window", "auto_horizon"):
+            raise ValueError(
+                "TwinConfig.time_scales must be given|auto|auto_window|auto_horizon, "
+                f"got {self.time_scales!r}"
+            )
+        if self.stop not in ("patience", "smoothed"):
+            raise ValueError(f"TwinConfig.stop must be patience|smoothed, got {self.stop!r}")
+        if not 0 <= self.smoothing < 1:
+            raise ValueError(f"TwinConfig.smoothing must be in [0, 1), got {self.smoothing}")
         if self.minutes <= 0:
             raise ValueError(f"TwinConfig.minutes must be > 0, got {self.minutes}")
 

@@ -9,7 +9,10 @@ the true MV moves and DVs, and minimises
   + w_reg     * anti-collapse(z_0)                             (VICReg or SIGReg)
 
 The learning rate follows a cosine over the training budget (epochs or minutes, whichever ends
-first); the weights with the best validation error are kept.
+first); the weights with the best validation error are kept. Training stops at the budget, at
+``max_epochs``, or by the stop rule (``TwinConfig.stop``): 'patience' epochs without a better
+validation error, or 'smoothed', ``patience_steps`` optimiser steps without a 0.5 % gain in an
+exponentially smoothed validation error. :attr:`TrainResult.reason` says which, with figures.
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ class TrainResult:
     """validation NRMSE of the ensemble mean over CVs and all steps (normalised units)"""
     best_epoch: int
     stopped: str
-    """why training ended: 'patience', 'minutes' or 'epochs'"""
+    """why training ended: 'patience', 'smoothed', 'minutes' or 'epochs'"""
+    reason: str = ""
+    """the same in a sentence, with the figures that decided it"""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -139,10 +144,11 @@ def train_model(
     else:
         pool = torch.arange(n).expand(model.k, n)
     best = (math.inf, 0)
+    smooth, best_smooth = math.inf, (math.inf, 0)  # stop='smoothed': (score, step)
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     t0 = time.perf_counter()
     step = epoch = 0
-    stopped = "epochs"
+    stopped, reason = "epochs", ""
     bar = tqdm(
         total=100,
         desc="train",
@@ -187,28 +193,45 @@ def train_model(
         )
         bar.update(min(100, round(100 * done)) - bar.n)
         log.debug("epoch %d: loss parts %s, val %.5f", epoch, mean_parts, val_err)
-        if epoch - best[1] >= cfg.patience:
+        smooth = (
+            val_err
+            if smooth == math.inf
+            else cfg.smoothing * smooth + (1 - cfg.smoothing) * val_err
+        )
+        if smooth < 0.995 * best_smooth[0]:
+            best_smooth = (smooth, step)
+        if cfg.stop == "patience" and epoch - best[1] >= cfg.patience:
             stopped = "patience"
+            reason = f"no better validation NRMSE in {cfg.patience} epochs"
+            break
+        if cfg.stop == "smoothed" and step - best_smooth[1] >= cfg.patience_steps:
+            stopped = "smoothed"
+            reason = (
+                f"the smoothed validation NRMSE ({smooth:.4f}) has not improved by 0.5 % in "
+                f"{step - best_smooth[1]} steps (best {best_smooth[0]:.4f} at step {best_smooth[1]})"
+            )
             break
         if time.perf_counter() - t0 >= budget:
             stopped = "minutes"
+            reason = f"the budget of {cfg.minutes:g} min is spent"
             break
+    else:
+        reason = f"max_epochs ({cfg.max_epochs}) reached"
+    reason = f"{reason}; kept epoch {best[1]} (validation NRMSE {best[0]:.4f})"
+    bar.set_postfix_str(f"stopped: {reason}")
     bar.close()
     model.load_state_dict(best_state)
     model.eval()
     seconds = time.perf_counter() - t0
     log.info(
-        "trained %d members: %d epochs, %d steps, %.1f s (%s); best validation NRMSE %.4f "
-        "at epoch %d",
+        "trained %d members: %d epochs, %d steps, %.1f s; stopped: %s",
         model.k,
         epoch,
         step,
         seconds,
-        stopped,
-        best[0],
-        best[1],
+        reason,
     )
-    return TrainResult(epoch, step, seconds, best[0], best[1], stopped)
+    return TrainResult(epoch, step, seconds, best[0], best[1], stopped, reason)
 
 
 def validation_error(model: LatentDynamics, val: Windows, cv_cols: list[int]) -> float:

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from twin.errors import DataQualityError, SpecError, TwinError
-from twin.model import provenance
+from twin.model import provenance, time_scales
 from twin.model.dataset import (
     Normalizer,
     Windows,
@@ -44,8 +44,9 @@ from twin.model.dataset import (
     split_by_time,
 )
 from twin.model.forecast import Calibration, Forecast, history_window
+from twin.model.linear_init import fit_network
 from twin.model.network import LatentDynamics, TwinConfig
-from twin.model.train import nrmse_per_step, predict, resolve_device, torch_threads, train_model
+from twin.model.train import nrmse_per_step, predict, resolve_device, torch_threads
 from twin.spec import PlantSpec, load_spec, spec_difference, spec_to_toml
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,8 @@ class Twin:
         parts = split_by_time(frame, cfg.fractions)
         train_values, _ = frame_to_array(parts[0], spec)
         norm = Normalizer.fit(train_values, fallback=0.1 * spans(spec))
+        scales = None if cfg.time_scales == "given" else time_scales.choose(spec, parts, cfg, norm)
+        cfg = scales[0] if scales else cfg
         train, val, cal = (_windows(p, spec, cfg, norm) for p in parts)
         for name, w in (("training", train), ("validation", val), ("calibration", cal)):
             if len(w) == 0:
@@ -135,11 +138,9 @@ class Twin:
         np.random.seed(cfg.seed)
         device = resolve_device(cfg.device)
         with torch_threads(cfg.threads):
-            model = LatentDynamics(cfg, len(spec.tags), mv_columns(spec), dv_columns(spec))
-            result = train_model(
-                model.to(device), train, val, cfg, cv_columns(spec), progress=progress
+            model, result, cfg, linear = fit_network(
+                spec, parts, norm, train, val, cfg, device, progress=progress
             )
-            model = model.cpu()
             # fitted on validation + calibration windows; metrics state its held-out check
             held = [(*predict(model, w.past, w.future), w.future) for w in (val, cal)]
             calibration = Calibration.fit_splits(held, cfg.coverage, cfg.band_score)
@@ -151,10 +152,15 @@ class Twin:
             "epochs": result.epochs,
             "steps": result.steps,
             "stopped": result.stopped,
+            "reason": result.reason,
             "best_epoch": result.best_epoch,
             "windows": {"train": len(train), "validation": len(val), "calibration": len(cal)},
             "calibration_score": calibration.score,
         }
+        if linear is not None:
+            twin.metrics["linear_init"] = linear
+        if scales:
+            twin.metrics["time_scales"] = scales[1]
         twin.metrics[provenance.KEY] = provenance.training_record(frame, parts, spec.sample_period)
         return twin
 

@@ -1,0 +1,193 @@
+"""Linear first: the twin at initialisation forecasts exactly what the identified linear model
+does, every ensemble member alike, and after training it is no worse on validation.
+
+Two plants: a linear one (2 CVs, 1 MV) and the simulated CSTR recorded into a real historian
+(2 CVs, 1 MV, 1 DV), for both identified models (ARX and subspace).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from test_twin import lti_spec, simulate
+
+from connectors.sim.plants import make_plant
+from connectors.sim.record import record
+from twin.evaluate.baseline import Baseline
+from twin.evaluate.linear import ARX, Subspace
+from twin.model.dataset import (
+    Normalizer,
+    cv_columns,
+    dv_columns,
+    frame_to_array,
+    make_windows,
+    mv_columns,
+    spans,
+    split_by_time,
+)
+from twin.model.linear_init import StateSpace, embed, from_arx, from_subspace
+from twin.model.network import LatentDynamics, TwinConfig
+from twin.model.time_scales import step_times
+from twin.model.train import validation_error
+from twin.model.twin import Twin
+from twin.spec import PlantSpec, load_spec, spec_to_toml
+from twin.store.historian import Historian
+
+REPO = Path(__file__).resolve().parents[2]
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def cstr(tmp_path_factory: pytest.TempPathFactory) -> tuple[PlantSpec, pl.DataFrame]:
+    root = tmp_path_factory.mktemp("cstr")
+    record(make_plant("cstr", seed=3), 4.0, root, seed=3, start=START, progress=False)
+    spec = load_spec(REPO / "data" / "plants" / "cstr.toml")
+    return spec, Historian(root).frame(spec, START, START + timedelta(hours=4))
+
+
+@pytest.fixture(scope="module")
+def lti() -> tuple[PlantSpec, pl.DataFrame]:
+    frame, _ = simulate(3000, seed=2)
+    return lti_spec(), frame
+
+
+CFG = TwinConfig(window=16, horizon=20, latent=8, hidden=16, ensemble=3)
+
+
+@pytest.mark.parametrize("plant", ["lti", "cstr"])
+@pytest.mark.parametrize("kind", [ARX, Subspace])
+def test_twin_at_init_forecasts_what_the_linear_model_does(
+    plant: str, kind: type[Baseline], request: pytest.FixtureRequest
+) -> None:
+    spec, frame = request.getfixturevalue(plant)
+    parts = split_by_time(frame, CFG.fractions)
+    values, _ = frame_to_array(parts[0], spec)
+    norm = Normalizer.fit(values, fallback=0.1 * spans(spec))
+    linear = kind().fit(spec, parts[0], parts[1], horizon=CFG.horizon, window=CFG.window)
+    np.testing.assert_allclose(linear.norm_.scale, norm.scale)  # the same normalised units
+    n_tags, cv = len(spec.tags), cv_columns(spec)
+    ss = (
+        from_arx(linear, CFG.window, n_tags)
+        if isinstance(linear, ARX)
+        else from_subspace(linear, CFG.window, n_tags)  # type: ignore[arg-type]
+    )
+    cfg = dataclasses.replace(CFG, latent=max(CFG.latent, ss.order + len(cv)))
+    torch.manual_seed(0)
+    net = LatentDynamics(cfg, n_tags, mv_columns(spec), dv_columns(spec))
+    embed(net, ss, cv)
+    vv, vok = frame_to_array(parts[1], spec)
+    val = make_windows(vv, vok, spec, CFG.window, CFG.horizon, norm)
+    past, future = val.past[::5], val.future[::5].copy()
+    expected = linear._predict_z(past.astype(np.float64), future.astype(np.float64))
+    direct = ss.forecast(
+        past.astype(float), future.astype(float), mv_columns(spec), dv_columns(spec)
+    )
+    np.testing.assert_allclose(direct, expected, atol=1e-8)
+    with torch.no_grad():
+        y = net.rollout(torch.as_tensor(past), torch.as_tensor(future)).y.numpy()
+    assert y.shape[0] == CFG.ensemble
+    for member in y:  # every member, not only their mean
+        np.testing.assert_allclose(member[..., cv], expected, atol=2e-3)
+    # and the model is good: the linear forecast beats persistence over the horizon
+    pers = np.repeat(past[:, -1:, cv], CFG.horizon, axis=1)
+    assert np.mean((expected - future[..., cv]) ** 2) < np.mean((pers - future[..., cv]) ** 2)
+
+
+def test_trained_twin_is_no_worse_on_validation_than_its_linear_start(
+    lti: tuple[PlantSpec, pl.DataFrame],
+) -> None:
+    spec, frame = lti
+    cfg = dataclasses.replace(CFG, max_epochs=3, minutes=5.0, seed=1)
+    twin = Twin.fit(spec, frame, cfg, progress=False)
+    rec = twin.metrics["linear_init"]
+    assert rec["model"].startswith(("arx", "subspace"))
+    assert set(rec["candidates"]) == {"arx", "subspace"}
+    assert rec["kept"] in ("trained", "linear")
+    parts = split_by_time(frame, cfg.fractions)
+    vv, vok = frame_to_array(parts[1], spec)
+    val = make_windows(vv, vok, spec, cfg.window, cfg.horizon, twin.normalizer)
+    score = validation_error(twin.model, val, cv_columns(spec))
+    assert score <= rec["val_nrmse_linear"] + 1e-4
+    assert score == pytest.approx(min(rec["val_nrmse_linear"], rec["val_nrmse_trained"]), abs=1e-4)
+
+
+def test_linear_init_off_trains_from_scratch_as_before(
+    lti: tuple[PlantSpec, pl.DataFrame],
+) -> None:
+    spec, frame = lti
+    cfg = dataclasses.replace(CFG, max_epochs=1, linear_init=False)
+    twin = Twin.fit(spec, frame, cfg, progress=False)
+    assert "linear_init" not in twin.metrics
+    assert twin.config.latent == CFG.latent
+
+
+def _first_order(a: float, integrating: bool = False) -> StateSpace:
+    one = np.ones((1, 1))
+    return StateSpace(
+        "toy",
+        one * (1.0 if integrating else a),
+        one * (1 - a),
+        np.zeros(1),
+        one,
+        np.zeros((1, 1)),
+        np.zeros(1),
+        np.zeros((1, 4)),
+        np.zeros(1),
+    )
+
+
+def test_time_scales_from_the_step_response() -> None:
+    # 0.9^k < 0.05 from k = 29 on (3 time constants); the move shows one sample later
+    assert step_times(_first_order(0.9)) == (1, 29)
+    assert step_times(_first_order(0.9, integrating=True)) == (1, 480)  # never settles: the cap
+    assert step_times(dataclasses.replace(_first_order(0.9), c=np.zeros((1, 1)))) is None
+
+
+def test_auto_time_scales_are_chosen_stored_and_used(
+    lti: tuple[PlantSpec, pl.DataFrame],
+) -> None:
+    spec, frame = lti
+    cfg = dataclasses.replace(CFG, max_epochs=1, time_scales="auto_window", horizon=15)
+    twin = Twin.fit(spec, frame, cfg, progress=False)
+    ts = twin.metrics["time_scales"]
+    # the plant's slow pole 0.9: settles in about 30 samples, so a window of about 15
+    assert 20 <= ts["settling_samples"] <= 45 and ts["dead_samples"] <= 1
+    assert (
+        twin.window
+        == twin.config.window
+        == ts["window"]
+        == round(ts["settling_samples"] / 2 + ts["dead_samples"])
+    )
+    assert twin.horizon == 15 and ts["given"] == {"window": False, "horizon": True}
+
+
+def test_train_command_says_what_linear_first_and_the_time_scales_chose(
+    lti: tuple[PlantSpec, pl.DataFrame], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    import twin.cli
+
+    spec, frame = lti
+    long = frame.head(1200).unpivot(index="ts", variable_name="tag", value_name="value")
+    long = long.with_columns(pl.lit(0, dtype=pl.UInt32).alias("status"))
+    Historian(tmp_path / "hist").append(long.select("tag", "ts", "value", "status"))
+    spec_file = tmp_path / "lti.toml"
+    spec_file.write_text(spec_to_toml(spec), encoding="utf-8")
+    argv = ["train", "--spec", str(spec_file), "--historian", str(tmp_path / "hist")]
+    argv += ["--out", str(tmp_path / "model"), "--minutes", "0.05", "--horizon", "12"]
+    argv += ["--ensemble", "2", "--time-scales", "auto"]
+    assert twin.cli.main(argv) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert "linear first: " in out and f"kept the {metrics['linear_init']['kept']}" in out
+    assert "stopped: " in out and metrics["training"]["reason"] in out
+    window = metrics["time_scales"]["window"]
+    assert f"window {window}, horizon 12 samples" in out and "horizon given" in out
+    assert Twin.load(tmp_path / "model").window == window

@@ -1,0 +1,267 @@
+"""Linear first: identify a linear model, start the twin from it, keep whichever validates best.
+
+Before training, an ARX and a subspace (N4SID) model are identified on the training split and
+the one with the lower validation NRMSE (open-loop, every step to H) is written as an affine
+state-space predictor in normalised units, inputs ``v_k = (MVs, DVs)`` at sample ``t+1+k``::
+
+    s_0     = L vec(window) + l                    # ARX: the lags it needs; subspace: Kalman
+    y_k     = C s_k + D v_k + d                    # forecast of sample t+1+k
+    s_{k+1} = A s_k + B v_k + b
+
+and embedded in every ensemble member (:func:`embed`): the latent is ``z = (s, o, 0...)`` with
+``o`` the last forecast, so that the twin's readout of ``z_{k+1}`` (it has no feedthrough) is
+``y_k``. The linear core gets ``z_{k+1} = M z_k + B_x x_k + b_z`` with ``M = [[A, 0], [C, 0]]``,
+the encoder's linear path ``L`` (and ``o_0 = y_t``), the readout picks ``o``; the encoder MLP's
+and the predictor MLP's output layers and the bias-update gain start at zero. So at
+initialisation every member forecasts exactly what the linear model does; members differ only
+in their (random) hidden layers and what training does to them. After training, the linear
+weights are kept if they validate better: the twin is never worse on validation than the
+linear model it started from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from twin.errors import DataQualityError
+from twin.evaluate.baseline import try_fit
+from twin.evaluate.linear import ARX, Subspace
+from twin.model.dataset import Normalizer, Windows, cv_columns, dv_columns, mv_columns
+from twin.model.network import LatentDynamics, TwinConfig
+from twin.model.train import TrainResult, train_model, validation_error
+from twin.spec import PlantSpec
+
+log = logging.getLogger(__name__)
+
+MAX_LATENT = 128
+"""a linear model whose state (plus one slot per CV) needs a larger latent is not embedded"""
+
+
+@dataclass(frozen=True)
+class StateSpace:
+    """An affine state-space predictor in normalised units (see the module docstring)."""
+
+    name: str
+    """the identified model and its orders, e.g. ``subspace(i=10, n=4)``"""
+    a: np.ndarray
+    """``[n, n]``"""
+    b: np.ndarray
+    """``[n, n_v]`` inputs ``v = (MVs, DVs)`` in spec order"""
+    bc: np.ndarray
+    """``[n]``"""
+    c: np.ndarray
+    """``[n_cv, n]``"""
+    d: np.ndarray
+    """``[n_cv, n_v]``"""
+    dc: np.ndarray
+    """``[n_cv]``"""
+    enc: np.ndarray
+    """``[n, W * n_tags]`` the initial state from the flattened (time-major) window"""
+    enc_bias: np.ndarray
+    """``[n]``"""
+
+    @property
+    def order(self) -> int:
+        """Size of the state ``s``."""
+        return len(self.a)
+
+    def forecast(self, past: np.ndarray, future: np.ndarray, mv: list[int], dv: list[int]) -> Any:
+        """CV forecasts ``[N, H, n_cv]`` from normalised ``past [N, W, n]``, ``future [N, H, n]``."""
+        s = past.reshape(len(past), -1) @ self.enc.T + self.enc_bias
+        out = []
+        for k in range(future.shape[1]):
+            v = future[:, k, mv + dv]
+            out.append(s @ self.c.T + v @ self.d.T + self.dc)
+            s = s @ self.a.T + v @ self.b.T + self.bc
+        return np.stack(out, axis=1)
+
+
+def from_arx(m: ARX, window: int, n_tags: int) -> StateSpace:
+    """ARX as a state space: ``s = (y(T-1..T-na), v(T-1..T-nb+1))`` before predicting ``T``."""
+    (na, nb), theta = m.orders_, m.theta_
+    cv, ins = m.cv_, m.mv_ + m.dv_
+    ny, nv = len(cv), len(ins)
+    n = na * ny + (nb - 1) * nv
+    c = theta[: na * ny].T
+    d = theta[na * ny : na * ny + nv].T
+    c = np.hstack([c, theta[na * ny + nv : na * ny + nb * nv].T])
+    dc = theta[-1]
+    a, b, bc = np.zeros((n, n)), np.zeros((n, nv)), np.zeros(n)
+    a[:ny], b[:ny], bc[:ny] = c, d, dc  # the newest y lag is the forecast
+    for j in range(1, na):  # older y lags shift down
+        a[j * ny : (j + 1) * ny, (j - 1) * ny : j * ny] = np.eye(ny)
+    u0 = na * ny
+    if nb > 1:
+        b[u0 : u0 + nv] = np.eye(nv)  # the newest input lag is this step's input
+    for j in range(1, nb - 1):
+        a[u0 + j * nv : u0 + (j + 1) * nv, u0 + (j - 1) * nv : u0 + j * nv] = np.eye(nv)
+
+    def origin(pz: np.ndarray) -> np.ndarray:
+        ys = [pz[:, window - lag, cv] for lag in range(1, na + 1)]
+        us = [pz[:, window - lag, ins] for lag in range(1, nb)]
+        return np.hstack([*ys, *us]) if n else np.zeros((len(pz), 0))
+
+    enc, enc_bias = _affine(origin, window, n_tags)
+    return StateSpace(m.describe(), a, b, bc, c, d, dc, enc, enc_bias)
+
+
+def from_subspace(m: Subspace, window: int, n_tags: int) -> StateSpace:
+    """The subspace model as it forecasts: its Kalman state at ``t+1`` is affine in the window."""
+    a, b, bc, _, c, d, dc = m.model_
+    enc, enc_bias = _affine(m.origin_state, window, n_tags)
+    return StateSpace(m.describe(), a, b, bc, c, d, dc, enc, enc_bias)
+
+
+def _affine(origin: Any, window: int, n_tags: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(L, l)`` with ``origin(pz) = L vec(pz) + l``, by probing with unit windows."""
+    size = window * n_tags
+    probes = np.vstack([np.zeros((1, size)), np.eye(size)]).reshape(-1, window, n_tags)
+    states = origin(probes)
+    return (states[1:] - states[:1]).T, states[0]
+
+
+def identify(
+    spec: PlantSpec, train: pl.DataFrame, val: pl.DataFrame, cfg: TwinConfig, norm: Normalizer
+) -> tuple[StateSpace | None, dict[str, Any]]:
+    """The better-validating of ARX and subspace as a :class:`StateSpace`, and what was tried."""
+    n_tags, ncv = len(spec.tags), len(cv_columns(spec))
+    tried: dict[str, Any] = {}
+    best: tuple[float, StateSpace] | None = None
+    for model in (ARX(), Subspace()):  # the evaluation's baselines, orders and all
+        reason = try_fit(model, spec, train, val, horizon=cfg.horizon, window=cfg.window)
+        if reason is not None:
+            tried[model.name] = {"skipped": reason}
+            continue
+        if not np.allclose(model.norm_.mean, norm.mean) or not np.allclose(
+            model.norm_.scale, norm.scale
+        ):  # the same data and fallback give the same normaliser; say so if they ever differ
+            tried[model.name] = {"skipped": "its normalisation differs from the twin's"}
+            continue
+        ss = (
+            from_arx(model, cfg.window, n_tags)
+            if isinstance(model, ARX)
+            else from_subspace(model, cfg.window, n_tags)
+        )
+        score = float(model.val_nrmse_)
+        tried[model.name] = {"model": ss.name, "val_nrmse": round(score, 5), "state": ss.order}
+        if ss.order + ncv > MAX_LATENT:
+            tried[model.name]["skipped"] = f"its state needs a latent over {MAX_LATENT}"
+            continue
+        if np.isfinite(score) and (best is None or score < best[0]):
+            best = (score, ss)
+    return (best[1] if best else None), tried
+
+
+@torch.no_grad()
+def embed(net: LatentDynamics, ss: StateSpace, cv_cols: list[int]) -> None:
+    """Set every member of ``net`` to forecast exactly what ``ss`` does (module docstring)."""
+    lat, h = net.pred_z.shape[1], net.hidden
+    if net.pred_z.shape[2] != h + lat or net.encoder.skip is None:
+        raise ValueError("linear_init needs linear_core=True and encoder_skip=True")
+    n, ncv, n_mv = ss.order, len(cv_cols), len(net.mv_cols)
+    if n + ncv > lat:
+        raise ValueError(f"the latent ({lat}) cannot hold a state of {n} and {ncv} CVs")
+    m = np.zeros((lat, lat))
+    m[:n, :n], m[n : n + ncv, :n] = ss.a, ss.c
+    bv = np.zeros((lat, ss.b.shape[1]))
+    bv[:n], bv[n : n + ncv] = ss.b, ss.d
+    bx = np.zeros((lat, net.pred_in.weight.shape[1]))  # x = (u, u - u_prev, d)
+    bx[:, :n_mv] = bv[:, :n_mv]
+    bx[:, 2 * n_mv : 2 * n_mv + len(net.dv_cols)] = bv[:, n_mv:]
+    bias = np.zeros(lat)
+    bias[:n], bias[n : n + ncv] = ss.bc, ss.dc
+    enc = np.zeros((net.encoder.skip.weight.shape[1], lat))
+    enc[:, :n] = ss.enc.T
+    n_tags = net.readout.weight.shape[2]
+    readout = np.zeros((lat, n_tags))
+    for i, col in enumerate(cv_cols):
+        enc[(net.window - 1) * n_tags + col, n + i] = 1.0  # o_0 = y_t: y0 reconstructs the CVs
+        readout[n + i, col] = 1.0
+    enc_bias = np.zeros(lat)
+    enc_bias[:n] = ss.enc_bias
+
+    def put(param: torch.Tensor, value: np.ndarray | float) -> None:
+        param.copy_(torch.as_tensor(value, dtype=param.dtype).expand_as(param))
+
+    put(net.pred_z[..., h:], (m - np.eye(lat)).T)
+    put(net.pred_in.weight[..., h:], bx.T)
+    put(net.pred_in.bias[..., h:], bias)
+    put(net.pred_out.weight, 0.0)
+    put(net.pred_out.bias, 0.0)
+    put(net.encoder.l3.weight, 0.0)
+    put(net.encoder.l3.bias, 0.0)
+    put(net.encoder.skip.weight, enc)
+    put(net.encoder.skip.bias, enc_bias)
+    put(net.readout.weight, readout)
+    put(net.readout.bias, 0.0)
+    if net.bias_gain.requires_grad:  # learnt: 0, the state estimate already uses y_t (held at
+        put(net.bias_gain, 0.0)  # 1 it changes nothing at init either: y0 reconstructs the CVs)
+
+
+def fit_network(
+    spec: PlantSpec,
+    parts: tuple[pl.DataFrame, ...],
+    norm: Normalizer,
+    train: Windows,
+    val: Windows,
+    cfg: TwinConfig,
+    device: torch.device,
+    *,
+    progress: bool = True,
+) -> tuple[LatentDynamics, TrainResult, TwinConfig, dict[str, Any] | None]:
+    """Build (linear first, if ``cfg.linear_init``), train and choose the network.
+
+    Returns the CPU model, the training summary, the config it was built with (its latent may
+    have grown to hold the linear state) and the linear record for ``metrics.json`` (or None).
+    """
+    mv, dv, cv = mv_columns(spec), dv_columns(spec), cv_columns(spec)
+    t0 = time.perf_counter()
+    ss: StateSpace | None = None
+    record: dict[str, Any] | None = None
+    if cfg.linear_init and not (cfg.linear_core and cfg.encoder_skip):
+        log.warning("linear_init needs linear_core and encoder_skip: starting from scratch")
+    elif cfg.linear_init:
+        try:
+            ss, tried = identify(spec, parts[0], parts[1], cfg, norm)
+        except DataQualityError as exc:  # e.g. the normaliser refuses: train from scratch
+            ss, tried = None, {"error": str(exc)}
+        record = {"candidates": tried, "model": ss.name if ss else None}
+        if ss is not None and ss.order + len(cv) > cfg.latent:
+            cfg = dataclasses.replace(cfg, latent=ss.order + len(cv))
+            log.info("latent grown to %d to hold %s", cfg.latent, ss.name)
+    model = LatentDynamics(cfg, len(spec.tags), mv, dv)
+    initial, linear, budget = None, float("nan"), cfg
+    if ss is not None and record is not None:
+        embed(model, ss, cv)
+        initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        linear = validation_error(model, val, cv)
+        record["val_nrmse_linear"] = round(linear, 5)
+        spent = time.perf_counter() - t0  # identification is part of the training budget
+        budget = dataclasses.replace(cfg, minutes=max(cfg.minutes - spent / 60, cfg.minutes / 4))
+        record["identify_seconds"] = round(spent, 1)
+    result = train_model(model.to(device), train, val, budget, cv, progress=progress)
+    model = model.cpu()
+    if initial is not None and record is not None:
+        trained = validation_error(model, val, cv)
+        record["val_nrmse_trained"] = round(trained, 5)
+        record["kept"] = "trained" if trained <= linear else "linear"
+        if record["kept"] == "linear":
+            model.load_state_dict(initial)
+        log.info(
+            "linear first: %s validates %.4f, the trained twin %.4f: kept the %s",
+            record["model"],
+            linear,
+            trained,
+            record["kept"],
+        )
+    elif record is not None:
+        log.warning("linear first: no linear model identified (%s)", record["candidates"])
+    return model.eval(), result, cfg, record
