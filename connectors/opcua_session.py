@@ -33,6 +33,7 @@ from asyncua.observer import Observer
 from connectors.opcua_security import Security, describe_error
 from twin.errors import ConnectorError
 from twin.spec import PlantSpec
+from twin.times import as_utc
 
 log = logging.getLogger(__name__)
 
@@ -358,9 +359,9 @@ class CollectorSession:
 
 def _timestamp(dv: ua.DataValue) -> datetime:
     """The sample's time: source timestamp, else server timestamp, else now (all UTC)."""
-    for ts in (dv.SourceTimestamp, dv.ServerTimestamp):
-        if ts is not None:
-            ts = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+    for stamp in (dv.SourceTimestamp, dv.ServerTimestamp):
+        if stamp is not None:
+            ts = as_utc(stamp)
             if ts > _NO_TIME:  # some servers send the OPC-UA zero time (1601) for "none"
                 return ts
     return datetime.now(UTC)

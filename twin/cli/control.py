@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import math
-import os
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from twin.cli.args import aware_time
 from twin.control.setpoints import Setpoints
 from twin.errors import TwinError
+from twin.store.jsonl import replace_text
 
 if TYPE_CHECKING:
     from twin.control.whatif import Scenario, WhatIf
@@ -270,6 +270,4 @@ def _write_whatif(result: WhatIf, spec: PlantSpec, path: Path, suffix: str) -> N
     elif suffix == ".csv":
         result.to_frame().with_columns(pl.col("ts").dt.strftime(TS_FORMAT)).write_csv(path)
     else:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(result.to_json_dict(), allow_nan=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        replace_text(path, json.dumps(result.to_json_dict(), allow_nan=False) + "\n")

@@ -52,7 +52,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from twin.model.forecast import Calibration, Forecast
+from twin.store.jsonl import replace_text
 
 log = logging.getLogger(__name__)
 
@@ -300,9 +300,7 @@ class AdaptiveBands:
     def save(self, path: str | Path) -> Path:
         """Write the state as JSON, atomically (a crash leaves the old file or the new one)."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict()) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        replace_text(path, json.dumps(self.to_dict()) + "\n")
         return path
 
     @classmethod

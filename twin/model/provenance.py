@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import polars as pl
+
+from twin.times import as_utc
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,8 @@ def training_record(
         if f.height == 0:
             return None
         lo, hi = f.get_column("ts").min(), f.get_column("ts").max()
-        return [_iso(lo), _iso(hi + period)]  # type: ignore[arg-type, operator]
+        assert isinstance(lo, datetime) and isinstance(hi, datetime)
+        return [as_utc(lo).isoformat(), as_utc(hi + period).isoformat()]
 
     whole = span(frame)
     assert whole is not None
@@ -83,8 +86,3 @@ def read_training_data(metrics: dict[str, Any]) -> TrainingData | None:
     except (KeyError, TypeError, ValueError) as exc:
         log.warning("metrics.json holds an unreadable %r record (%s): ignored", KEY, exc)
         return None
-
-
-def _iso(ts: datetime) -> str:
-    """ISO 8601 with offset; a naive time (a frame without a zone) is taken as UTC."""
-    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).isoformat()

@@ -1,5 +1,7 @@
-"""Append-only JSON-lines files (outages, audit, approvals): one fsynced write per line.
+"""Small text files the project keeps beside its data: append-only JSON lines (outages, audit,
+approvals, recommendations), and whole files replaced atomically (:func:`replace_text`).
 
+JSON lines: one fsynced write per line.
 Each line goes in with a single ``write`` on an ``O_APPEND`` descriptor and is fsynced before
 the call returns, so lines of concurrent writers never interleave and a crash tears at most
 the last line, which a reader skips (the next append starts on a new line, so the torn one is
@@ -33,3 +35,11 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed over it: a reader (or a crash)
+    sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
