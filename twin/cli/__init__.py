@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "twin.cli.collect",  # twin collect
     "twin.cli.certs",  # twin certs create
     "twin.cli.files",  # twin import | replay
+    "twin.cli.spec",  # twin spec infer | discover
     "twin.cli.evaluate",  # twin evaluate
     "twin.cli.train",  # twin train
     "twin.cli.control",  # twin recommend | whatif
