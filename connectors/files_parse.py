@@ -8,6 +8,8 @@ split the chunk into good samples ``[__line, tag, __ts, value, status]`` and bad
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import polars as pl
 
 from twin.spec import PlantSpec
@@ -24,6 +26,12 @@ _AWARE_FORMATS = tuple(
 _NAIVE_FORMATS = (
     *(f"%Y-%m-%d{sep}%H:%M{sec}" for sep in "T " for sec in (":%S%.f", "")),
     "%Y-%m-%d",
+    *(f"%d.%m.%Y %H:%M{sec}" for sec in (":%S%.f", "")),  # dotted dates are day first
+    "%d.%m.%Y",
+)
+_MONTH_FIRST = (*(f"%m/%d/%Y %H:%M{sec}" for sec in (":%S%.f", "")), "%m/%d/%Y")
+_DAY_FIRST = tuple(
+    f"%d{sep}%m{sep}%Y{time}" for sep in "/-" for time in (" %H:%M:%S%.f", " %H:%M", "")
 )
 EXTRA, LINE, TS, WHY = "__extra", "__line", "__ts", "__why"
 """column names of the chunks: a field past the header's, file line, parsed time, reason"""
@@ -34,15 +42,30 @@ _OK, _MISSING, _UNPARSEABLE, _OUT_OF_RANGE = 0, 1, 2, 3  # per-field states
 class Times:
     """Reads one file's time column into UTC, chunk by chunk (internal).
 
-    Text goes through ISO 8601 formats, most successful first, each tried only on the rows the
-    previous ones left; naive times are local times in ``tz``, and those a daylight-saving change
-    makes ambiguous or nonexistent are reported, not guessed.
+    Text goes through ``time_format`` if given, else through ISO 8601, ``dd.mm.yyyy`` and
+    ``mm/dd/yyyy`` (``dd/mm/yyyy`` and ``dd-mm-yyyy`` with ``dayfirst``) formats, most successful
+    first, each tried only on the rows the previous ones left; naive times are local times in
+    ``tz``, and those a daylight-saving change makes ambiguous or nonexistent are reported, not
+    guessed. A format with ``%z`` or ending in ``Z`` reads aware times.
     """
 
-    def __init__(self, column: str, dtype: pl.DataType, tz: str) -> None:
+    def __init__(
+        self,
+        column: str,
+        dtype: pl.DataType,
+        tz: str,
+        time_format: str | None = None,
+        dayfirst: bool = False,
+    ) -> None:
         self.column, self.dtype, self.tz = column, dtype, tz
         self.mode: str | None = None
-        self.formats = [(f, True) for f in _AWARE_FORMATS] + [(f, False) for f in _NAIVE_FORMATS]
+        if time_format:
+            aware = "%z" in time_format or time_format.endswith("Z")
+            self.formats = [(time_format, aware)]
+        else:
+            naive = (*_NAIVE_FORMATS, *(_DAY_FIRST if dayfirst else _MONTH_FIRST))
+            self.formats = [(f, True) for f in _AWARE_FORMATS] + [(f, False) for f in naive]
+        self.hits = dict.fromkeys(self.formats, 0)
 
     @staticmethod
     def accepts(dtype: pl.DataType) -> bool:
@@ -51,8 +74,10 @@ class Times:
 
     def describe(self) -> str:
         """How the time column was read, for the report."""
+        used = [f for f in self.formats if self.hits[f]]
+        naive = f", naive ones read as {self.tz}" if any(not a for _, a in used) else ""
         return {
-            "text": f"ISO 8601 times, naive ones read as {self.tz}",
+            "text": f"times as {', '.join(repr(f) for f, _ in used) or '(none parsed)'}{naive}",
             "epoch": "epoch seconds (UTC)",
             "aware": "time-zone-aware datetimes",
             "naive": f"naive datetimes read as {self.tz}",
@@ -110,7 +135,7 @@ class Times:
         missing = raw.is_null() | (raw.str.len_bytes() == 0)
         ts = pl.repeat(None, len(raw), dtype=_UTC_US, eager=True)
         no_local = pl.repeat(False, len(raw), eager=True)
-        hits = dict.fromkeys(self.formats, 0)
+        hits = self.hits
         for strip in (False, True):  # padded times are rare: strip only what is left
             for fmt, aware in self.formats:
                 todo = (ts.is_null() & ~no_local & ~missing).arg_true()
@@ -168,13 +193,19 @@ def is_readable(dtype: pl.DataType) -> bool:
     return dtype == pl.String or dtype.is_numeric() or dtype == pl.Boolean
 
 
-def _numbers(col: str, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr]:
-    """(value as Float64, state: ok / missing / unparseable) of a text or numeric column."""
+def numbers(col: str, dtype: pl.DataType, decimal_comma: bool) -> tuple[pl.Expr, pl.Expr]:
+    """(value as Float64, state: ok / missing / unparseable) of a text or numeric column.
+
+    Text is read here rather than by the CSV reader so that a bad cell is reported by line; a
+    decimal comma is a comma in place of the point (``1.234,5`` is unparseable, not guessed).
+    """
     raw = pl.col(col)
     if dtype != pl.String:
         value = raw.cast(pl.Float64)
         return value, pl.when(raw.is_null()).then(_MISSING).otherwise(_OK).cast(pl.UInt8)
     text = raw.str.strip_chars()
+    if decimal_comma:
+        text = text.str.replace(",", ".", literal=True)
     value = text.cast(pl.Float64, strict=False)
     state = pl.when(text.is_null() | (text == "")).then(_MISSING).when(value.is_null())
     return value, state.then(_UNPARSEABLE).otherwise(_OK).cast(pl.UInt8)
@@ -214,20 +245,29 @@ def _row_why(raw_columns: list[str], times: Times, *checks: pl.Expr) -> pl.Expr:
 
 
 def wide_rows(
-    chunk: pl.DataFrame, spec: PlantSpec, schema: dict[str, pl.DataType], times: Times
+    chunk: pl.DataFrame,
+    columns: Mapping[str, str],
+    schema: dict[str, pl.DataType],
+    times: Times,
+    decimal_comma: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Good samples ``[__line, tag, __ts, value, status]`` and bad ``[__line, __why]``."""
+    """Good samples ``[__line, tag, __ts, value, status]`` and bad ``[__line, __why]``.
+
+    ``columns`` maps each file column read to its tag.
+    """
     raw_columns = list(schema)
     row_ok = (pl.col("__ts_state") == _OK) & pl.col(EXTRA).is_null()
     bad = [chunk.filter(~row_ok).select(LINE, _row_why(raw_columns, times).alias(WHY))]
     rows = chunk.filter(row_ok)
     good = []
-    for tag in (c for c in raw_columns if c in spec.tag_names):
-        value, state = _numbers(tag, schema[tag])
-        cells = rows.select(LINE, TS, pl.col(tag).alias("__raw"), value, state.alias("__state"))
+    for col, tag in columns.items():
+        value, state = numbers(col, schema[col], decimal_comma)
+        cells = rows.select(
+            LINE, TS, pl.col(col).alias("__raw"), value.alias("__value"), state.alias("__state")
+        )
         good.append(
             cells.filter(pl.col("__state") == _OK).select(
-                LINE, pl.lit(tag).alias("tag"), TS, pl.col(tag).alias("value")
+                LINE, pl.lit(tag).alias("tag"), TS, pl.col("__value").alias("value")
             )
         )
         why = (
@@ -243,18 +283,29 @@ def wide_rows(
 
 
 def long_rows(
-    chunk: pl.DataFrame, spec: PlantSpec, schema: dict[str, pl.DataType], times: Times
+    chunk: pl.DataFrame,
+    spec: PlantSpec,
+    schema: dict[str, pl.DataType],
+    times: Times,
+    decimal_comma: bool = False,
+    rename: Mapping[str, str] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Good samples ``[__line, tag, __ts, value, status]`` and bad ``[__line, __why]``."""
-    value, value_state = _numbers("value", schema["value"])
+    """Good samples ``[__line, tag, __ts, value, status]`` and bad ``[__line, __why]``.
+
+    ``rename`` maps names in the ``tag`` column to the spec's tags (others are kept as they are).
+    """
+    value, value_state = numbers("value", schema["value"], decimal_comma)
     quality = "status" if "status" in schema else "quality" if "quality" in schema else None
     if quality:
         status, status_state = _status(chunk[quality])
     else:
         status = pl.repeat(_GOOD, chunk.height, dtype=pl.UInt32, eager=True)
         status_state = pl.repeat(_OK, chunk.height, dtype=pl.UInt8, eager=True)
+    name = pl.col("tag").cast(pl.String).str.strip_chars()
+    if rename:
+        name = name.replace(dict(rename))
     chunk = chunk.with_columns(
-        pl.col("tag").cast(pl.String).str.strip_chars().alias("__tag"),
+        name.alias("__tag"),
         value.alias("__value"),
         value_state.alias("__value_state"),
         status.alias("__status"),

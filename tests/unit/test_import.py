@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 import connectors.files as files
+import connectors.files_read as files_read
 import twin.cli
 from connectors.files import ImportFileError, import_file
 from twin.spec import PlantSpec, builtin_spec
@@ -246,7 +247,7 @@ def test_duplicate_and_out_of_order_rows(tmp_path, spec, store) -> None:
 def test_chunked_import_keeps_line_numbers_and_first_values(
     tmp_path, spec, store, monkeypatch
 ) -> None:
-    monkeypatch.setattr(files, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(files_read, "CHUNK_ROWS", 3)
     lines = ["ts,T,note"]
     lines += [f"2026-01-01T00:00:{2 * i:02d}Z,{i},x" for i in range(6)]
     lines.insert(4, '2026-01-01T00:00:30Z,bad,"a\nb"')  # line 5, spans two lines
@@ -275,7 +276,7 @@ def _junk_parquet(tmp_path: Path) -> Path:
     [
         ("empty.csv", "", "the file is empty"),
         ("header.csv", "ts,T\n", "header but no data rows"),
-        ("nots.csv", "time,T\n2026-01-01T00:00:00Z,1\n", "no 'ts' column"),
+        ("nots.csv", "when,T\n2026-01-01T00:00:00Z,1\n", "no time column"),
         ("notags.csv", "ts,Pressure\n2026-01-01T00:00:00Z,1\n", "no column is a tag"),
         ("allbad.csv", "ts,T\nnever,1\n2026-01-01T00:00:00Z,warm\n", "none of its 2 rows"),
         ("junk.parquet", None, "not a readable Parquet file"),
@@ -346,3 +347,166 @@ def test_cli_import_exit_codes(tmp_path, capsys, monkeypatch) -> None:
     stored = Historian(out).read(["T"], one, one + timedelta(seconds=1))
     assert stored.select("ts", "value").rows() == [(one, 7.0)]
     assert Historian(out).read().height == 13
+
+
+# --- real exports: delimiters, decimal commas, local time formats, column mapping -----------------
+
+TEP_SPEC = """
+[plant]
+name = "tep"
+sample_period_s = 180.0
+
+[[tags]]
+name = "Level"
+column = "XMEAS(01)"
+unit = "%"
+role = "cv"
+lo = 0.0
+hi = 100.0
+setpoint = 50.0
+weight = 1.0
+
+[[tags]]
+name = "Feed"
+column = "XMV(10)"
+unit = "kg/h"
+role = "mv"
+lo = 0.0
+hi = 100.0
+rate_limit = 5.0
+
+[[tags]]
+name = "Pressure"
+role = "dv"
+lo = 2000.0
+hi = 3000.0
+
+[[tags]]
+name = "Temp"
+role = "dv"
+lo = 100.0
+hi = 150.0
+"""
+
+
+def tep_export(n: int = 600, outside: int = 117) -> str:
+    """A ';'-separated export with dd.mm.yyyy times and decimal commas, as a historian writes
+    it; the first ``outside`` levels are above 100 %, the feed never moves, there is no Temp."""
+    lines = ["Timestamp;XMEAS(01);XMEAS(02);XMV(10)"]
+    start = datetime(2024, 1, 1, 1, 0)
+    for i in range(n):
+        t = (start + timedelta(minutes=3 * (i + 1))).strftime("%d.%m.%Y %H:%M:%S")
+        level = 101.5 + i / 1000 if i < outside else 40.0 + (i % 20) / 4
+        cells = [f"{level:.3f}", f"{2700 + i % 7}.25", "42.5"]
+        lines.append(";".join([t, *(c.replace(".", ",") for c in cells)]))
+    return "\n".join(lines) + "\n"
+
+
+def test_semicolon_export_with_decimal_commas_local_times_and_mapped_columns(tmp_path) -> None:
+    from twin.spec import load_spec
+
+    spec = load_spec(write(tmp_path, "tep.toml", TEP_SPEC))
+    store = Historian(tmp_path / "store")
+    path = write(tmp_path, "export.csv", tep_export())
+    report = import_file(path, spec, store, columns={"XMEAS(02)": "Pressure"}, tz="Europe/Berlin")
+    assert (report.rows_read, report.bad_count, report.rows_stored) == (600, 0, 1800)
+    assert report.columns == {"XMEAS(01)": "Level", "XMEAS(02)": "Pressure", "XMV(10)": "Feed"}
+    assert report.missing_tags == ("Temp",)
+    assert report.out_of_range == {"Level": 117}
+    assert report.still_mvs == ("Feed",)
+    assert "';'-separated, decimal comma" in report.timestamps
+    # 01.01.2024 01:03:00 in Berlin (CET) is 00:03 UTC
+    first = store.read(["Pressure"]).row(0, named=True)
+    assert (first["ts"], first["value"]) == (datetime(2024, 1, 1, 0, 3, tzinfo=UTC), 2700.25)
+    level = store.read(["Level"])
+    uncertain = level.filter(pl.col("quality") == "uncertain")
+    assert uncertain.height == 117 and (uncertain["value"] > 100).all()
+    assert set(uncertain["status"].to_list()) == {files.OUT_OF_RANGE_STATUS}
+    assert level.filter(pl.col("quality") == "good").height == 600 - 117
+    assert store.read(["Feed"])["value"].unique().to_list() == [42.5]
+
+
+def test_cli_import_of_a_real_export_names_what_the_engineer_must_know(
+    tmp_path, capsys, caplog, monkeypatch
+) -> None:
+    monkeypatch.setattr(twin.cli, "COMMAND_MODULES", ["twin.cli.files"])
+    spec = write(tmp_path, "tep.toml", TEP_SPEC)
+    path = write(tmp_path, "export.csv", tep_export())
+    argv = ["import", "--spec", str(spec), "--input", str(path), "--historian", str(tmp_path / "h")]
+    assert twin.cli.main([*argv, "--map", "XMEAS(02)=Pressure", "--tz", "Europe/Berlin"]) == 0
+    out = capsys.readouterr().out
+    assert "tags not in the file: Temp" in out
+    assert "samples outside [lo, hi], stored as uncertain: Level: 117" in out
+    assert "MVs that never move in the file: Feed" in out
+    assert "1800 stored" in out
+    assert twin.cli.main([*argv, "--map", "XMEAS(02)=Pressur"]) == 2  # a typo in the tag
+    assert "has no tag 'Pressur'" in caplog.text
+
+
+def test_export_without_any_tag_column_names_the_columns_and_the_tags(tmp_path) -> None:
+    from twin.spec import load_spec
+
+    spec = load_spec(write(tmp_path, "tep.toml", TEP_SPEC))
+    path = write(tmp_path, "x.csv", "Timestamp;A(1);B(2)\n01.01.2024 01:03:00;1,0;2,0\n")
+    with pytest.raises(ImportFileError) as err:
+        import_file(path, spec, Historian(tmp_path / "store"))
+    msg = str(err.value)
+    assert "columns found ['Timestamp', 'A(1)', 'B(2)']" in msg
+    assert "Level (column 'XMEAS(01)')" in msg and "'Temp'" in msg and "--map" in msg
+
+
+@pytest.mark.parametrize(
+    ("times", "options", "first"),
+    [
+        (["03/04/2024 10:00:00", "03/04/2024 10:01:00"], {}, datetime(2024, 3, 4, 10, 0)),
+        (["03/04/2024 10:00", "03/04/2024 10:01"], {"dayfirst": True}, datetime(2024, 4, 3, 10, 0)),
+        (["2024|04|03 10h00", "2024|04|03 10h01"], {"time_format": "%Y|%m|%d %Hh%M"}, None),
+        (["03-04-2024 10:00:00", "03-04-2024 10:01:00"], {"dayfirst": True}, None),
+    ],
+    ids=["month-first", "dayfirst", "time-format", "dashes-dayfirst"],
+)
+def test_time_formats(tmp_path, spec, store, times, options, first) -> None:
+    path = write(tmp_path, "t.csv", "ts,T\n" + "".join(f"{t},1.5\n" for t in times))
+    report = import_file(path, spec, store, files.ReadOptions(**options))
+    assert report.bad_count == 0 and report.rows_stored == 2
+    first = first or datetime(2024, 4, 3, 10, 0)
+    assert values(store, "T")[0] == (first.replace(tzinfo=UTC), 1.5)
+
+
+def test_unparseable_times_get_a_hint_to_give_the_format(tmp_path, spec, store) -> None:
+    path = write(tmp_path, "t.csv", "ts,T\n2024-01-01T00:00:00Z,1\n1 Jan 2024 00:01,2\n")
+    report = import_file(path, spec, store)
+    assert report.bad_rows == ((3, "unparseable timestamp '1 Jan 2024 00:01'"),)
+    assert "--time-format" in report.summary()
+
+
+def test_tab_delimiter_is_sniffed_and_a_given_one_is_used(tmp_path, spec, store) -> None:
+    tab = write(tmp_path, "tab.txt", "ts\tT\tCa\n2026-01-01T00:00:00Z\t1.5\t0.5\n")
+    assert import_file(tab, spec, store).rows_stored == 2
+    pipe = write(tmp_path, "p.csv", "ts|T\n2026-01-01T00:00:06Z|2,5\n")
+    opts = files.ReadOptions(delimiter="|", decimal_comma=True)
+    assert import_file(pipe, spec, store, opts).rows_stored == 1
+    assert values(store, "T")[-1] == (T0 + timedelta(seconds=6), 2.5)
+
+
+def test_long_export_reads_tag_names_through_the_spec_columns(tmp_path) -> None:
+    from twin.spec import load_spec
+
+    spec = load_spec(write(tmp_path, "tep.toml", TEP_SPEC))
+    store = Historian(tmp_path / "store")
+    text = "ts,tag,value\n2024-01-01T00:00:00Z,XMEAS(01),150\n2024-01-01T00:00:00Z,XMV(10),7\n"
+    report = import_file(write(tmp_path, "l.csv", text), spec, store)
+    assert report.tags == ("Level", "Feed") and report.missing_tags == ("Pressure", "Temp")
+    assert report.out_of_range == {"Level": 1}
+    assert store.read(["Level"]).select("value", "quality").rows() == [(150.0, "uncertain")]
+
+
+def test_a_tag_with_no_data_is_named_at_training_time_too() -> None:
+    import numpy as np
+
+    from twin.errors import DataQualityError
+    from twin.model.dataset import Normalizer
+
+    values = np.array([[1.0, np.nan, 2.0], [2.0, np.nan, 3.0]])
+    with pytest.raises(DataQualityError, match=r"tags \['Temp'\] have no valid sample"):
+        Normalizer.fit(values, names=["Level", "Temp", "Feed"])

@@ -58,8 +58,10 @@ def test_good_spec_loads_into_frozen_dataclasses(tmp_path: Path) -> None:
     assert [t.name for t in spec.dvs] == ["F"]
     tc = spec.tag("Tc")
     assert tc.rate_limit == 1.0 and tc.write_node is not None
+    f_node = spec.tag("F").node
+    assert tc.node is not None and f_node is not None
     assert tc.node.namespace_uri == "urn:demo:plant" and tc.node.identifier == "Reactor.Tc"
-    assert spec.tag("F").node.namespace_index == 2 and spec.tag("F").node.kind == "i"
+    assert f_node.namespace_index == 2 and f_node.kind == "i"
     with pytest.raises(AttributeError):
         spec.tag("T").lo = 0.0  # type: ignore[misc]
 
@@ -102,18 +104,12 @@ def test_every_builtin_spec_file_is_checked() -> None:
 
 # Each case: (how to break the good spec, expected tag, expected field, words in the message)
 BAD_CASES = [
-    ("missing field", ('unit = "K"\nrole = "cv"', 'role = "cv"'), "T", "unit", "missing"),
+    ("missing field", ('unit = "K"\nrole = "cv"', 'unit = "K"'), "T", "role", "missing"),
     ("unknown role", ('role = "dv"', 'role = "disturbance"'), "F", "role", "unknown role"),
     ("lo >= hi", ("lo = 300.0\nhi = 400.0", "lo = 400.0\nhi = 300.0"), "T", "hi", "below"),
     ("lo == hi", ("lo = 0\nhi = 200", "lo = 5\nhi = 5"), "F", "hi", "below"),
     ("mv without rate limit", ("rate_limit = 1.0\n", ""), "Tc", "rate_limit", "rate limit"),
-    (
-        "mv without write node",
-        ('write_node = "nsu=urn:demo:plant;s=Reactor.Tc.SP"', ""),
-        "Tc",
-        "write_node",
-        "missing",
-    ),
+    ("unit not text", ('unit = "K"', "unit = 3"), "T", "unit", "must be a string"),
     ("mv without lo", ("lo = 280.0\n", ""), "Tc", "lo", "missing"),
     (
         "bad node id",
@@ -270,3 +266,100 @@ def test_mv_timing_defaults_to_the_convention_and_round_trips() -> None:
     again = parse_spec(spec_to_toml(spec), source="p.toml")
     assert again == spec
     assert "mv_timing" not in spec_to_toml(parse_spec(GOOD))
+
+
+# --- offline specs: no OPC-UA nodes, no units, export columns -------------------------------------
+
+OFFLINE = """
+[plant]
+name = "offline"
+sample_period_s = 60.0
+
+[[tags]]
+name = "XMEAS_01"
+column = "XMEAS(01)"
+role = "cv"
+lo = 0.0
+hi = 1.0
+setpoint = 0.5
+weight = 1.0
+
+[[tags]]
+name = "Feed"
+unit = ""
+role = "mv"
+lo = 0.0
+hi = 10.0
+rate_limit = 1.0
+
+[[tags]]
+name = "F"
+node = "ns=2;i=1001"
+unit = "L/min"
+role = "dv"
+lo = 0
+hi = 200
+"""
+
+
+def test_spec_without_nodes_or_units_loads_for_offline_use_and_round_trips() -> None:
+    from twin.spec import spec_to_toml
+
+    spec = parse_spec(OFFLINE, source="offline.toml")
+    x, feed = spec.tag("XMEAS_01"), spec.tag("Feed")
+    assert (x.node, x.unit, x.column) == (None, "", "XMEAS(01)")
+    assert (feed.node, feed.write_node, feed.column) == (None, None, None)
+    text = spec_to_toml(spec)
+    assert "None" not in text and 'column = "XMEAS(01)"' in text
+    assert parse_spec(text, source="offline.toml") == spec
+
+
+def test_require_nodes_names_every_tag_the_plant_cannot_be_reached_for() -> None:
+    spec = parse_spec(OFFLINE, source="offline.toml")
+    with pytest.raises(SpecError) as err:
+        spec.require_nodes("collect")
+    msg = str(err.value)
+    assert msg.startswith("offline.toml") and "cannot collect" in msg
+    assert "['XMEAS_01', 'Feed'] have no 'node'" in msg and "write_node" not in msg
+    with pytest.raises(SpecError, match=r"MVs \['Feed'\] have no 'write_node'"):
+        spec.require_nodes("write")
+    full = parse_spec(GOOD)
+    full.require_nodes("collect")  # a spec with every node passes, for writing too
+    full.require_nodes("write")
+    no_write = parse_spec(GOOD.replace('write_node = "nsu=urn:demo:plant;s=Reactor.Tc.SP"', ""))
+    no_write.require_nodes("collect")
+    with pytest.raises(SpecError, match=r"cannot write .*MVs \['Tc'\]") as err:
+        no_write.require_nodes("write")
+    assert err.value.field == "write_node"
+
+
+def test_two_tags_reading_one_export_column_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, OFFLINE.replace('name = "Feed"', 'name = "Feed"\ncolumn = "F"'))
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert (err.value.tag, err.value.field) == ("F", "name")
+    assert "export column 'F' is already read by tag 'Feed'" in str(err.value)
+
+
+def test_twin_run_refuses_an_offline_spec_naming_the_tags(tmp_path, caplog, monkeypatch) -> None:
+    import twin.cli
+
+    monkeypatch.setattr(twin.cli, "COMMAND_MODULES", ["twin.cli.run"])
+    spec = write(tmp_path, OFFLINE)
+    argv = ["run", "--spec", str(spec), "--model", str(tmp_path / "m")]
+    argv += ["--historian", str(tmp_path / "h"), "--endpoint", "opc.tcp://127.0.0.1:1"]
+    assert twin.cli.main([*argv, "--write"]) == 2
+    assert "cannot write" in caplog.text and "['XMEAS_01', 'Feed'] have no 'node'" in caplog.text
+    assert "MVs ['Feed'] have no 'write_node'" in caplog.text
+    assert not (tmp_path / "h").exists()  # refused before anything was created
+
+
+def test_make_tag_name_turns_column_names_into_valid_distinct_tags() -> None:
+    from twin.spec import make_tag_name
+    from twin.spec.plant import TAG_NAME
+
+    cases = {"XMEAS(01)": "XMEAS_01", "Level %": "Level", "01 Temp": "T_01_Temp", "ts": "ts_"}
+    for column, name in cases.items():
+        assert make_tag_name(column) == name and TAG_NAME.match(name)
+    assert make_tag_name("XMEAS(01)", {"XMEAS_01"}) == "XMEAS_01_2"
+    assert len(make_tag_name("x" * 100)) == 64 and make_tag_name("°C") == "C"

@@ -7,11 +7,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    pass
-
 from twin.cli.args import aware_time
+from twin.errors import TwinError
 from twin.spec import spec_from_arg
+
+if TYPE_CHECKING:
+    from connectors.files_read import ReadOptions
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +21,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "import",
         help="import a CSV or Parquet export into a historian",
-        description="Append the samples of FILE to the historian in DIR. FILE is wide (a 'ts' "
+        description="Append the samples of FILE to the historian in DIR. FILE is wide (a time "
         "column and one column per tag) or long ('ts', 'tag', 'value' and optionally "
-        "'quality' or 'status'). Times: ISO 8601 with an offset or Z, naive ones in --tz, or "
-        "epoch seconds. Rows that cannot be used are listed with their line and reason. Exit "
+        "'quality' or 'status'). A tag is read from the column of its name, its spec 'column' "
+        "or --map COL=TAG. Times: ISO 8601 with an offset or Z, dd.mm.yyyy HH:MM:SS, "
+        "mm/dd/yyyy (--dayfirst: dd/mm/yyyy), any --time-format, naive ones in --tz, or epoch "
+        "seconds. Rows that cannot be used are listed with their line and reason; spec tags "
+        "missing from FILE, values outside [lo, hi] (stored as uncertain) and MVs that never "
+        "move are warned about by name. Exit "
         "status: 0 when samples were read, 1 when every row was bad, 2 when the file cannot be "
         "imported at all. MV values are read with the spec's mv_timing: by default the value at "
         "a row was held over the interval that ends at that row; an export of the MV applied "
@@ -32,13 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spec", required=True, help="plant spec: a TOML file or a built-in name")
     p.add_argument("--input", required=True, type=Path, metavar="FILE", help="CSV or Parquet file")
     p.add_argument("--historian", required=True, type=Path, metavar="DIR", help="historian folder")
+    add_read_args(p)
     p.add_argument(
-        "--tz", default="UTC", metavar="ZONE", help="IANA zone of naive times (default UTC)"
-    )
-    p.add_argument(
-        "--format", choices=["csv", "parquet"], help="file format (default: from the extension)"
-    )
-    p.add_argument("--ts-column", default="ts", metavar="NAME", help="time column (default ts)")
+        "--map", type=column_tag, action="append", default=[], metavar="COL=TAG",
+        help="read TAG from column COL (repeatable; default: a tag's spec 'column', else its name)",
+    )  # fmt: skip
     p.add_argument(
         "--show", type=int, default=20, metavar="N", help="bad rows to list (default 20)"
     )
@@ -70,6 +73,78 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_replay)
 
 
+def add_read_args(p: argparse.ArgumentParser) -> None:
+    """The options that say how an export is written (shared with ``twin spec infer``)."""
+    g = p.add_argument_group("how the export is written (default: found out from the file)")
+    g.add_argument(
+        "--format", choices=["csv", "parquet"], help="file format (default: from the extension)"
+    )
+    g.add_argument(
+        "--ts-column", metavar="NAME",
+        help="time column (default: the one called ts, timestamp, time, datetime, date, ...)",
+    )  # fmt: skip
+    g.add_argument(
+        "--delimiter", type=delimiter, metavar="C",
+        help="CSV field separator, e.g. ';' or tab (default: ',' unless ';', tab or '|' splits "
+        "the header into more fields)",
+    )  # fmt: skip
+    g.add_argument(
+        "--decimal-comma", action=argparse.BooleanOptionalAction,
+        help="numbers are written 1,5 (default: yes in a ';'-separated file)",
+    )  # fmt: skip
+    g.add_argument(
+        "--time-format", metavar="FMT",
+        help="strftime format of the times, e.g. '%%d.%%m.%%Y %%H:%%M:%%S' (%%z for an offset)",
+    )  # fmt: skip
+    g.add_argument(
+        "--dayfirst", action="store_true", help="read 01/02/2024 as 1 February (default: 2 January)"
+    )
+    g.add_argument(
+        "--tz", default="UTC", metavar="ZONE", help="IANA zone of naive times (default UTC)"
+    )
+
+
+def read_options(args: argparse.Namespace) -> ReadOptions:
+    """:class:`~connectors.files_read.ReadOptions` from the options of :func:`add_read_args`."""
+    from connectors.files_read import ReadOptions
+
+    return ReadOptions(
+        fmt=args.format,
+        ts_column=args.ts_column,
+        delimiter=args.delimiter,
+        decimal_comma=args.decimal_comma,
+        time_format=args.time_format,
+        dayfirst=args.dayfirst,
+        tz=args.tz,
+    )
+
+
+def column_tag(text: str) -> tuple[str, str]:
+    """``COL=TAG`` (split at the last '=': a tag name has none) for ``--map``."""
+    col, sep, tag = text.rpartition("=")
+    if not sep or not col.strip() or not tag.strip():
+        raise argparse.ArgumentTypeError(f"expected COL=TAG, got {text!r}")
+    return col.strip(), tag.strip()
+
+
+def delimiter(text: str) -> str:
+    """One character; ``tab`` or ``\\t`` for a tab."""
+    text = "\t" if text in ("tab", "\\t", "TAB") else text
+    if len(text) != 1:
+        raise argparse.ArgumentTypeError(f"a delimiter is one character (or 'tab'), got {text!r}")
+    return text
+
+
+def mapping(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """``--map`` pairs as a dict; TwinError for a column given twice."""
+    out: dict[str, str] = {}
+    for col, tag in pairs:
+        if col in out and out[col] != tag:
+            raise TwinError(f"--map: column {col!r} is mapped to both {out[col]!r} and {tag!r}")
+        out[col] = tag
+    return out
+
+
 def _import(args: argparse.Namespace) -> int:
     from connectors.files import ImportFileError, import_file
     from twin.store.historian import Historian
@@ -80,9 +155,8 @@ def _import(args: argparse.Namespace) -> int:
             args.input,
             spec,
             Historian(args.historian),
-            tz=args.tz,
-            ts_column=args.ts_column,
-            fmt=args.format,
+            read_options(args),
+            columns=mapping(args.map),
         )
     except ImportFileError as exc:
         if exc.report is None or exc.report.rows_read == 0:

@@ -105,6 +105,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.rate_slack >= 0:
         raise TwinError(f"--rate-slack must be >= 0, got {args.rate_slack}")
     spec = spec_from_arg(args.spec)
+    spec.require_nodes("write" if args.write else "run")  # an offline spec has no node ids
     twin = _load(args.model, None, spec)  # the historian folder is created if need be
     setpoints = Setpoints.resolve(spec, args.setpoint)
     security = security_from_args(args)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,8 +57,15 @@ class Normalizer:
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, values: np.ndarray, fallback: np.ndarray | None = None) -> Normalizer:
+    def fit(
+        cls,
+        values: np.ndarray,
+        fallback: np.ndarray | None = None,
+        names: Sequence[str] | None = None,
+    ) -> Normalizer:
         """Mean and std per column of ``values`` ``[T, n_tags]`` (NaN ignored).
+
+        ``names`` (the tags of the columns) name a column without any valid sample in the error.
 
         A column that barely moves (std below 1e-6 of ``fallback``, or zero) gets ``fallback``
         (e.g. ``0.1 * span``) as its scale, or 1.0 without one, so every scale is > 0.
@@ -68,8 +76,11 @@ class Normalizer:
         finite = np.isfinite(values)
         empty = ~finite.any(axis=0)
         if empty.any():
+            idx = np.flatnonzero(empty).tolist()
+            which = f"tags {[names[i] for i in idx]}" if names is not None else f"columns {idx}"
             raise DataQualityError(
-                f"cannot normalise: columns {np.flatnonzero(empty).tolist()} have no valid sample"
+                f"cannot normalise: {which} have no valid sample (are they in the data? "
+                "'twin import' names the spec's tags missing from an export)"
             )
         safe = np.where(finite, values, 0.0)
         count = finite.sum(axis=0)

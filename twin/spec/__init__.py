@@ -21,6 +21,7 @@ from twin.spec.plant import (
     PlantSpec,
     Role,
     Tag,
+    make_tag_name,
     spec_difference,
 )
 
@@ -35,6 +36,7 @@ __all__ = [
     "Tag",
     "builtin_spec",
     "load_spec",
+    "make_tag_name",
     "parse_spec",
     "spec_difference",
     "spec_from_arg",

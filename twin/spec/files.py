@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ PLANTS_DIR = Path(__file__).resolve().parents[2] / "data" / "plants"
 
 
 _PLANT_FIELDS = {"name", "sample_period_s", "description", "mv_timing"}
-_COMMON_FIELDS = {"name", "node", "unit", "role", "lo", "hi", "description"}
+_COMMON_FIELDS = {"name", "node", "unit", "role", "lo", "hi", "description", "column"}
 _ROLE_FIELDS: dict[str, set[str]] = {
     "cv": {"setpoint", "weight"},
     "mv": {"rate_limit", "write_node"},
@@ -106,6 +107,7 @@ def parse_spec(text: str, source: str = "<spec>") -> PlantSpec:
         seen.add(tag.name)
         tags.append(tag)
     _check_nodes_unique(tags, source)
+    _check_columns_unique(tags, source)
     return PlantSpec(
         name=name,
         sample_period=float(period),
@@ -154,8 +156,12 @@ def _parse_tag(raw: object, index: int, source: str) -> Tag:
         )
     _no_unknown(raw, _COMMON_FIELDS | _ROLE_FIELDS[role], source, name, role=role)
 
-    node = _get_node(raw, "node", source, name)
-    unit = _get(raw, "unit", str, source, name)
+    # node ids are optional: an offline spec has none (PlantSpec.require_nodes checks them)
+    node = _get_node(raw, "node", source, name) if "node" in raw else None
+    unit = raw.get("unit", "")
+    if not isinstance(unit, str):
+        raise SpecError(f"must be a string, got {unit!r}", file=source, tag=name, field="unit")
+    column = _get(raw, "column", str, source, name) if "column" in raw else None
     lo = _get_number(raw, "lo", source, name)
     hi = _get_number(raw, "hi", source, name)
     if not lo < hi:
@@ -168,7 +174,8 @@ def _parse_tag(raw: object, index: int, source: str) -> Tag:
         if not rate > 0:
             raise SpecError(f"must be > 0, got {rate}", file=source, tag=name, field="rate_limit")
         kwargs["rate_limit"] = rate
-        kwargs["write_node"] = _get_node(raw, "write_node", source, name)
+        if "write_node" in raw:
+            kwargs["write_node"] = _get_node(raw, "write_node", source, name)
     elif role == "cv":
         sp = _get_number(raw, "setpoint", source, name)
         if not lo <= sp <= hi:
@@ -186,11 +193,12 @@ def _parse_tag(raw: object, index: int, source: str) -> Tag:
     return Tag(
         name=name,
         node=node,
-        unit=unit,
+        unit=unit.strip(),
         role=role,  # checked against ROLES above
         lo=lo,
         hi=hi,
         description=str(raw.get("description", "")),
+        column=column,
         **kwargs,
     )
 
@@ -210,6 +218,21 @@ def _check_nodes_unique(tags: list[Tag], source: str) -> None:
                     field=fld,
                 )
             seen.setdefault(key, t.name)
+
+
+def _check_columns_unique(tags: list[Tag], source: str) -> None:
+    """No two tags read the same export column (a tag's ``column``, or else its name)."""
+    seen: dict[str, str] = {}
+    for t in tags:
+        key = t.column if t.column is not None else t.name
+        if key in seen:
+            raise SpecError(
+                f"export column {key!r} is already read by tag {seen[key]!r}",
+                file=source,
+                tag=t.name,
+                field="column" if t.column is not None else "name",
+            )
+        seen[key] = t.name
 
 
 def _no_unknown(
@@ -256,15 +279,29 @@ def _get_node(table: dict[str, Any], key: str, source: str, tag: str) -> NodeRef
         raise SpecError(f"bad node id: {exc}", file=source, tag=tag, field=key) from None
 
 
-def spec_to_toml(spec: PlantSpec) -> str:
-    """The spec as TOML text in the ``data/plants`` layout (strings JSON-escaped, TOML-valid)."""
+def spec_to_toml(
+    spec: PlantSpec, header: str = "", notes: Mapping[str, Mapping[str, str]] | None = None
+) -> str:
+    """The spec as TOML text in the ``data/plants`` layout (strings JSON-escaped, TOML-valid).
+
+    For a draft: ``header`` becomes comment lines at the top, and ``notes[tag][field]`` a
+    comment after that field of that tag (``notes[tag][""]``: a comment above the tag).
+    """
 
     def value(v: Any) -> str:
         return json.dumps(v) if isinstance(v, str) else repr(float(v))
 
+    def comment(text: str) -> list[str]:
+        return [f"# {line}".rstrip() for line in text.splitlines()]
+
+    notes = notes or {}
     doc = spec.to_dict()
-    lines = ["[plant]"] + [f"{k} = {value(v)}" for k, v in doc["plant"].items()]
+    lines = comment(header) + ["[plant]"] + [f"{k} = {value(v)}" for k, v in doc["plant"].items()]
     for tag in doc["tags"]:
-        lines += ["", "[[tags]]"]
-        lines += [f"{k} = {value(v)}" for k, v in tag.items() if v is not None]
+        note = notes.get(tag["name"], {})
+        lines += ["", *comment(note.get("", "")), "[[tags]]"]
+        for k, v in tag.items():
+            if v is not None:
+                text = note.get(k)
+                lines.append(f"{k} = {value(v)}" + (f"  # {text}" if text else ""))
     return "\n".join(lines) + "\n"

@@ -9,12 +9,34 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+from twin.errors import SpecError
+
 Role = Literal["cv", "mv", "dv"]
 ROLES: tuple[Role, ...] = ("cv", "mv", "dv")
 
 TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 RESERVED_NAMES = {"ts", "tag", "value", "quality", "status"}
 _NODE_KINDS = {"i", "s", "g", "b"}
+
+
+def make_tag_name(text: str, taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """A valid tag name made from ``text`` (a column or display name), unlike any in ``taken``.
+
+    Runs of other characters become ``_`` (``XMEAS(01)`` -> ``XMEAS_01``), a name that does not
+    start with a letter gets ``T_`` in front, a reserved one a ``_`` behind; ``_2``, ``_3``, ...
+    tell apart names that would be equal.
+    """
+    name = re.sub(r"[^A-Za-z0-9_.\-]+", "_", text.strip()).strip("_.-")
+    if not name or not name[0].isalpha():
+        name = f"T_{name}".rstrip("_")
+    if name.lower() in RESERVED_NAMES:
+        name += "_"
+    name = name[:64]
+    base, n = name, 1
+    while name in taken:
+        n += 1
+        name = f"{base[: 63 - len(str(n))]}_{n}"
+    return name
 
 
 class MvTiming(StrEnum):
@@ -128,15 +150,22 @@ class NodeRef:
 
 @dataclass(frozen=True)
 class Tag:
-    """One plant signal. Limits and rates are in the tag's engineering unit (rates per sample)."""
+    """One plant signal. Limits and rates are in the tag's engineering unit (rates per sample).
+
+    ``node`` (and an MV's ``write_node``) may be None in a spec used only offline (import,
+    train, evaluate, what-if); :meth:`PlantSpec.require_nodes` checks them where a plant is
+    talked to.
+    """
 
     name: str
-    node: NodeRef
-    unit: str
+    node: NodeRef | None
+    unit: str  # "" when not known
     role: Role
     lo: float
     hi: float
     description: str = ""
+    column: str | None = None
+    """the column of an export this tag is read from, when it is not the tag's name"""
     # MV only: the largest move per sample, and the node the recommended value is written to.
     rate_limit: float | None = None
     write_node: NodeRef | None = None
@@ -182,6 +211,34 @@ class PlantSpec:
     def tag_names(self) -> list[str]:
         return [t.name for t in self.tags]
 
+    def require_nodes(self, purpose: str) -> None:
+        """Raise :class:`SpecError` naming every tag without an OPC-UA ``node`` and, when
+        ``purpose == "write"``, every MV without a ``write_node``: what talking to a plant needs.
+
+        ``purpose`` says what for (``"collect"``, ``"run"``, ``"write"``) in the message.
+        """
+        problems = []
+        no_node = [t.name for t in self.tags if t.node is None]
+        if no_node:
+            problems.append(
+                f"tags {no_node} have no 'node' (the OPC-UA node id they are read from)"
+            )
+        if purpose == "write":
+            no_write = [t.name for t in self.mvs if t.write_node is None]
+            if no_write:
+                problems.append(
+                    f"MVs {no_write} have no 'write_node' (the node id a move is written to)"
+                )
+        if problems:
+            raise SpecError(
+                f"cannot {purpose} with this spec: {'; '.join(problems)}. A spec drafted from "
+                "an export is for offline use (import, train, evaluate, what-if): add the node "
+                'ids, e.g. node = "ns=2;s=Unit.Tag", or draft the spec from the server with '
+                "'twin spec discover'",
+                file=self.source,
+                field="write_node" if not no_node else "node",
+            )
+
     @property
     def cvs(self) -> tuple[Tag, ...]:
         return self.by_role("cv")
@@ -198,19 +255,18 @@ class PlantSpec:
         """The spec as plain data, in the TOML layout (for saving beside a model)."""
         tags = []
         for t in self.tags:
-            d: dict[str, Any] = {
-                "name": t.name,
-                "node": str(t.node),
-                "unit": t.unit,
-                "role": t.role,
-                "lo": t.lo,
-                "hi": t.hi,
-            }
+            d: dict[str, Any] = {"name": t.name}
+            if t.column is not None:
+                d["column"] = t.column
+            if t.node is not None:
+                d["node"] = str(t.node)
+            d.update(unit=t.unit, role=t.role, lo=t.lo, hi=t.hi)
             if t.description:
                 d["description"] = t.description
             if t.role == "mv":
                 d["rate_limit"] = t.rate_limit
-                d["write_node"] = str(t.write_node)
+                if t.write_node is not None:
+                    d["write_node"] = str(t.write_node)
             if t.role == "cv":
                 d["setpoint"] = t.setpoint
                 d["weight"] = t.weight
