@@ -20,10 +20,12 @@ with one seed and a short budget, and the training time of each twin.
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,6 +62,8 @@ def run_plant(
     stop: str = "patience",
     scratch: bool = True,
     lr: float = TwinConfig.lr,
+    linear_lr: float = TwinConfig.linear_lr,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, object]:
     """NRMSE per step of the three models on ``plant``'s test windows, and training times."""
     hist = record_histories(plant, seed, folder)
@@ -69,7 +73,15 @@ def run_plant(
     out: dict[str, object] = {"plant": plant}
     rows: dict[str, list[float]] = {}
     for name, flag in (("twin+lin", True), ("twin", False))[: 2 if scratch else 1]:
-        cfg = TwinConfig(minutes=minutes, seed=seed, linear_init=flag, stop=stop, lr=lr)  # type: ignore[arg-type]
+        cfg = TwinConfig(
+            minutes=minutes,
+            seed=seed,
+            linear_init=flag,
+            stop=stop,  # type: ignore[arg-type]
+            lr=lr,
+            linear_lr=linear_lr,
+            **(overrides or {}),
+        )
         t0 = time.perf_counter()
         twin = Twin.fit(spec, train_frame, cfg, progress=False)
         out[f"{name} s"] = round(time.perf_counter() - t0, 1)
@@ -106,6 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=1.0)
     ap.add_argument("--stop", choices=("patience", "smoothed"), default="patience")
     ap.add_argument("--lr", type=float, default=TwinConfig.lr, help="peak learning rate")
+    ap.add_argument(
+        "--linear-lr", type=float, default=TwinConfig.linear_lr, help="linear path's lr fraction"
+    )
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="other TwinConfig fields, e.g. w_jepa=0 patience_steps=800 (values as Python literals)",
+    )
     ap.add_argument("--no-scratch", action="store_true", help="leave out linear_init=False")
     args = ap.parse_args(argv)
     bad = [p for p in args.plants if p not in DEVELOPMENT]
@@ -118,7 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for plant in args.plants:
             res = run_plant(
-                plant, args.seed, args.minutes, Path(tmp), args.stop, not args.no_scratch, args.lr
+                plant,
+                args.seed,
+                args.minutes,
+                Path(tmp),
+                args.stop,
+                not args.no_scratch,
+                args.lr,
+                args.linear_lr,
+                {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in args.set)},
             )
             nrmse = res["nrmse"]
             assert isinstance(nrmse, dict)

@@ -68,7 +68,7 @@ def recommendation(
     moves = tuple(
         MoveRec(
             tag=t.name,
-            node=str(t.node),
+            node=None if t.node is None else str(t.node),
             write_node=None if t.write_node is None else str(t.write_node),
             unit=t.unit,
             current=float(p.u0[i]),

@@ -28,7 +28,7 @@ class MoveRec:
     """One MV's recommendation: current value, next value, planned trajectory, its limits."""
 
     tag: str
-    node: str
+    node: str | None
     write_node: str | None
     unit: str
     current: float

@@ -76,7 +76,7 @@ class Baseline(ABC):
             raise DataQualityError(
                 f"{self.name}: the training frame ({train.height} samples) has no complete sample"
             )
-        self.norm_ = Normalizer.fit(values, fallback=0.1 * spans(spec))
+        self.norm_ = Normalizer.fit(values, fallback=0.1 * spans(spec), names=spec.tag_names)
         z = self.norm_.norm(np.where(ok, values, np.nan))
         vv, vok = frame_to_array(val, spec)
         wins = make_windows(vv, vok, spec, window, horizon, self.norm_)

@@ -89,10 +89,14 @@ def _coverage_table(report: dict[str, Any]) -> list[str]:
         f"## Twin band coverage per tag (nominal {nominal:.0%}, expected {lo:.0%}-{hi:.0%})",
         "",
         f"Cells outside the expected range are in bold. From {origins} forecast origins one "
-        f"step's coverage has a sampling error of about ±{se:.0%} (more where origins overlap).",
+        f"step's coverage has a sampling error of about ±{se:.0%} (more where origins overlap). "
+        "'adapted': the band as the live loop adapts it from outcomes as they arrive, all steps, "
+        "from one horizon after the test's start.",
         "",
-        "| tag | all steps | " + " | ".join(f"k={s}" for s in steps) + " | min (step) | flag |",
-        "|---" * (len(steps) + 4) + "|",
+        "| tag | all steps | "
+        + " | ".join(f"k={s}" for s in steps)
+        + " | min (step) | flag | adapted | adapted flag |",
+        "|---" * (len(steps) + 6) + "|",
     ]
 
     def cell(v: float) -> str:
@@ -105,6 +109,12 @@ def _coverage_table(report: dict[str, Any]) -> list[str]:
         low = d["coverage_min"]
         cells = [cell(d["coverage_all_steps"]), *(cell(d["coverage"][s]) for s in steps)]
         cells += [f"{cell(low['value'])} (k={low['step']})", d["coverage_flag"] or ""]
+        adapted = d.get("adaptive")  # reports written before adaptation was scored lack it
+        cells += (
+            [cell(adapted["coverage_all_steps"]), adapted["coverage_flag"] or ""]
+            if adapted
+            else ["", ""]
+        )
         out.append(f"| {tag} | " + " | ".join(cells) + " |")
     return out
 

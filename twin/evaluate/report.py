@@ -11,6 +11,8 @@ value, and forecast H steps open loop. Scores, per CV tag and horizon step k:
   per tag at each step, over all steps and its minimum over steps; a tag is flagged when it
   strays more than ``COVERAGE_TOLERANCE`` from nominal (85-95 % for a 90 % band): the operator
   reads one tag's band, and an average over tags can hide a 59 % and a 100 % tag;
+- **adaptive coverage**: the same for the band as the live loop adapts it from outcomes
+  (:mod:`twin.evaluate.adaptive_replay`), counted from one horizon after the test starts;
 - **band width**: the mean width of the band, in engineering units and as a fraction of the std.
 
 Baselines that could not be fitted are listed under ``skipped`` with the reason, and the report
@@ -31,6 +33,7 @@ import polars as pl
 import torch
 
 from twin.errors import DataQualityError
+from twin.evaluate.adaptive_replay import after_one_horizon, replay
 from twin.evaluate.baseline import Baseline, Persistence
 from twin.evaluate.gru import DirectGRU
 from twin.evaluate.linear import ARX, Subspace
@@ -182,6 +185,12 @@ def evaluate(
     err = {name: nrmse(p[..., cv], future[..., cv], scale[cv]) for name, p in preds.items()}
     inside = (future >= lower) & (future <= upper)
     cover = inside[..., cv].mean(axis=0)  # [H, n_cv]
+    centre, half = (upper + lower) / 2, (upper - lower) / 2
+    adapted, _ = replay(
+        tuple(spec.tag_names), twin.calibration, origins, spec.sample_period, centre, half, future
+    )
+    late = after_one_horizon(origins, spec.sample_period, h)
+    cover_adapted = adapted[late][..., cv].mean(axis=0) if late.any() else cover * np.nan
     width = (upper - lower)[..., cv].mean(axis=0)
 
     def by_step(a: np.ndarray) -> dict[str, float]:
@@ -197,6 +206,8 @@ def evaluate(
             "nrmse": {name: by_step(e[:, j]) for name, e in err.items()},
             "coverage": by_step(cover[:, j]),
             **tag_coverage(cover[:, j], nominal),
+            "coverage_adaptive": by_step(cover_adapted[:, j]),
+            "adaptive": tag_coverage(cover_adapted[:, j], nominal),
             "band_width": by_step(width[:, j]),
             "band_width_std": by_step(width[:, j] / scale[c]),
         }
@@ -244,6 +255,12 @@ def evaluate(
             "coverage": by_step(cover.mean(axis=1)),
             "coverage_all_steps": round(float(cover.mean()), 5),
             "coverage_tags_flagged": [t for t, d in tags.items() if d["coverage_flag"]],
+            "coverage_adaptive": by_step(cover_adapted.mean(axis=1)),
+            "coverage_adaptive_all_steps": round(float(cover_adapted.mean()), 5),
+            "coverage_adaptive_tags_flagged": [
+                t for t, d in tags.items() if d["adaptive"]["coverage_flag"]
+            ],
+            "adaptive_origins": int(late.sum()),
         },
         "notes": list(notes),
         "examples": examples,

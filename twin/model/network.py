@@ -111,6 +111,9 @@ class TwinConfig:
     """peak learning rate (AdamW, cosine decay over the budget)"""
     weight_decay: float = 1e-4
     """AdamW weight decay"""
+    linear_lr: float = 1.0
+    """the linear path's learning rate (linear core, encoder skip, readout) as a fraction of
+    ``lr``: 0 holds the identified linear model fixed and trains only the nonlinear residual"""
     seed: int = 0
     """seeds torch and numpy: the same data and seed give the same weights"""
     device: str = "auto"
@@ -148,6 +151,8 @@ class TwinConfig:
             raise ValueError(f"TwinConfig.stop must be patience|smoothed, got {self.stop!r}")
         if not 0 <= self.smoothing < 1:
             raise ValueError(f"TwinConfig.smoothing must be in [0, 1), got {self.smoothing}")
+        if not 0 <= self.linear_lr <= 1:
+            raise ValueError(f"TwinConfig.linear_lr must be in [0, 1], got {self.linear_lr}")
         if self.minutes <= 0:
             raise ValueError(f"TwinConfig.minutes must be > 0, got {self.minutes}")
 
@@ -245,6 +250,14 @@ class LatentDynamics(nn.Module):
             torch.ones(cfg.horizon, n_tags), requires_grad=cfg.learn_bias_gain
         )
         self.use_bias = cfg.bias_update
+
+    def linear_parts(self) -> list[Tensor]:
+        """Views of the linear path's weights: linear core, encoder skip and readout."""
+        h = self.hidden
+        parts = [self.pred_z[..., h:], self.pred_in.weight[..., h:], self.pred_in.bias[..., h:]]
+        if self.encoder.skip is not None:
+            parts += [self.encoder.skip.weight, self.encoder.skip.bias]
+        return [*parts, self.readout.weight, self.readout.bias]
 
     def encode(self, past: Tensor) -> Tensor:
         """``past [K, B, W, n_tags]`` (or ``[B, W, n_tags]``, shared) to ``z [K, B, latent]``."""

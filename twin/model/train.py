@@ -173,7 +173,7 @@ def train_model(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            opt.step()
+            _step(opt, model, cfg.linear_lr)
             if target_encoder is not None:
                 ema_update(target_encoder, model.encoder, cfg.ema_decay)
             losses.append(parts)
@@ -232,6 +232,23 @@ def train_model(
         reason,
     )
     return TrainResult(epoch, step, seconds, best[0], best[1], stopped, reason)
+
+
+def _step(opt: torch.optim.Optimizer, model: LatentDynamics, linear_lr: float) -> None:
+    """One optimiser step; the linear path moves ``linear_lr`` times as far as the rest.
+
+    Adam's step does not scale with the gradient, so the fraction is applied to the step
+    itself: the linear weights are put back ``1 - linear_lr`` of the way to where they were.
+    """
+    if linear_lr >= 1.0:
+        opt.step()
+        return
+    with torch.no_grad():
+        before = [p.clone() for p in model.linear_parts()]
+    opt.step()
+    with torch.no_grad():
+        for p, old in zip(model.linear_parts(), before, strict=True):
+            p.lerp_(old, 1.0 - linear_lr)
 
 
 def validation_error(model: LatentDynamics, val: Windows, cv_cols: list[int]) -> float:

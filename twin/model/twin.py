@@ -115,7 +115,7 @@ class Twin:
         cfg = config or TwinConfig()
         parts = split_by_time(frame, cfg.fractions)
         train_values, _ = frame_to_array(parts[0], spec)
-        norm = Normalizer.fit(train_values, fallback=0.1 * spans(spec))
+        norm = Normalizer.fit(train_values, fallback=0.1 * spans(spec), names=spec.tag_names)
         scales = None if cfg.time_scales == "given" else time_scales.choose(spec, parts, cfg, norm)
         cfg = scales[0] if scales else cfg
         train, val, cal = (_windows(p, spec, cfg, norm) for p in parts)
