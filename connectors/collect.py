@@ -4,7 +4,8 @@
 
 The library side of ``twin collect`` (and of the collector inside ``twin run``): the
 :class:`~connectors.opcua.OpcUaCollector` pumped into a :class:`~twin.store.historian.Historian`,
-stopped by SIGINT / SIGTERM or after ``duration_s``. :class:`OpcUaFeed` is the same collector
+stopped by SIGINT / SIGTERM or after ``duration_s``; what the server says of each tag's unit and
+range is kept in ``<historian>/server_info.json`` (:data:`SERVER_INFO`). :class:`OpcUaFeed` is the same collector
 as the control loop's :class:`~twin.loop.ports.SampleFeed` (``twin run``).
 """
 
@@ -21,10 +22,15 @@ from connectors.opcua import OpcUaCollector
 from connectors.opcua_security import Security
 from connectors.opcua_session import CollectorSettings
 from connectors.source import PumpStats, pump
+from twin.errors import TwinError
 from twin.spec import PlantSpec
 from twin.store.historian import Historian
 
 log = logging.getLogger(__name__)
+
+#: file beside the historian's data with what the server said of each tag at connect: its
+#: EngineeringUnits and EURange, and how they disagree with the spec
+SERVER_INFO = "server_info.json"
 
 
 async def run_collect(
@@ -40,8 +46,40 @@ async def run_collect(
 ) -> PumpStats:
     """Collect until SIGINT / SIGTERM or ``duration_s``; returns the pump's counters."""
     stats = PumpStats()
-    collector = OpcUaCollector(spec, endpoint, settings=settings, security=security, stats=stats)
-    historian = Historian(historian_dir)
+    collector = OpcUaCollector(
+        spec,
+        endpoint,
+        settings=settings,
+        security=security,
+        stats=stats,
+        server_info=historian_dir / SERVER_INFO,
+    )
+    created = not historian_dir.exists()
+    try:
+        historian = Historian(historian_dir)
+    except OSError as exc:
+        what = "is a file, not a folder" if historian_dir.is_file() else exc.strerror or str(exc)
+        raise TwinError(f"cannot open historian {historian_dir}: {what}") from None
+    try:
+        await _pump(collector, historian, stats, flush_every_s, log_every_s, duration_s)
+    except BaseException:
+        if created:  # leave no empty folder behind a collector that never got data
+            with contextlib.suppress(OSError):
+                historian_dir.rmdir()
+        raise
+    return stats
+
+
+async def _pump(
+    collector: OpcUaCollector,
+    historian: Historian,
+    stats: PumpStats,
+    flush_every_s: float,
+    log_every_s: float,
+    duration_s: float | None,
+) -> None:
+    """Pump ``collector`` into ``historian`` until a signal or ``duration_s``; log the totals."""
+    spec, endpoint = collector.spec, collector.endpoint
     task = asyncio.create_task(
         pump(
             collector, historian, flush_every_s=flush_every_s, stats=stats, log_every_s=log_every_s
@@ -66,7 +104,7 @@ async def run_collect(
         len(spec.tags),
         spec.name,
         endpoint,
-        historian_dir,
+        historian.root,
     )
     try:
         with contextlib.suppress(asyncio.CancelledError):
@@ -84,7 +122,6 @@ async def run_collect(
         stats.gaps,
         c.connects,
     )
-    return stats
 
 
 @dataclass(frozen=True)

@@ -17,21 +17,70 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import polars as pl
-from asyncua import Client
+from asyncua import Client, ua
 
-from connectors.opcua_security import IDENTITY_REFUSED, Security, apply_security, describe_error
-from connectors.opcua_session import ROW_SCHEMA, CollectorSession, CollectorSettings
+from connectors.discover import EngineeringInfo, read_engineering_info
+from connectors.opcua_security import (
+    IDENTITY_REFUSED,
+    Security,
+    apply_security,
+    check_endpoint,
+    describe_error,
+)
+from connectors.opcua_session import (
+    ROW_SCHEMA,
+    CollectorSession,
+    CollectorSettings,
+    NothingToCollect,
+)
 from connectors.source import Gap, PumpStats
 from twin.errors import ConnectorError
-from twin.spec import PlantSpec
+from twin.spec import PlantSpec, Tag
+from twin.store.jsonl import replace_text
 
 log = logging.getLogger(__name__)
+
+#: how a server ends a session or its connection when it stops (or restarts)
+_SESSION_ENDED = (
+    ConnectionError,
+    OSError,
+    TimeoutError,
+    ua.uaerrors.BadSessionClosed,
+    ua.uaerrors.BadSessionIdInvalid,
+    ua.uaerrors.BadSessionNotActivated,
+    ua.uaerrors.BadServerHalted,
+    ua.uaerrors.BadShutdown,
+    ua.uaerrors.BadSecureChannelClosed,
+    ua.uaerrors.BadConnectionClosed,
+)
+
+
+class _SessionEnded(logging.Filter):
+    """asyncua logs a traceback at ERROR ("Publish iteration crashed") when a stopping server
+    ends the session; the collector reports that loss itself, so the record becomes a DEBUG
+    line (shown only when asyncua's DEBUG log is on)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, _SESSION_ENDED):
+            return True
+        record.msg, record.args = "%s (%s)", (record.getMessage(), describe_error(exc))
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info, record.exc_text = None, None
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+logging.getLogger("asyncua.client.ua_session.UaSession").addFilter(_SessionEnded())
 
 __all__ = ["ROW_SCHEMA", "CollectorCounters", "CollectorSettings", "OpcUaCollector"]
 
@@ -61,9 +110,12 @@ class OpcUaCollector:
         settings: CollectorSettings | None = None,
         security: Security | None = None,
         stats: PumpStats | None = None,
+        server_info: Path | None = None,
     ) -> None:
         self.spec = spec
-        self.endpoint = endpoint
+        self.endpoint = check_endpoint(endpoint)
+        self.server_info = server_info  # where what the server says of each tag is kept (JSON)
+        self.unit_warnings: dict[str, list[str]] = {}  # tag -> how the server disagrees
         self.settings = settings or CollectorSettings()
         self.security = security or Security()
         self.counters = CollectorCounters()
@@ -110,24 +162,41 @@ class OpcUaCollector:
         backoff = s.backoff_initial_s
         attempts = 0
         outage_start: datetime | None = None
+        began = time.monotonic()
         while not self._stopping.is_set():
+            err: Exception | None = None
             try:
                 session = await self._open()
             except IDENTITY_REFUSED as exc:  # retrying cannot fix who we are
                 raise ConnectorError(
                     f"OPC-UA server {self.endpoint} refused {self.security.describe()}: {exc}"
                 ) from exc
+            except NothingToCollect as exc:
+                if not self.counters.connects:  # the spec or the server is wrong: say so now
+                    raise
+                err = exc
             except Exception as exc:  # every other failure to connect is worth another try
+                err = exc
+            if err is not None:
                 attempts += 1
+                left = math.inf
+                if s.connect_timeout_s is not None and not self.counters.connects:
+                    left = s.connect_timeout_s - (time.monotonic() - began)
+                    if left <= 0:
+                        raise ConnectorError(
+                            f"no OPC-UA server answered at {self.endpoint} within "
+                            f"{s.connect_timeout_s:g} s ({describe_error(err)}): start it or "
+                            "check the endpoint; --wait keeps trying"
+                        ) from err
                 log.warning(
                     "cannot connect to OPC-UA server %s (attempt %d): %s; retrying in %.1f s",
                     self.endpoint,
                     attempts,
-                    describe_error(exc),
-                    backoff,
+                    describe_error(err),
+                    min(backoff, left),
                 )
-                log.debug("connection attempt failed", exc_info=True)
-                await self._sleep(backoff)
+                log.debug("connection attempt failed", exc_info=err)
+                await self._sleep(min(backoff, left))
                 backoff = min(backoff * 2, s.backoff_max_s)
                 continue
             backoff, attempts = s.backoff_initial_s, 0
@@ -174,11 +243,56 @@ class OpcUaCollector:
             await apply_security(client, self.security)
             await client.connect()
             session.connected = True
+            if not self.counters.connects:
+                await self._check_units(client)
             await session.subscribe()
         except BaseException:
             await session.close()
             raise
         return session
+
+    async def _check_units(self, client: Client) -> None:
+        """Compare each tag's EngineeringUnits and EURange with the spec; keep what was said.
+
+        Warns per tag that disagrees; with ``settings.strict_units`` refuses to collect
+        (:class:`NothingToCollect`, not retried). A server that publishes neither is no fault.
+        """
+        namespaces = await client.get_namespace_array()
+        tags: list[Tag] = []
+        nodes: list[ua.NodeId] = []
+        for tag in self.spec.tags:
+            if tag.node is None:
+                continue
+            with contextlib.suppress(LookupError, ValueError):  # the subscription names it
+                nodes.append(ua.NodeId.from_string(tag.node.resolve(namespaces)))
+                tags.append(tag)
+        try:
+            infos = await read_engineering_info(client, nodes)
+        except Exception as exc:  # optional: a server may refuse the browse-path service
+            log.warning(
+                "cannot read units and ranges from %s: %s", self.endpoint, describe_error(exc)
+            )
+            return
+        said: dict[str, object] = {}
+        self.unit_warnings = {}
+        for tag, info in zip(tags, infos, strict=True):
+            problems = unit_disagreements(tag, info)
+            said[tag.name] = {"node": str(tag.node), **info.to_json(), "disagrees": problems}
+            if problems:
+                self.unit_warnings[tag.name] = problems
+                log.warning("tag %r: %s", tag.name, "; ".join(problems))
+        if self.server_info is not None:
+            doc = {
+                "endpoint": self.endpoint,
+                "read_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "tags": said,
+            }
+            replace_text(self.server_info, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        if self.unit_warnings and self.settings.strict_units:
+            raise NothingToCollect(
+                f"units or ranges on {self.endpoint} disagree with the spec for tags "
+                f"{sorted(self.unit_warnings)} (--strict): fix the spec or the server"
+            )
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -202,3 +316,46 @@ def _resume_time(batch: pl.DataFrame, outage_start: datetime) -> datetime:
     fresh = batch.filter(pl.col("ts") > outage_start)["ts"]
     first = fresh.min() if fresh.len() else None
     return first.astimezone(UTC) if isinstance(first, datetime) else datetime.now(UTC)
+
+
+#: spellings of one unit: each maps to the first (compared after lower-casing, no spaces)
+_SAME_UNIT = (
+    ("°c", "degc", "deg.c", "celsius", "degreecelsius", "℃"),
+    ("k", "kelvin"),
+    ("%", "percent", "pct"),
+    ("°f", "degf", "fahrenheit", "℉"),
+)
+
+
+def _unit_key(text: str) -> str:
+    key = "".join(text.split()).lower()
+    for group in _SAME_UNIT:
+        if key in group:
+            return group[0]
+    return key
+
+
+def unit_disagreements(tag: Tag, info: EngineeringInfo) -> list[str]:
+    """How the server's EngineeringUnits / EURange of ``tag`` disagree with the spec ([] if not).
+
+    Units differ when their text does (ignoring case, spaces and spellings such as degC/°C).
+    Ranges differ when they do not overlap, or when one span is over ten times the other (the
+    EURange is the instrument's range, often wider than the spec's limits, but not by a unit).
+    """
+    out = []
+    if info.unit is not None and tag.unit and _unit_key(info.unit) != _unit_key(tag.unit):
+        out.append(f"the server's unit is {info.unit!r}, the spec's {tag.unit!r}")
+    if info.eu_range is not None:
+        low, high = info.eu_range
+        span = high - low
+        if high < tag.lo or low > tag.hi:
+            out.append(
+                f"the server's EURange [{low:g}, {high:g}] does not meet the spec's "
+                f"[{tag.lo:g}, {tag.hi:g}]"
+            )
+        elif span > 0 and not 0.1 <= tag.span / span <= 10:
+            out.append(
+                f"the server's EURange [{low:g}, {high:g}] and the spec's [{tag.lo:g}, {tag.hi:g}] "
+                "differ in span by over ten times"
+            )
+    return out

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 from asyncua import Client, ua
 from asyncua.crypto import security_policies
@@ -175,7 +176,7 @@ async def connect_client(endpoint: str, security: Security, *, timeout_s: float 
 
     The caller closes it (``await client.disconnect()``).
     """
-    client = Client(endpoint, timeout=timeout_s)
+    client = Client(check_endpoint(endpoint), timeout=timeout_s)
     client.session_timeout = 600_000  # ms: asyncua servers grant at most 10 min
     try:
         await apply_security(client, security)
@@ -278,6 +279,32 @@ def refusal(
             f"{security.policy}/{security.mode} ({offers}): {hint}"
         )
     return None
+
+
+def check_endpoint(endpoint: str) -> str:
+    """``endpoint`` if it is an ``opc.tcp://host[:port][/path]`` URL, else a ConnectorError saying so.
+
+    Checked before any connection attempt: asyncua's own message for a URL without the scheme
+    (``host and port was not specified``) does not say what is wrong.
+    """
+    text = endpoint.strip()
+    if not text.lower().startswith("opc.tcp://"):
+        scheme = text.partition("://")[0] if "://" in text else ""
+        got = f"scheme {scheme + '://'!r}" if scheme else "no scheme"
+        raise ConnectorError(
+            f"endpoint {endpoint!r} is not an OPC-UA URL ({got}): it must start with opc.tcp://, "
+            "e.g. opc.tcp://192.168.0.10:4840/plant"
+        )
+    try:
+        parsed = urlparse(text)
+        parsed.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError as exc:
+        raise ConnectorError(f"endpoint {endpoint!r}: {exc}") from None
+    if not parsed.hostname:
+        raise ConnectorError(
+            f"endpoint {endpoint!r} names no host: use opc.tcp://<host>:<port>/<path>"
+        )
+    return text
 
 
 def describe_error(exc: BaseException) -> str:

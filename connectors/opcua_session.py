@@ -45,6 +45,11 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
 }
 """columns of the batches the collector yields (the historian derives ``quality`` from status)"""
 
+
+class NothingToCollect(ConnectorError):
+    """The server answered but cannot give what the spec asks (no tag, or units refused)."""
+
+
 _TOO_MANY = (ua.uaerrors.BadTooManyOperations, ua.uaerrors.BadTooManyMonitoredItems)
 _NO_TIME = datetime(1970, 1, 2, tzinfo=UTC)
 
@@ -69,6 +74,10 @@ class CollectorSettings:
     """first wait after a failed connection attempt; doubled per failure"""
     backoff_max_s: float = 10.0
     """longest wait between connection attempts"""
+    connect_timeout_s: float | None = 30.0
+    """give up (ConnectorError) when no first connection succeeded for this long; None: wait"""
+    strict_units: bool = False
+    """refuse to collect when a tag's EngineeringUnits / EURange disagree with the spec"""
     request_timeout_s: float = 4.0
     """timeout of each OPC-UA request"""
     watchdog_s: float = 4.0
@@ -166,15 +175,23 @@ class CollectorSession:
         items: list[tuple[int, ua.NodeId]] = []
         for i, tag in enumerate(owner.spec.tags, start=1):
             try:
+                if tag.node is None:
+                    raise LookupError("the spec gives it no node")
                 items.append((i, ua.NodeId.from_string(tag.node.resolve(namespaces))))
-            except LookupError as exc:
-                raise ConnectorError(f"tag {tag.name!r}: {exc}") from None
+            except LookupError as exc:  # skipped and named, like a node the server does not have
+                log.warning("cannot monitor tag %r on %s: %s", tag.name, owner.endpoint, exc)
+                continue
             self.tag_of[i] = tag.name
         chunk = min(s.chunk_size, await self._per_call_limit())
         while items:
             sub = await self._new_subscription()
             items, chunk = await self._monitor(sub, items, chunk)
         n = len(self.tag_of)
+        if not n:
+            raise NothingToCollect(
+                f"{owner.endpoint} serves none of the {len(owner.spec.tags)} tags of plant "
+                f"{owner.spec.name!r} (see the warnings above): check the spec's node ids"
+            )
         log.info(
             "connected to %s (%s): %d of %d tags in %d subscription(s), publishing every %.2f s",
             owner.endpoint,

@@ -91,9 +91,13 @@ class OpcUaMoveWriter:
         """
         client = self._session()
         namespaces = self._namespaces = await client.get_namespace_array()
-        nodes = [client.get_node(t.node.resolve(namespaces)) for t in tags]
+        readable, nodes = [], []
+        for t in tags:  # a tag without a node has no measurement to read (an offline spec)
+            if t.node is not None:
+                readable.append(t)
+                nodes.append(client.get_node(t.node.resolve(namespaces)))
         out = {}
-        for tag, dv in zip(tags, await client.read_attributes(nodes), strict=True):
+        for tag, dv in zip(readable, await client.read_attributes(nodes), strict=True):
             raw = dv.Value.Value if dv.Value is not None else None
             good = dv.StatusCode is None or dv.StatusCode.is_good()
             if good and isinstance(raw, int | float) and math.isfinite(raw):

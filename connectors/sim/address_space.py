@@ -67,7 +67,7 @@ def eu_information(unit: str) -> ua.EUInformation:
 def plant_namespace(spec: PlantSpec) -> str:
     """The plant's namespace URI: the first ``nsu=`` of its tags, else ``urn:process-twin:sim:<name>``."""
     for tag in spec.tags:
-        if tag.node.namespace_uri:
+        if tag.node is not None and tag.node.namespace_uri:
             return tag.node.namespace_uri
     return f"urn:process-twin:sim:{spec.name}"
 
@@ -94,8 +94,9 @@ class PlantNodes:
 async def build_address_space(server: Server, plant: SimPlant) -> PlantNodes:
     """Add the plant's folder, tags, setpoints and trip nodes to ``server`` (after ``init``)."""
     spec = plant.spec
+    spec.require_nodes("serve")
     default_idx = await server.register_namespace(plant_namespace(spec))
-    refs = [t.node for t in spec.tags] + [t.write_node for t in spec.mvs if t.write_node]
+    refs = [t.node for t in spec.tags if t.node] + [t.write_node for t in spec.mvs if t.write_node]
     for ref in refs:
         if ref.namespace_uri:
             await server.register_namespace(ref.namespace_uri)
@@ -111,6 +112,7 @@ async def build_address_space(server: Server, plant: SimPlant) -> PlantNodes:
     nodes: dict[str, ua.NodeId] = {}
     setpoints: dict[str, ua.NodeId] = {}
     for tag in spec.tags:
+        assert tag.node is not None  # require_nodes above
         nodes[tag.name] = await _add_analog(
             folder, tag, tag.node, tag.name, values[tag.name], namespaces
         )

@@ -145,11 +145,12 @@ def test_bad_and_uncertain_status_reach_the_historian_with_their_codes(tmp_path:
 
 
 def test_dead_endpoint_is_retried_with_backoff_and_stops_at_duration(tmp_path: Path) -> None:
-    """Nothing listens: a clear retry message naming the endpoint, no traceback, exit 0."""
+    """Nothing listens, and --wait: a clear retry message naming the endpoint, no traceback,
+    exit 0 at the end of --duration (without --wait: test_collect_bad_input.py)."""
     endpoint = f"opc.tcp://127.0.0.1:{helpers.free_port()}/nobody/"
     started = time.monotonic()
     run = subprocess.run(
-        helpers.collect_cmd("cstr", endpoint, tmp_path / "hist", "--duration", "3"),
+        helpers.collect_cmd("cstr", endpoint, tmp_path / "hist", "--duration", "3", "--wait"),
         cwd=helpers.REPO,
         capture_output=True,
         text=True,

@@ -331,7 +331,15 @@ def test_band_coverage_is_reported_per_tag_and_step(setup: dict[str, Path]) -> N
     # the average over tags (75%) would hide both
     assert report["summary"]["coverage_all_steps"] == 0.75
     assert report["summary"]["coverage_tags_flagged"] == ["brine_out", "salt_ppm"]
-    row = "| salt_ppm | **50%** | **100%** | **100%** | **0%** | **0%** | **0%** (k=7) | low |"
+    # adaptation narrows a band after hits and widens it after misses, but a band of zero
+    # width has nothing to scale: salt_ppm's stays at 50%, brine_out's (1e6) stays above range
+    assert salt["adaptive"]["coverage_all_steps"] == 0.5
+    assert brine["adaptive"]["coverage_flag"] == "high"
+    assert report["summary"]["coverage_adaptive_tags_flagged"] == ["brine_out", "salt_ppm"]
+    row = (
+        "| salt_ppm | **50%** | **100%** | **100%** | **0%** | **0%** | **0%** (k=7) | low "
+        "| **50%** | low |"
+    )
     assert row in markdown(report)
 
 

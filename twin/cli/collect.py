@@ -1,7 +1,10 @@
 """``twin collect``: subscribe to a plant's OPC-UA server and append every sample to a historian.
 
 Runs until SIGINT / SIGTERM or ``--duration`` seconds, then hands on what it holds, flushes the
-historian, closes the session and exits 0. The password of ``--user`` comes from the environment
+historian, closes the session and exits 0. Bad input exits 2 with a one-line message: an endpoint
+that is not ``opc.tcp://``, a historian path that is a file, no server answering within
+``--connect-timeout`` (unless ``--wait``), units or ranges that disagree with the spec under
+``--strict``, a spec of which the server serves no tag. The password of ``--user`` comes from the environment
 variable ``TWIN_OPCUA_PASSWORD``, never from the command line.
 """
 
@@ -18,6 +21,8 @@ if TYPE_CHECKING:
     from connectors.opcua import CollectorSettings
     from connectors.opcua_security import Security
 
+from twin.cli.args import positive_float
+from twin.errors import TwinError
 from twin.spec import spec_from_arg
 
 log = logging.getLogger(__name__)
@@ -34,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--spec", required=True, help="plant spec: a TOML file or a built-in name")
     p.add_argument("--historian", required=True, type=Path, metavar="DIR", help="historian folder")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument(
+        "--duration", type=positive_float, metavar="S", help="stop after S seconds (> 0)"
+    )
     p.add_argument(
         "--flush-every", type=float, default=2.0, metavar="S", help="flush at least every S s"
     )
@@ -69,6 +76,30 @@ def add_connection_args(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="longest wait between reconnection attempts",
     )
+    p.add_argument(
+        "--connect-timeout",
+        type=positive_float,
+        default=30.0,
+        metavar="S",
+        help="exit with an error when no first connection succeeded within S s (default 30)",
+    )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="keep trying to reach a server that is not there yet (no --connect-timeout)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse to collect when the server's EngineeringUnits or EURange of a tag "
+        "disagree with the spec (default: a warning per tag)",
+    )
+    add_security_args(p)
+
+
+def add_security_args(p: argparse.ArgumentParser) -> None:
+    """Add the OPC-UA security group (identity, certificate, policy, mode) to ``p``; read it back
+    with :func:`security_from_args`."""
     sec = p.add_argument_group("security")
     sec.add_argument("--user", help="user name; the password comes from $TWIN_OPCUA_PASSWORD")
     sec.add_argument(
@@ -120,6 +151,8 @@ def settings_from_args(args: argparse.Namespace) -> CollectorSettings:
         publishing_interval_s=args.publishing_interval,
         chunk_size=args.chunk_size,
         backoff_max_s=args.max_backoff,
+        connect_timeout_s=None if args.wait else args.connect_timeout,
+        strict_units=args.strict,
     )
 
 
@@ -127,15 +160,20 @@ def _collect(args: argparse.Namespace) -> int:
     import asyncio
 
     from connectors.collect import run_collect
+    from connectors.opcua_security import check_endpoint
 
     spec = spec_from_arg(args.spec)
+    spec.require_nodes("collect")
+    endpoint = check_endpoint(args.endpoint)
+    if args.historian.exists() and not args.historian.is_dir():
+        raise TwinError(f"historian {args.historian} is a file, not a folder: name a folder")
     security = security_from_args(args)
     settings = settings_from_args(args)
     quiet_asyncua(args.log_level, security.password)
     asyncio.run(
         run_collect(
             spec,
-            args.endpoint,
+            endpoint,
             args.historian,
             settings=settings,
             security=security,
