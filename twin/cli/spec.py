@@ -6,13 +6,8 @@ Each action lives in its own module with a ``register(subparsers)``; this one on
 from __future__ import annotations
 
 import argparse
-import importlib
 
-#: modules that add ``twin spec`` actions
-ACTION_MODULES = [
-    "twin.cli.spec_infer",  # twin spec infer --input EXPORT
-    "twin.cli.spec_discover",  # twin spec discover --endpoint URL
-]
+from twin.cli import spec_discover, spec_infer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,11 +18,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         "live OPC-UA server, 'infer' reads a historian export.",
     )
     actions = p.add_subparsers(dest="spec_action", metavar="ACTION", required=True)
-    for name in ACTION_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # TEMPORARY while the actions are being written
-            if exc.name != name:
-                raise
-            continue
-        module.register(actions)
+    spec_discover.register(actions)
+    spec_infer.register(actions)
