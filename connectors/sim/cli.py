@@ -42,6 +42,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--speed", type=positive_float, default=1.0, help="times faster than real time")
     p.add_argument("--seed", type=int, default=0, help="seed of the plant's noise")
+    p.add_argument(
+        "--historize",
+        nargs="?",
+        type=_history_count,
+        const=20_000,
+        metavar="N",
+        help="keep the last N values of every tag (default 20000, in memory) and answer "
+        "HistoryRead, as a plant historian does (for `twin backfill`)",
+    )
     sec = p.add_argument_group("security")
     sec.add_argument(
         "--security",
@@ -92,6 +101,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_record)
+
+
+def _history_count(text: str) -> int:
+    """``--historize N``: a whole number of values per tag, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def quiet_asyncua(args: argparse.Namespace) -> None:
@@ -162,7 +182,13 @@ def _serve(args: argparse.Namespace) -> int:
     quiet_asyncua(args)
     asyncio.run(
         serve_until_stopped(
-            plant, host=args.host, port=args.port, speed=args.speed, security=security
+            plant,
+            host=args.host,
+            port=args.port,
+            speed=args.speed,
+            security=security,
+            historize=args.historize is not None,
+            history_count=args.historize or 20_000,
         )
     )
     return 0

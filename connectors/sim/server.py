@@ -7,6 +7,11 @@ per MV, checked against the tag's ``[lo, hi]`` per written item, ``<plant>.Tripp
 steps the plant every ``sample_period / speed`` seconds of wall time against a monotonic clock
 and publishes each value with a good status and a source timestamp.
 
+With ``historize=True`` the server also keeps each tag's recent history in asyncua's own history
+storage (in memory by default, or any ``HistoryStorageInterface`` such as ``HistorySQLite``) and
+answers HistoryRead (raw values with status and source timestamp), as a plant historian would:
+``twin backfill`` reads it.
+
 By default the server is open (security None, anonymous), for the demo on loopback; with a
 :class:`~connectors.sim.server_security.ServerSecurity` it offers only the endpoints it names
 (e.g. ``Basic256Sha256/SignAndEncrypt``), presents its certificate and requires users.
@@ -24,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from asyncua import Server, ua
+from asyncua.server.history import HistoryDict, HistoryStorageInterface
 
 from connectors.sim.address_space import PlantNodes, SetpointGuard, build_address_space, data_value
 from connectors.sim.base import SimPlant
@@ -55,6 +61,9 @@ class PlantServer:
     ``port=0`` binds any free port; :attr:`endpoint` has the real one once started. ``speed``
     runs the plant that many times faster than real time. ``security`` (default: open) sets the
     endpoints' security policies, the server certificate and the users it requires.
+
+    ``historize`` keeps the last ``history_count`` values of every tag for HistoryRead, in
+    ``history`` (default: asyncua's in-memory ``HistoryDict``, about 320 bytes per value).
     """
 
     def __init__(
@@ -65,9 +74,14 @@ class PlantServer:
         port: int = 4840,
         speed: float = 1.0,
         security: ServerSecurity | None = None,
+        historize: bool = False,
+        history_count: int = 20_000,
+        history: HistoryStorageInterface | None = None,
     ) -> None:
         if not (math.isfinite(speed) and speed > 0):
             raise ValueError(f"speed must be a positive number, got {speed}")
+        if history_count < 1:
+            raise ValueError(f"history_count must be at least 1, got {history_count}")
         self.plant = plant
         self.spec = plant.spec
         self.host = host
@@ -75,6 +89,13 @@ class PlantServer:
         self.speed = speed
         self.security = security or ServerSecurity()
         self.server = Server()
+        self.historize = historize or history is not None
+        self.history_count = history_count
+        #: where the tags' history is kept (when historizing); it may be filled directly
+        self.history: HistoryStorageInterface | None = None
+        if self.historize:
+            self.history = history or HistoryDict()
+            self.server.iserver.history_manager.set_storage(self.history)  # before init
         self.steps = 0  # plant steps done
         self.late_ticks = 0  # ticks skipped because a step overran its slot
         self.failure: str | None = None  # set when the simulation failed and stepping stopped
@@ -125,6 +146,13 @@ class PlantServer:
             raise ConnectorError(f"cannot serve {name} on {self.host}:{self.port}: {exc}") from exc
         assert self.server.bserver is not None
         self.port = self.server.bserver.port  # the bound one when port 0 was asked for
+        if self.historize:
+            for node in self._nodes.values.values():
+                await self.server.historize_node_data_change(
+                    self.server.get_node(node),
+                    period=None,  # type: ignore[arg-type]  # None: no age limit, only count
+                    count=self.history_count,
+                )
         await self._publish(self.plant.measure(), first=True)
         self._task = asyncio.create_task(self._run(), name=f"simulate-{name}")
         log.debug("%s: server up in %.2f s", name, time.perf_counter() - t0)
@@ -257,19 +285,34 @@ async def serve_until_stopped(
     speed: float = 1.0,
     stop: asyncio.Event | None = None,
     security: ServerSecurity | None = None,
+    historize: bool = False,
+    history_count: int = 20_000,
 ) -> PlantServer:
-    """Serve ``plant`` until ``stop`` is set (by default: until SIGINT or SIGTERM); return the server."""
+    """Serve ``plant`` until ``stop`` is set (by default: until SIGINT or SIGTERM); return the server.
+
+    ``historize`` keeps the last ``history_count`` values per tag for HistoryRead.
+    """
     if stop is None:
         stop = asyncio.Event()
         stop_on_signals(stop)
     t0 = time.perf_counter()
-    async with PlantServer(plant, host=host, port=port, speed=speed, security=security) as server:
+    server = PlantServer(
+        plant,
+        host=host,
+        port=port,
+        speed=speed,
+        security=security,
+        historize=historize,
+        history_count=history_count,
+    )
+    async with server:
         log.info(
-            "serving %s at %s (ready in %.1f s; %s; Ctrl-C stops)",
+            "serving %s at %s (ready in %.1f s; %s; %s; Ctrl-C stops)",
             plant.name,
             server.endpoint,
             time.perf_counter() - t0,
             server.security.describe(),
+            f"history of the last {history_count} values per tag" if historize else "no history",
         )
         await stop.wait()
         log.info(

@@ -18,6 +18,7 @@ from twin.errors import TwinError
 #: ``func`` on its parsers (``func(args) -> int`` is the exit status).
 COMMAND_MODULES = [
     "twin.cli.collect",  # twin collect
+    "twin.cli.backfill",  # twin backfill
     "twin.cli.certs",  # twin certs create
     "twin.cli.files",  # twin import | replay
     "twin.cli.spec",  # twin spec infer | discover

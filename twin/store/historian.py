@@ -36,7 +36,7 @@ from twin.errors import DataQualityError
 from twin.store.frames import default_max_gap, make_frame
 from twin.store.layout import Range, days, small_files
 from twin.store.outages import GAPS_FILE, read_gaps, record_gap
-from twin.store.reading import scan
+from twin.store.reading import last_timestamps, scan
 from twin.store.recovery import CheckedFiles, recover
 from twin.store.schema import normalise, sort_unique, utc
 from twin.store.writing import StoredMarks, compact_day, publish, write_tmp
@@ -161,6 +161,15 @@ class Historian:
                 log.warning("read of %s failed (%s); retrying", self, exc)
                 self._files.refresh(utc(start, "start"), utc(end, "end"), deep=attempt == 1)
         raise AssertionError("unreachable")
+
+    def last_timestamps(
+        self, tags: Sequence[str], start: datetime | None = None, end: datetime | None = None
+    ) -> dict[str, datetime]:
+        """The latest stored ts (UTC) of each of ``tags`` over ``[start, end)``; absent if none.
+
+        What a resumable reader (e.g. a history backfill) starts after.
+        """
+        return last_timestamps(self._files, tags, start, end)
 
     def frame(
         self, spec: PlantSpec, start: datetime, end: datetime, max_gap: float | None = None

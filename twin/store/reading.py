@@ -75,3 +75,14 @@ def scan_files(
     if end is not None:
         lf = lf.filter(pl.col("ts") < end)
     return lf
+
+
+def last_timestamps(
+    checked: CheckedFiles,
+    tags: Sequence[str],
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> dict[str, datetime]:
+    """The latest stored ts of each of ``tags`` over ``[start, end)``; tags with none are absent."""
+    last = scan(checked, tags, start, end).group_by("tag").agg(pl.col("ts").max()).collect()
+    return dict(zip(last.get_column("tag").to_list(), last.get_column("ts").to_list(), strict=True))
