@@ -23,6 +23,17 @@ or ``benchmarks/models/<plant>`` (a cache), else one is trained on 24 h recorded
 
     .venv/bin/python benchmarks/control.py                  # 3 plants (CPU-heavy: ~30 min)
     .venv/bin/python benchmarks/control.py --plants cstr --quick
+
+Zoo mode (``--seeds``, a zoo set, or any plant beyond the built-in three;
+:mod:`benchmarks.control_seeds`): per plant and training seed a twin trained on 24 h recorded
+with that seed (``TwinConfig(minutes=--minutes (1), seed=seed)``), the twin MPC and the oracle
+MPC (``--baselines``: ARX MPC and PI too) on the plant's scenario
+(:mod:`benchmarks.control_zoo`: generated from the plant; hand-written for the built-in three);
+one JSON per run under ``benchmarks/results/control-zoo/runs/`` (stored runs are skipped), and
+``control-zoo.{md,json}`` beside it: J_twin / J_oracle per seed, mean, spread, the targets.
+
+    .venv/bin/python benchmarks/control.py --plants held-out --seeds 1,2,3 --shard 1/2  # and 2/2
+    .venv/bin/python benchmarks/control.py report --plants held-out --seeds 1,2,3
 """
 
 from __future__ import annotations
@@ -36,7 +47,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -55,33 +65,34 @@ from benchmarks.control_loop import (  # noqa: E402
     Policy,
     Scenario,
     run_closed_loop,
-    score,
 )
 from benchmarks.control_models import ARXPredictor, OraclePredictor  # noqa: E402
 from benchmarks.control_report import CONTROLLERS, HORIZONS, checks, markdown  # noqa: E402
+from benchmarks.control_seeds import (  # noqa: E402
+    TRAIN_HOURS,
+    run_all,
+    run_many,
+    training_frame,
+    write_report,
+)
 from benchmarks.pid import DecentralisedPI, PITuning, tune  # noqa: E402
+from benchmarks.zoo import SETS  # noqa: E402
 from connectors.sim.base import SimPlant  # noqa: E402
-from connectors.sim.plants import PLANTS, make_plant  # noqa: E402
-from connectors.sim.record import DEFAULT_START, record  # noqa: E402
+from connectors.sim.plants import PLANTS, is_plant_name, make_plant  # noqa: E402
 from twin.control.controller import Controller, Predictor  # noqa: E402
 from twin.evaluate.linear import ARX  # noqa: E402
 from twin.model.dataset import split_by_time  # noqa: E402
 from twin.model.network import TwinConfig  # noqa: E402
 from twin.model.twin import Twin  # noqa: E402
 from twin.spec import PlantSpec  # noqa: E402
-from twin.store.historian import Historian  # noqa: E402
 
 log = logging.getLogger("benchmarks.control")
 
-TRAIN_HOURS, TRAIN_SEED = 24.0, 1
-
-
-def training_frame(plant: str, hours: float, folder: Path) -> Any:
-    """``hours`` of plant data recorded with seed 1 (the twin's training data), as a frame."""
-    out = folder / f"{plant}-train"
-    sim = make_plant(plant, seed=TRAIN_SEED)
-    record(sim, hours, out, seed=TRAIN_SEED, progress=False)
-    return Historian(out).frame(sim.spec, DEFAULT_START, DEFAULT_START + timedelta(hours=hours))
+ALIASES = {"dev": "development", "development": "development", "held-out": "held-out"}
+PLANTS_HELP = "comma-separated plants, or a zoo set: dev, held-out (default: the built-in three)"
+ZOO_STEP = "zoo mode: run (and report unless sharded) or only report the stored runs"
+MINUTES_HELP = "training budget of a new twin (default 2.5; zoo mode 1)"
+OUT_HELP = "results folder (default benchmarks/results, zoo mode benchmarks/results/control-zoo)"
 
 
 def load_twin(
@@ -122,17 +133,7 @@ def run_plant(plant: str, args: argparse.Namespace, folder: Path) -> dict[str, A
         "pi": lambda p: PIPolicy("pi", DecentralisedPI(spec, loops)),
     }
     reference = Controller(twin, track_weights=weights)  # the settings every MPC runs with
-    results = {}
-    for name in CONTROLLERS:
-        trace = run_closed_loop(scenario, makers[name], args.seed, progress=True)
-        results[name] = score(
-            trace,
-            scenario,
-            spec,
-            horizon=reference.horizon,
-            move_weight=reference.move_w,
-            limit_weight=reference.limit_weight,
-        )
+    results = run_all(scenario, {c: makers[c] for c in CONTROLLERS}, reference, args.seed)
     scaling = {} if args.no_scaling else solve_scaling(twin, scenario, weights, args)
     return {
         "scenario": _describe(scenario, spec),
@@ -223,22 +224,51 @@ def _tuning(t: PITuning) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--plants", default=",".join(sorted(PLANTS)), help="comma-separated plants")
+    p.add_argument("step", nargs="?", choices=("run", "report"), default="run", help=ZOO_STEP)
+    p.add_argument("--plants", default=",".join(sorted(PLANTS)), help=PLANTS_HELP)
+    p.add_argument("--seeds", default=None, help="training seeds, e.g. 1,2,3 (zoo mode)")
+    p.add_argument("--shard", default=None, help="i/n: this process's share of the runs (zoo)")
+    p.add_argument("--baselines", action="store_true", help="zoo mode: ARX MPC and PI too")
+    p.add_argument("--force", action="store_true", help="zoo mode: rerun stored runs")
     p.add_argument("--steps", type=int, default=None, help="closed-loop samples per run")
     p.add_argument("--seed", type=int, default=2, help="seed of the closed-loop plant's noise")
     p.add_argument("--quick", action="store_true", help="40 samples, 4 h ARX data, no scaling")
     p.add_argument("--models", type=Path, default=None, help="folder with a twin per plant")
-    p.add_argument("--minutes", type=float, default=2.5, help="training budget of a new twin")
+    p.add_argument("--minutes", type=float, default=None, help=MINUTES_HELP)
     p.add_argument("--threads", type=int, default=1, help="torch threads (solves use 1)")
     p.add_argument("--scaling-steps", type=int, default=120, help="samples per scaling run")
     p.add_argument("--no-scaling", action="store_true", help="skip the solve-time scaling runs")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    plants = [x.strip() for x in args.plants.split(",") if x.strip()]
-    unknown = sorted(set(plants) - set(SCENARIOS))
-    if unknown:
-        p.error(f"unknown plants {unknown}; built-in: {sorted(SCENARIOS)}")
+    plants: list[str] = []
+    for x in (x.strip() for x in args.plants.split(",") if x.strip()):
+        plants += list(SETS[ALIASES.get(x, x)]) if ALIASES.get(x, x) in SETS else [x]
+    torch.set_num_threads(args.threads)
+    command = "benchmarks/control.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.seeds is not None or args.step == "report" or set(plants) - set(SCENARIOS):
+        unknown = [x for x in plants if not is_plant_name(x)]
+        if unknown:
+            p.error(f"unknown plants {unknown}; sets: {sorted(ALIASES)}, or plant names")
+        seeds = [int(s) for s in (args.seeds or "1,2,3").split(",") if s.strip()]
+        out = args.out or ROOT / "benchmarks" / "results" / "control-zoo"
+        if args.step == "run":
+            run_many(
+                plants,
+                seeds,
+                out,
+                shard=args.shard,
+                force=args.force,
+                minutes=1.0 if args.minutes is None else args.minutes,
+                loop_seed=args.seed,
+                baselines=args.baselines,
+                steps=args.steps,
+            )
+        if args.step == "report" or not args.shard:
+            print(write_report(plants, seeds, out, command))
+        return 0
+    args.minutes = 2.5 if args.minutes is None else args.minutes
+    args.out = args.out or ROOT / "benchmarks" / "results"
     args.no_scaling = args.no_scaling or args.quick
     torch.set_num_threads(args.threads)
     t0, load_start = time.perf_counter(), os.getloadavg()[0]
@@ -248,8 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             done[plant] = run_plant(plant, args, Path(tmp))
     doc: dict[str, Any] = {
         "meta": {
-            "command": "benchmarks/control.py "
-            + " ".join(argv if argv is not None else sys.argv[1:]),
+            "command": command,
             "seed": args.seed,
             "quick": args.quick,
             "scaling_steps": args.scaling_steps,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from benchmarks.control_loop import OFFSET_TOL
 
 NONLINEAR = ("cstr", "quadtank")
@@ -201,3 +203,136 @@ def _scaling_summary(scaled: dict[str, dict[str, Any]]) -> str:
 
 def _scaling_cell(cell: dict[str, float]) -> str:
     return f"{cell['cpu_median_ms']:.1f} / {cell['cpu_p95_ms']:.1f} ({cell['median_ms']:.1f})"
+
+
+# --- the zoo over training seeds ----------------------------------------------------------
+
+#: the issue's closed-loop targets on the held-out plants with an oracle
+ZOO_TARGETS = {"median": 1.10, "max": 1.25, "spread": 0.05}
+
+
+def zoo_summary(runs: list[dict[str, Any]], plants: list[str], seeds: list[int]) -> dict[str, Any]:
+    """Per plant J_twin / J_oracle per seed, mean and spread; the targets over the plants.
+
+    Spread is the sample standard deviation over the seeds (ddof 1). The median is over the
+    plants' means; the maximum over every plant and seed; the spread target holds for the
+    largest spread of a plant. A plant counts only with every seed run and scored.
+    """
+    by_plant: dict[str, dict[int, float | None]] = {p: {} for p in plants}
+    errors: list[str] = []
+    for r in runs:
+        by_plant[r["plant"]][r["seed"]] = r["ratio"]
+        for c, v in r["results"].items():
+            if "error" in v:
+                errors.append(f"{r['plant']} seed {r['seed']} {c}: {v['error']}")
+    per_plant: dict[str, dict[str, Any]] = {}
+    for plant, got in by_plant.items():
+        ratios = [float(x) for x in (got.get(s) for s in seeds) if x is not None]
+        complete = len(ratios) == len(seeds)
+        per_plant[plant] = {
+            "ratios": {str(s): got.get(s) for s in seeds},
+            "mean": float(np.mean(ratios)) if ratios else None,
+            "spread": float(np.std(ratios, ddof=1)) if len(ratios) > 1 else None,
+            "complete": complete,
+        }
+    done = [d for d in per_plant.values() if d["complete"]]
+    out: dict[str, Any] = {
+        "plants": per_plant,
+        "complete": len(done),
+        "missing": [p for p, d in per_plant.items() if not d["complete"]],
+        "errors": errors,
+        "targets": [],
+    }
+    if done:
+        measured = {
+            "median": float(np.median([d["mean"] for d in done])),
+            "max": max(float(x) for d in done for x in d["ratios"].values()),
+            "spread": max((d["spread"] or 0.0) for d in done),
+        }
+        words = {
+            "median": "median over plants of mean J_twin / J_oracle",
+            "max": "largest J_twin / J_oracle (any plant, any seed)",
+            "spread": "largest spread (std over seeds) of a plant",
+        }
+        out["targets"] = [
+            {
+                "target": f"{words[k]} <= {ZOO_TARGETS[k]:.2f}",
+                "measured": f"{measured[k]:.3f}",
+                "result": "PASS" if measured[k] <= ZOO_TARGETS[k] else "FAIL",
+            }
+            for k in ("median", "max", "spread")
+            if k != "spread" or len(seeds) > 1  # one seed has no spread
+        ]
+    return out
+
+
+def zoo_markdown(runs: list[dict[str, Any]], summary: dict[str, Any], command: str) -> str:
+    """The zoo report: per plant the ratio per seed, mean and spread; the targets."""
+    seeds = sorted({int(s) for d in summary["plants"].values() for s in d["ratios"]})
+    by_key = {(r["plant"], r["seed"]): r for r in runs}
+    lines = [
+        "# Control benchmark over the zoo and training seeds",
+        "",
+        f"`{command}`. Per plant and training seed: 24 h of history recorded with that seed, a "
+        "twin trained on it (`TwinConfig` defaults, its `minutes` and `seed` as stated), the "
+        "twin MPC and the oracle MPC (the same `Controller` on the plant's own physics from its "
+        "true state) on the plant's closed-loop scenario (generated from the plant itself, "
+        "`benchmarks/control_zoo.py`; hand-written for cstr, quadtank, woodberry). J is the "
+        "MPC objective on the noise-free trajectory (see `benchmarks/control_loop.py`). Spread: "
+        "the standard deviation over seeds (ddof 1).",
+        "",
+        "| plant | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | spread "
+        "| twin offset ok | steps | twin H | run s (train s) |",
+        "|---|" + "---|" * (len(seeds) + 6),
+    ]
+    for plant, d in summary["plants"].items():
+        cells = [
+            "-" if d["ratios"][str(s)] is None else f"{d['ratios'][str(s)]:.3f}" for s in seeds
+        ]
+        got = [by_key[(plant, s)] for s in seeds if (plant, s) in by_key]
+        offset = [str(r["results"].get("twin", {}).get("offset_ok", "-")) for r in got]
+        steps = {str(r["scenario"]["steps"]) for r in got}
+        horizon = {str(r["twin"]["horizon"]) for r in got}
+        secs = [f"{r['timing_s']['total_s']:.0f} ({r['timing_s']['train_s']:.0f})" for r in got]
+        lines.append(
+            f"| {plant} | "
+            + " | ".join(cells)
+            + f" | {_num(d['mean'])} | {_num(d['spread'])} | {'/'.join(offset) or '-'} "
+            + f"| {'/'.join(sorted(steps)) or '-'} | {'/'.join(sorted(horizon)) or '-'} "
+            + f"| {', '.join(secs) or '-'} |"
+        )
+    lines += ["", "## Targets", ""]
+    if summary["targets"]:
+        lines += ["| target | measured | result |", "|---|---|---|"]
+        lines += [
+            f"| {t['target']} | {t['measured']} | {t['result']} |" for t in summary["targets"]
+        ]
+    else:
+        lines.append("No plant has all its seeds run yet.")
+    lines += [
+        "",
+        f"{summary['complete']} plants complete"
+        + (f"; missing or unscored: {', '.join(summary['missing'])}" if summary["missing"] else "")
+        + ".",
+    ]
+    if summary["errors"]:
+        lines += ["", "Errors:", "", *(f"- {e}" for e in summary["errors"])]
+    lines += ["", "## Scenarios", ""]
+    for plant in summary["plants"]:
+        r = next((by_key[(plant, s)] for s in seeds if (plant, s) in by_key), None)
+        if r is not None:
+            sc = r["scenario"]
+            sps = "; ".join(
+                f"at {s['at_step']}: " + ", ".join(f"{k} {v:.4g}" for k, v in s["values"].items())
+                for s in sc["setpoints"]
+            )
+            lines.append(
+                f"- **{plant}**: {sc['steps']} samples; {sps}; unmeasured {sc['disturbance']} "
+                f"ramp to {sc['drift']['to']:.4g}, step at {sc['step']['at_step']} to "
+                f"{sc['step']['to']:.4g}. {sc['note']}."
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"

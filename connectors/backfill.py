@@ -156,10 +156,13 @@ class Backfill:
         """Read, store and return the report; on cancel, release and store what arrived."""
         t0 = time.perf_counter()
         s = self.settings
-        client = await connect_client(self.endpoint, self.security, timeout_s=s.request_timeout_s)
-        # asyncua probes the session every watchdog interval (1 s) and drops it when a probe is
-        # not answered within that interval: a server busy encoding a large page answers late
-        client._watchdog_intervall = s.request_timeout_s
+        # a server busy encoding a large page answers the session's watchdog probe late
+        client = await connect_client(
+            self.endpoint,
+            self.security,
+            timeout_s=s.request_timeout_s,
+            watchdog_s=s.request_timeout_s,
+        )
         try:
             nodes = await self._nodes(client)
             batch = min(s.batch_nodes, await _per_request_limit(client))

@@ -171,12 +171,16 @@ async def apply_security(client: Client, security: Security) -> None:
     await client.set_security(policy, str(security.cert), str(security.key), mode=mode)
 
 
-async def connect_client(endpoint: str, security: Security, *, timeout_s: float = 4.0) -> Client:
+async def connect_client(
+    endpoint: str, security: Security, *, timeout_s: float = 4.0, watchdog_s: float = 1.0
+) -> Client:
     """A connected ``Client`` for ``endpoint``; a refusal raises ConnectorError saying why.
 
+    ``watchdog_s``: asyncua probes the session this often and drops it when a probe is not
+    answered within the interval (a server busy with a large history page answers late).
     The caller closes it (``await client.disconnect()``).
     """
-    client = Client(check_endpoint(endpoint), timeout=timeout_s)
+    client = Client(check_endpoint(endpoint), timeout=timeout_s, watchdog_intervall=watchdog_s)
     client.session_timeout = 600_000  # ms: asyncua servers grant at most 10 min
     try:
         await apply_security(client, security)

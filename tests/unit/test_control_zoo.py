@@ -1,0 +1,99 @@
+"""The closed-loop scenarios generated for zoo plants: setpoints the plant can meet, the same
+every time, and an oracle whose physics is the plant's (no twin is trained here)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.control_loop import SCENARIOS, Scenario
+from benchmarks.control_models import OraclePredictor
+from benchmarks.control_seeds import shard_of
+from benchmarks.control_zoo import (
+    STEPS,
+    SteadyMap,
+    oracle_substeps,
+    scenario_for,
+    zoo_design,
+)
+from connectors.sim.plants import make_plant
+
+PLANTS = ("zoo-2", "zoo-5")  # development plants only: nothing is looked at on the held-out set
+
+
+@pytest.mark.parametrize("name", PLANTS)
+def test_the_plants_steady_state_at_each_mv_point_meets_the_setpoints(name: str) -> None:
+    d = zoo_design(name)
+    spec = make_plant(name).spec
+    ss = SteadyMap(name)
+    assert 1 <= len(d.tracked) <= len(spec.mvs)
+    for (_, setpoints), point in zip(d.scenario.setpoints, d.mv_points, strict=True):
+        assert set(setpoints) == set(d.tracked)
+        u = np.array([point[m] for m in ss.plant.mv_names])
+        for mv in spec.mvs:
+            assert mv.lo <= point[mv.name] <= mv.hi
+        y = dict(zip(ss.cvs, ss(u), strict=True))
+        for cv in spec.cvs:  # every CV, tracked or only watched, inside its limits there
+            assert cv.lo <= y[cv.name] <= cv.hi
+        for cv, sp in setpoints.items():
+            assert y[cv] == pytest.approx(sp, abs=1e-6 * spec.tag(cv).span)
+    # the MVs that hold the setpoints against the disturbance are inside their limits too
+    assert d.held and all(
+        spec.tag(m).lo <= v <= spec.tag(m).hi for h in d.held for m, v in h.items()
+    )
+
+
+@pytest.mark.parametrize("name", PLANTS)
+def test_the_scenario_is_the_same_every_time_and_fits_the_plant(name: str) -> None:
+    first = zoo_design(name).scenario
+    zoo_design.cache_clear()
+    again = zoo_design(name).scenario
+    assert again == first
+    assert isinstance(first, Scenario) and first.plant == name
+    assert STEPS[0] <= first.steps <= STEPS[1]
+    plant = make_plant(name)
+    assert first.disturbance == plant.param_names[0]
+    weights = first.weights(plant.spec)
+    assert sum(w > 0 for w in weights.values()) <= len(plant.spec.mvs)
+    nominal = float(plant.p[plant.param_names.index(first.disturbance)])
+    path = first.disturbance_path(nominal)
+    assert path[0] == nominal and path[-1] == first.step[1]
+    assert np.sign(first.drift[2] - nominal) == -np.sign(first.step[1] - nominal)
+
+
+def test_the_built_in_plants_keep_their_hand_written_scenarios() -> None:
+    assert scenario_for("cstr") is SCENARIOS["cstr"]
+
+
+@pytest.mark.parametrize("name", PLANTS)
+def test_the_oracle_forecasts_what_the_plant_does(name: str) -> None:
+    plant = make_plant(name, noise=False)
+    oracle = OraclePredictor(plant, horizon=20, substeps=oracle_substeps(name))
+    t = datetime(2026, 3, 1, tzinfo=UTC)
+    for _ in range(3):
+        plant.step()
+        t += timedelta(seconds=plant.sample_period)
+    oracle.observe(t)
+    past = oracle.past_tensor(pl.DataFrame({"ts": [t]}))
+    plan = np.array([[m.lo + 0.7 * m.span for m in plant.spec.mvs]] * 20)
+    mean, band = oracle.torch_rollout(past, torch.tensor(plan))
+    truth = [list(plant.step(dict(zip(plant.mv_names, row, strict=True))).values()) for row in plan]
+    span = np.array([tag.span for tag in plant.spec.tags])
+    assert np.max(np.abs(mean.numpy() - np.array(truth)) / span) < 1e-3
+    assert float(band.abs().max()) == 0.0
+
+
+def test_shards_split_the_runs_without_overlap() -> None:
+    runs = [(p, s) for p in ("a", "b", "c") for s in (1, 2, 3)]
+    parts = [shard_of(runs, f"{i}/4") for i in range(1, 5)]
+    assert sorted(r for part in parts for r in part) == sorted(runs)
+    with pytest.raises(ValueError, match="1 <= i <= n"):
+        shard_of(runs, "0/4")
