@@ -15,14 +15,16 @@ the encoder's linear path ``L`` (and ``o_0 = y_t``), the readout picks ``o``; th
 and the predictor MLP's output layers and the bias-update gain start at zero. So at
 initialisation every member forecasts exactly what the linear model does; members differ only
 in their (random) hidden layers and what training does to them. After training, the linear
-weights are kept if they validate better: the twin is never worse on validation than the
-linear model it started from.
+weights are kept only if they validate better by more than the validation split's noise
+(:data:`KEEP_T` standard errors, :func:`paired_t`): the twin is never worse on validation than
+the linear model it started from, and a gain within the noise does not buy a nonlinear model.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,13 +38,17 @@ from twin.evaluate.baseline import try_fit
 from twin.evaluate.linear import ARX, Subspace
 from twin.model.dataset import Normalizer, Windows, cv_columns, dv_columns, mv_columns
 from twin.model.network import LatentDynamics, TwinConfig
-from twin.model.train import TrainResult, train_model, validation_error
+from twin.model.train import TrainResult, predict, train_model, validation_error
 from twin.spec import PlantSpec
 
 log = logging.getLogger(__name__)
 
 MAX_LATENT = 128
 """a linear model whose state (plus one slot per CV) needs a larger latent is not embedded"""
+KEEP_T = 2.0
+"""the trained twin replaces its linear start only if its validation gain is this many standard
+errors above zero (paired over blocks of windows, see :func:`paired_t`): a gain within the
+noise of a short validation split is not worth a nonlinear model that may extrapolate worse"""
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,30 @@ def identify(
     return (best[1] if best else None), tried
 
 
+def window_errors(model: LatentDynamics, val: Windows, cv_cols: list[int]) -> np.ndarray:
+    """Mean squared error ``[N]`` of the ensemble mean over CVs and steps, per window."""
+    mean, _ = predict(model, val.past, val.future)
+    return np.asarray(((mean - val.future)[..., cv_cols] ** 2).mean(axis=(1, 2)), dtype=float)
+
+
+def paired_t(before: np.ndarray, after: np.ndarray, block: int) -> float:
+    """How many standard errors ``after``'s errors lie below ``before``'s (0 if undecidable).
+
+    The windows overlap (a window and the next ``block`` share samples), so the differences
+    are averaged in consecutive blocks of ``block`` windows and the t statistic is taken over
+    the block means: positive when ``after`` is better.
+    """
+    d = np.asarray(before, dtype=float) - np.asarray(after, dtype=float)
+    n = len(d) // max(block, 1)
+    if n < 3:
+        return 0.0
+    blocks = d[: n * block].reshape(n, -1).mean(axis=1)
+    sd = float(blocks.std(ddof=1))
+    if sd == 0.0:
+        return math.copysign(math.inf, float(blocks.mean())) if blocks.mean() else 0.0
+    return float(blocks.mean() / (sd / math.sqrt(n)))
+
+
 @torch.no_grad()
 def embed(net: LatentDynamics, ss: StateSpace, cv_cols: list[int]) -> None:
     """Set every member of ``net`` to forecast exactly what ``ss`` does (module docstring)."""
@@ -249,17 +279,25 @@ def fit_network(
         record["identify_seconds"] = round(spent, 1)
     result = train_model(model.to(device), train, val, budget, cv, progress=progress)
     model = model.cpu()
+    result_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if initial is not None and record is not None:
         trained = validation_error(model, val, cv)
         record["val_nrmse_trained"] = round(trained, 5)
-        record["kept"] = "trained" if trained <= linear else "linear"
-        if record["kept"] == "linear":
-            model.load_state_dict(initial)
+        after = window_errors(model, val, cv)
+        model.load_state_dict(initial)
+        t = paired_t(window_errors(model, val, cv), after, cfg.horizon)
+        record["gain_t"] = round(t, 2)
+        record["kept"] = "trained" if t > KEEP_T else "linear"
+        if record["kept"] == "trained":
+            model.load_state_dict(result_state)
         log.info(
-            "linear first: %s validates %.4f, the trained twin %.4f: kept the %s",
+            "linear first: %s validates %.4f, the trained twin %.4f (paired t %.1f, needs > %g): "
+            "kept the %s",
             record["model"],
             linear,
             trained,
+            t,
+            KEEP_T,
             record["kept"],
         )
     elif record is not None:
