@@ -23,13 +23,14 @@ import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 from asyncua import Client, ua
 
 from connectors.discover import EngineeringInfo, read_engineering_info
+from connectors.opcua_probe import not_listening, wait_listening
 from connectors.opcua_security import (
     IDENTITY_REFUSED,
     Security,
@@ -47,6 +48,7 @@ from connectors.source import Gap, PumpStats
 from twin.errors import ConnectorError
 from twin.spec import PlantSpec, Tag
 from twin.store.jsonl import replace_text
+from twin.store.liveness import is_liveness
 
 log = logging.getLogger(__name__)
 
@@ -188,15 +190,20 @@ class OpcUaCollector:
                             f"{s.connect_timeout_s:g} s ({describe_error(err)}): start it or "
                             "check the endpoint; --wait keeps trying"
                         ) from err
+                probe = not_listening(err) and s.probe_interval_s > 0
                 log.warning(
-                    "cannot connect to OPC-UA server %s (attempt %d): %s; retrying in %.1f s",
+                    "cannot connect to OPC-UA server %s (attempt %d): %s; retrying in %.1f s%s",
                     self.endpoint,
                     attempts,
                     describe_error(err),
                     min(backoff, left),
+                    ", or as soon as it listens" if probe else "",
                 )
                 log.debug("connection attempt failed", exc_info=err)
-                await self._sleep(min(backoff, left))
+                # nothing listening: probe the port (cheap) and try again once it listens;
+                # a server that answered and failed gets the backoff
+                interval = s.probe_interval_s if probe else 0.0
+                await wait_listening(self.endpoint, min(backoff, left), interval, self._stopping)
                 backoff = min(backoff * 2, s.backoff_max_s)
                 continue
             backoff, attempts = s.backoff_initial_s, 0
@@ -204,18 +211,19 @@ class OpcUaCollector:
             try:
                 async for batch in session.batches():
                     if outage_start is not None:
-                        resumed = _resume_time(batch, outage_start)
+                        # the session came back when its items were monitored: a still tag's
+                        # first notification repeats its old source timestamp, never the end
+                        resumed = max(outage_start, session.alive_since or datetime.now(UTC))
                         self.counters.outages.append((resumed - outage_start).total_seconds())
                         log.info(
                             "data from %s flows again after %.1f s without it",
                             self.endpoint,
                             self.counters.outages[-1],
                         )
-                        yield Gap(
-                            self._tags, outage_start, resumed, f"no data: {self.endpoint} lost"
-                        )
+                        for tags, end in _gap_ends(batch, self._tags, outage_start, resumed):
+                            yield Gap(tags, outage_start, end, f"no data: {self.endpoint} lost")
                         outage_start = None
-                    self.counters.received += batch.height
+                    self.counters.received += batch.filter(~is_liveness(pl.col("tag"))).height
                     yield batch
             finally:
                 await session.close()
@@ -228,7 +236,7 @@ class OpcUaCollector:
                     session.last_alive.isoformat(timespec="milliseconds"),
                 )
                 if outage_start is None:
-                    outage_start = session.last_alive
+                    outage_start = _outage_start(session)
         if outage_start is not None:
             now = datetime.now(UTC)
             yield Gap(self._tags, outage_start, now, f"no data: {self.endpoint} lost until stop")
@@ -294,10 +302,6 @@ class OpcUaCollector:
                 f"{sorted(self.unit_warnings)} (--strict): fix the spec or the server"
             )
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-
     def _count_drops(self, n: int) -> None:
         if n <= 0:
             return
@@ -311,11 +315,36 @@ class OpcUaCollector:
         )
 
 
-def _resume_time(batch: pl.DataFrame, outage_start: datetime) -> datetime:
-    """When data flows again: the oldest fresh timestamp of the first batch after an outage."""
-    fresh = batch.filter(pl.col("ts") > outage_start)["ts"]
-    first = fresh.min() if fresh.len() else None
-    return first.astimezone(UTC) if isinstance(first, datetime) else datetime.now(UTC)
+def _gap_ends(
+    batch: pl.DataFrame, tags: tuple[str, ...], start: datetime, resumed: datetime
+) -> list[tuple[tuple[str, ...], datetime]]:
+    """Each tag's gap end: its first new sample in the session's first batch (stamped after the
+    outage began, before the session was back), else the time the session was back."""
+    first = (
+        batch.filter(pl.col("ts") > start, pl.col("ts") < resumed)
+        .group_by("tag")
+        .agg(pl.col("ts").min())
+    )
+    ends = dict(zip(first["tag"].to_list(), first["ts"].to_list(), strict=True))
+    by_end: dict[datetime, list[str]] = {}
+    for tag in tags:
+        by_end.setdefault(ends.get(tag, resumed), []).append(tag)
+    return [(tuple(group), end) for end, group in sorted(by_end.items())]
+
+
+def _outage_start(session: CollectorSession) -> datetime:
+    """When a lost session's data stopped: its last sample, or its last sign of life.
+
+    The server answers at least every keep-alive period: a last sample within one period of
+    the last publish response dates the hole (the server may have stopped sampling before it
+    stopped answering); an older one belongs to a still tag, whose value the session kept
+    confirming until its last publish response.
+    """
+    alive = session.last_alive
+    newest = session.newest
+    if newest is None or newest < alive - timedelta(seconds=session.keepalive_s):
+        return alive
+    return min(alive, newest)
 
 
 #: spellings of one unit: each maps to the first (compared after lower-casing, no spaces)

@@ -16,7 +16,6 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -31,60 +30,24 @@ from asyncua.common.subscription import (
 from asyncua.observer import Observer
 
 from connectors.opcua_security import Security, describe_error
+from connectors.opcua_settings import ROW_SCHEMA, CollectorSettings, NothingToCollect
 from twin.errors import ConnectorError
 from twin.spec import PlantSpec
+from twin.store.liveness import mark_rows
 from twin.times import as_utc
 
 log = logging.getLogger(__name__)
 
-ROW_SCHEMA: dict[str, pl.DataType] = {
-    "tag": pl.String(),
-    "ts": pl.Datetime("us", "UTC"),
-    "value": pl.Float64(),
-    "status": pl.UInt32(),
-}
-"""columns of the batches the collector yields (the historian derives ``quality`` from status)"""
-
-
-class NothingToCollect(ConnectorError):
-    """The server answered but cannot give what the spec asks (no tag, or units refused)."""
-
+__all__ = [
+    "ROW_SCHEMA",
+    "CollectorSession",
+    "CollectorSettings",
+    "NothingToCollect",
+    "SessionOwner",
+]
 
 _TOO_MANY = (ua.uaerrors.BadTooManyOperations, ua.uaerrors.BadTooManyMonitoredItems)
 _NO_TIME = datetime(1970, 1, 2, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class CollectorSettings:
-    """How the collector subscribes, batches and reconnects."""
-
-    publishing_interval_s: float | None = None
-    """how often the server sends notifications; None: half the spec's sample period, <= 0.5 s"""
-    sampling_interval_s: float = 0.0
-    """how often the server samples each item; 0 asks for its fastest rate (or on change)"""
-    item_queue_size: int = 16
-    """server-side queue per monitored item: values that change faster than publishing are kept"""
-    client_queue_size: int = 200_000
-    """notifications held in the client before the oldest are dropped (and counted)"""
-    chunk_size: int = 500
-    """monitored items per CreateMonitoredItems call; halved while the server refuses it"""
-    batch_s: float = 0.25
-    """received samples are handed on as one batch this often"""
-    backoff_initial_s: float = 0.5
-    """first wait after a failed connection attempt; doubled per failure"""
-    backoff_max_s: float = 10.0
-    """longest wait between connection attempts"""
-    connect_timeout_s: float | None = 30.0
-    """give up (ConnectorError) when no first connection succeeded for this long; None: wait"""
-    strict_units: bool = False
-    """refuse to collect when a tag's EngineeringUnits / EURange disagree with the spec"""
-    request_timeout_s: float = 4.0
-    """timeout of each OPC-UA request"""
-    watchdog_s: float = 4.0
-    """how often the session is probed for a silently dead server; asyncua waits as long for the
-    probe's answer, so it must exceed the slowest read a busy server answers (1 s made false
-    outages, and lost samples while resubscribing, with 1,000 tags on a loaded 2-core machine).
-    A server that went away (its socket closed) is noticed at once, whatever this is"""
 
 
 class SessionOwner(Protocol):
@@ -141,6 +104,9 @@ class CollectorSession:
         self.lost = False
         self.lost_reason = ""
         self.started = time.monotonic()
+        self.alive_since: datetime | None = None  # when every item was monitored (wall clock)
+        self.newest: datetime | None = None  # the newest sample time received (source clock)
+        self._marked = -math.inf  # monotonic time of the last liveness mark
         self._tags: list[str] = []
         self._ts: list[datetime] = []
         self._values: list[float | None] = []
@@ -159,6 +125,12 @@ class CollectorSession:
         seen = [s.last_publish_at for s in self.subs if s.last_publish_at is not None]
         last = max(seen, default=self.started)
         return datetime.now(UTC) - timedelta(seconds=time.monotonic() - last)
+
+    @property
+    def keepalive_s(self) -> float:
+        """Longest the server may stay silent on a live session (a keep-alive at the latest)."""
+        interval = self.owner.publishing_interval_s
+        return interval * max(1, math.ceil(1.0 / interval))
 
     async def _on_lost(self, exc: Exception) -> None:
         self._mark_lost(describe_error(exc))
@@ -187,6 +159,7 @@ class CollectorSession:
             sub = await self._new_subscription()
             items, chunk = await self._monitor(sub, items, chunk)
         n = len(self.tag_of)
+        self.alive_since = datetime.now(UTC)  # from now on the server reports every change
         if not n:
             raise NothingToCollect(
                 f"{owner.endpoint} serves none of the {len(owner.spec.tags)} tags of plant "
@@ -299,16 +272,23 @@ class CollectorSession:
         )
 
     async def batches(self) -> AsyncIterator[pl.DataFrame]:
-        """Batches of received rows until the connection is lost or the collector stops."""
-        owner = self.owner
+        """Batches of received rows until the connection is lost or the collector stops.
+
+        Each batch ends with the session's liveness mark; while no notification comes a batch
+        of the mark alone goes out every ``alive_every_s``. Until the first data arrives the
+        session looks for it more often than every ``batch_s`` (a reconnect shows sooner).
+        """
+        owner, s = self.owner, self.owner.settings
         consumers = [asyncio.create_task(self._consume(sub)) for sub in self.subs]
         try:
             while not (self.lost or owner.stopping):
-                await owner.nap(owner.settings.batch_s)
+                await owner.nap(s.batch_s if self.consumed else min(s.batch_s, 0.02))
                 if any(c.done() for c in consumers):
                     self._mark_lost("subscription closed")
-                if self._tags:
-                    yield self._take()
+                if self._tags or time.monotonic() - self._marked >= s.alive_every_s:
+                    batch = self._take()
+                    if not batch.is_empty():  # empty before the server's first answer
+                        yield batch
         finally:
             for c in consumers:
                 c.cancel()
@@ -347,12 +327,38 @@ class CollectorSession:
                 self._mark_lost(f"subscription status {status.name}")
 
     def _take(self) -> pl.DataFrame:
+        """The rows received since the last take, and the session's liveness mark after them."""
         frame = pl.DataFrame(
             {"tag": self._tags, "ts": self._ts, "value": self._values, "status": self._status},
             schema=ROW_SCHEMA,
         )
         self._tags, self._ts, self._values, self._status = [], [], [], []
-        return frame
+        if not frame.is_empty():
+            top = frame.get_column("ts").max()
+            if isinstance(top, datetime) and (self.newest is None or top > self.newest):
+                self.newest = top
+        mark = self._mark(frame)
+        return frame if mark is None else pl.concat([frame, mark])
+
+    def _mark(self, frame: pl.DataFrame) -> pl.DataFrame | None:
+        """The liveness mark: alive from ``alive_since`` to the last publish response.
+
+        A sample stamped later by the server's clock (ahead of ours) arrived on this live
+        session too: the mark reaches it (by at most a minute: a device clock may be wrong).
+        """
+        since = self.alive_since
+        if since is None:
+            return None
+        at = self.last_alive
+        top = frame.get_column("ts").max() if not frame.is_empty() else None
+        if isinstance(top, datetime) and at < top:
+            at = min(top, at + timedelta(minutes=1))
+        if at <= since:
+            return None
+        self._marked = time.monotonic()
+        monitored = set(self.tag_of.values())
+        tags = None if monitored >= set(self.owner.spec.tag_names) else sorted(monitored)
+        return mark_rows(at, since, tags).cast(pl.Schema(ROW_SCHEMA))
 
     async def close(self) -> None:
         """End the session: a polite CloseSession when the server is there, else drop the socket."""

@@ -24,6 +24,7 @@ from twin.cli import build_parser
 from twin.errors import ConnectorError
 from twin.spec import builtin_spec, load_spec
 from twin.store.historian import Historian
+from twin.store.liveness import ALIVE, is_liveness
 
 pytestmark = pytest.mark.integration
 
@@ -84,16 +85,19 @@ def test_twin_collect_stores_every_plant_tag_at_its_rate(tmp_path: Path) -> None
     assert (rows["quality"] == "good").all()
 
     # the store is plain Hive-partitioned Parquet: other tools read it as is, day column and all
+    # (the samples and the collector's liveness marks, tag "__alive__": twin.store.liveness)
+    stored = Historian(store).read()
+    assert set(stored.filter(is_liveness(pl.col("tag")))["tag"]) == {ALIVE}
     pattern = f"{store}/**/*.parquet"
     polars_rows = pl.scan_parquet(pattern, hive_partitioning=True).collect()
-    assert polars_rows.height == rows.height
+    assert polars_rows.height == stored.height
     days = rows["ts"].dt.date().cast(pl.String).unique().sort().to_list()
     assert polars_rows["day"].cast(pl.String).unique().sort().to_list() == days
     count = duckdb.sql(
         f"select count(*), count(distinct tag), min(day)::varchar "
         f"from read_parquet('{pattern}', hive_partitioning=true)"
     ).fetchall()[0]
-    assert count == (rows.height, len(spec.tags), days[0])
+    assert count == (stored.height, len(spec.tags) + 1, days[0])
 
 
 async def _drain(
@@ -106,7 +110,9 @@ async def _drain(
     gaps: list[Gap] = []
     async for item in collector.stream():
         (gaps if isinstance(item, Gap) else frames).append(item)  # type: ignore[arg-type]
-    return pl.concat(frames) if frames else pl.DataFrame(), gaps
+    rows = pl.concat(frames) if frames else pl.DataFrame(schema={"tag": pl.String()})
+    # the samples; the session's liveness marks (twin.store.liveness) are tested on their own
+    return rows.filter(~is_liveness(pl.col("tag"))), gaps
 
 
 def test_bad_and_uncertain_status_reach_the_historian_with_their_codes(tmp_path: Path) -> None:
@@ -173,7 +179,9 @@ def test_subscribes_in_chunks_the_server_accepts_and_follows_renumbered_namespac
     tags = helpers.tag_names(40)
     spec = load_spec(helpers.toy_spec(tmp_path / "toy.toml", tags, 0.1))
     port = helpers.free_port()
-    settings = CollectorSettings(chunk_size=500, backoff_initial_s=0.1, backoff_max_s=0.2)
+    settings = CollectorSettings(
+        chunk_size=500, backoff_initial_s=0.1, backoff_max_s=0.2, connect_timeout_s=None
+    )  # the server starts beside the collector: wait for it however loaded the machine
 
     async def main() -> tuple[pl.DataFrame, list[Gap]]:
         collector = OpcUaCollector(spec, f"opc.tcp://127.0.0.1:{port}/toy/", settings=settings)

@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 
 from twin.spec import builtin_spec
+from twin.store.frames import read_frame
 from twin.store.historian import Historian
 
 # each test restarts real processes several times: about a minute on 2 busy cores
@@ -94,15 +95,19 @@ def test_collector_rides_out_three_plant_server_restarts(tmp_path: Path) -> None
     assert raw.group_by("tag", "ts").len()["len"].max() == 1, "duplicate (tag, ts) rows stored"
 
     historian = Historian(store)
-    gaps = historian.gaps().group_by("start", "end").agg(pl.len()).sort("start")
+    # one gap per outage and tag: from the last sample before to the first after (a tag's
+    # first sample may be stamped a little before the session was back, never much before)
+    gaps = historian.gaps().group_by("start").agg(pl.len(), pl.col("end").max()).sort("start")
     assert gaps.height == 3 and (gaps["len"] == len(spec.tags)).all()
-    slack = timedelta(seconds=1.0)
+    slack = timedelta(seconds=1.5)  # a loaded 2-core machine delays the last sample before
     for (down, up), g0, g1 in zip(outages, gaps["start"], gaps["end"], strict=True):
         assert down - slack <= g0 <= down + slack, (down, g0)
-        assert up - slack <= g1 <= up + 3 * slack, (up, g1)
-        print(f"server ready -> data again: {(g1 - up).total_seconds():.2f} s")
+        # the gap ends when the session is back, never at an old timestamp a restarted server
+        # stamped before it listened (a still tag's first notification repeats it)
+        assert up - timedelta(seconds=0.25) <= g1 <= up + 2 * slack, (up, g1)
+        print(f"server ready -> session back: {(g1 - up).total_seconds():.2f} s")
 
-    frame = historian.frame(fast, began, ended)
+    frame = read_frame(historian, fast, began, ended)
     margin = timedelta(seconds=4 * fast.sample_period)  # a few sample periods of slack
     near = pl.lit(False)
     for (down, _), g1 in zip(outages, gaps["end"], strict=True):
@@ -112,9 +117,9 @@ def test_collector_rides_out_three_plant_server_restarts(tmp_path: Path) -> None
     assert away.height >= 3.0 / fast.sample_period  # at least 3 of the ~10 s up
 
     assert all((away[s] == "good").all() for s in states), "data missing away from outages"
-    for down, up in outages:  # the server was surely down here: nothing carried over
+    for down, up in outages:  # the server was surely down here: a gap, all of it
         inside = frame.filter(pl.col("ts").is_between(down + margin, up - margin))
-        assert all(inside[s].is_in(["gap", "missing"]).all() for s in states)
+        assert inside.height and all((inside[s] == "gap").all() for s in states)
 
 
 def test_sigkilled_collector_never_breaks_the_store_and_loses_at_most_a_flush(

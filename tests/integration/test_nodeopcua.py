@@ -163,11 +163,6 @@ def test_a_still_mv_is_stored_with_the_time_it_last_changed(
     assert got["ts"][0] <= tank.ready_at < collected.start
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 item 5 (a still value stays valid while its session lives) has not "
-    "landed: the MV ages out after max_gap and is 'missing'",
-)
 def test_a_still_mv_stays_valid_in_the_frame_while_the_session_lives(
     collected: Collected,
 ) -> None:
@@ -357,11 +352,6 @@ def test_a_restart_is_one_gap_per_tag_and_collection_resumes(restart: Restart) -
         assert rows.filter(pl.col("ts") > restart.ready).height >= 2, name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 item 5 (exact restart gaps) has not landed: the gap ends at the still "
-    "MV's new start-up timestamp, before the measured tags flow again",
-)
 def test_a_restart_gap_ends_where_the_measured_tags_flow_again(restart: Restart) -> None:
     """No unmarked hole after the outage: each measured tag's gap reaches its first sample
     after the restart (the still MV's sample, stamped when node-opcua set it at start-up, is

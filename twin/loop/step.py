@@ -32,7 +32,9 @@ from twin.control.recommendation import MoveRec, Recommendation
 from twin.control.setpoints import Setpoints
 from twin.errors import TwinError
 from twin.spec import PlantSpec
+from twin.store.frames import read_frame
 from twin.store.historian import Historian
+from twin.store.liveness import liveness_tags
 from twin.times import now_utc
 
 if TYPE_CHECKING:
@@ -76,17 +78,29 @@ def newest_sample(
     since: datetime | None = None,
     before: datetime | None = None,
 ) -> datetime | None:
-    """Time of the newest sample of ``spec``'s tags in ``[since, before)``; None if there is none."""
-    ts = historian.scan(spec.tag_names, since, before).select(pl.col("ts").max()).collect().item()
+    """How current ``spec``'s data in ``[since, before)`` is; None if there is none.
+
+    The newest sample's time, or the collector's newest liveness mark if later: while its
+    session lives, a tag that sends nothing holds its value (report-by-exception), so a plant
+    whose tags all hold still is current, not stale.
+    """
+    tags = [*spec.tag_names, *liveness_tags(spec.tag_names)]
+    ts = historian.scan(tags, since, before).select(pl.col("ts").max()).collect().item()
     return ts if isinstance(ts, datetime) else None
 
 
 def recent_frame(
     historian: Historian, spec: PlantSpec, rows: int, newest: datetime
 ) -> pl.DataFrame:
-    """The frame of the last ``rows`` grid points on the spec's period, ending at ``newest``."""
+    """The frame of the last ``rows`` grid points on the spec's period, ending at ``newest``.
+
+    A still tag carries its value for as long as the collector's session lived
+    (:func:`twin.store.frames.read_frame`), not only ``max_gap``: an MV parked at its
+    setpoint never blocks a recommendation.
+    """
     period = timedelta(seconds=spec.sample_period)
-    return historian.frame(spec, newest - (rows - 1) * period, newest + timedelta(microseconds=1))
+    start, end = newest - (rows - 1) * period, newest + timedelta(microseconds=1)
+    return read_frame(historian, spec, start, end)
 
 
 def hold_recommendation(

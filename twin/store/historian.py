@@ -23,17 +23,16 @@ One process writes a store at a time; any number may read it.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
 
 from twin.errors import DataQualityError
-from twin.store.frames import default_max_gap, make_frame
+from twin.store.frames import read_frame
 from twin.store.layout import Range, days, small_files
 from twin.store.outages import GAPS_FILE, read_gaps, record_gap
 from twin.store.reading import last_timestamps, scan
@@ -176,15 +175,10 @@ class Historian:
     ) -> pl.DataFrame:
         """Wide frame of ``spec``'s tags on its sample period over ``[start, end)``.
 
-        See :func:`twin.store.frames.make_frame` for the columns and the masking rules.
+        See :func:`twin.store.frames.make_frame` for the columns and the masking rules; a tag
+        carries its value while the collector's session for it was alive (:func:`read_frame`).
         """
-        start_utc, end_utc = utc(start, "start"), utc(end, "end")
-        assert start_utc is not None and end_utc is not None
-        gap_s = default_max_gap(spec) if max_gap is None else max_gap
-        lo = start_utc - timedelta(seconds=gap_s) if math.isfinite(gap_s) and gap_s > 0 else None
-        rows = self.read(spec.tag_names, lo, end_utc)
-        gaps = self.gaps(lo, end_utc)
-        return make_frame(rows, spec, start_utc, end_utc, max_gap=gap_s, gaps=gaps)
+        return read_frame(self, spec, start, end, max_gap)
 
     # --- communication gaps -------------------------------------------------------------------
 
