@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from twin.cli.args import aware_time, positive_float
+from twin.cli.args import aware_time, positive_float, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--historize",
         nargs="?",
-        type=_history_count,
+        type=positive_int,
         const=20_000,
         metavar="N",
         help="keep the last N values of every tag (default 20000, in memory) and answer "
@@ -101,17 +101,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_record)
-
-
-def _history_count(text: str) -> int:
-    """``--historize N``: a whole number of values per tag, at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def quiet_asyncua(args: argparse.Namespace) -> None:

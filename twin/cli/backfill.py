@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from twin.cli.args import aware_time
+from twin.cli.args import aware_time, positive_int
 from twin.cli.collect import add_connection_args, quiet_asyncua, security_from_args
 from twin.errors import TwinError
 from twin.spec import spec_from_arg
@@ -26,16 +26,6 @@ log = logging.getLogger(__name__)
 #: subscription that reconnects, are accepted but hidden from ``--help``)
 _USED = {"endpoint", "user", "password_file", "cert_auth", "cert", "key"}
 _USED |= {"security_policy", "security_mode"}
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,14 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--batch-nodes",
-        type=_at_least_one,
+        type=positive_int,
         default=10,
         metavar="N",
         help="nodes per HistoryRead request (default 10; at most what the server allows)",
     )
     p.add_argument(
         "--page-size",
-        type=_at_least_one,
+        type=positive_int,
         default=10_000,
         metavar="N",
         help="values per node per response (default 10000)",
