@@ -44,6 +44,7 @@ from benchmarks.forecast import DISTURBANCE_GAIN, TEST_EXCITATION  # noqa: E402
 from benchmarks.zoo import DEVELOPMENT, HELD_OUT, character  # noqa: E402
 from connectors.sim.plants import is_plant_name, make_plant  # noqa: E402
 from connectors.sim.record import DEFAULT_START, record  # noqa: E402
+from twin.errors import TwinError  # noqa: E402
 from twin.evaluate.baseline import Baseline, Persistence, try_fit  # noqa: E402
 from twin.evaluate.gru import DirectGRU  # noqa: E402
 from twin.evaluate.linear import ARX, Subspace  # noqa: E402
@@ -173,10 +174,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     for plant, seed, hours in tqdm(todo, desc="generalise", unit="run"):
         with tempfile.TemporaryDirectory(prefix="generalise-") as tmp:
             t0 = time.perf_counter()
-            res = run_one(plant, seed, hours, args.minutes, Path(tmp))
+            try:
+                res = run_one(plant, seed, hours, args.minutes, Path(tmp))
+            except TwinError as exc:  # e.g. too little history to train or calibrate on
+                res = {"plant": plant, "seed": seed, "hours": hours, "refused": str(exc)}
+                tqdm.write(f"{plant} seed {seed} {hours:g} h: refused: {exc}")
             res["wall_seconds"] = round(time.perf_counter() - t0, 1)
         path = runs / _name(plant, seed, hours)
         path.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+        if "refused" in res:
+            continue
         tqdm.write(
             f"{plant} seed {seed} {hours:g} h: twin at H {res['nrmse']['twin'][str(res['horizon'])]:.3f}"
             f", {res['wall_seconds']:.0f} s"

@@ -24,8 +24,19 @@ def _load(paths: list[Path]) -> dict[float, dict[str, list[dict[str, Any]]]]:
     by: dict[float, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for path in paths:
         run = json.loads(path.read_text(encoding="utf-8"))
-        by[run["hours"]][run["plant"]].append(run)
+        if "refused" not in run:
+            by[run["hours"]][run["plant"]].append(run)
     return by
+
+
+def _refused(paths: list[Path]) -> list[str]:
+    """Runs in which the twin refused to train (too little history), one line each."""
+    runs = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+    return [
+        f"- {r['plant']} seed {r['seed']}, {r['hours']:g} h: {r['refused']}"
+        for r in runs
+        if "refused" in r
+    ]
 
 
 def _mean(runs: list[dict[str, Any]], model: str, step: str) -> float:
@@ -158,4 +169,7 @@ def report(paths: list[Path]) -> str:
         skipped = {f"{r['plant']}: {m}": w for r in runs for m, w in r["skipped"].items()}
         if skipped:
             lines += ["Skipped baselines:", ""] + [f"- {k}: {v}" for k, v in skipped.items()] + [""]
+    refused = _refused(paths)
+    if refused:
+        lines += ["## Runs the twin refused", "", *refused, ""]
     return "\n".join(lines) + "\n"
