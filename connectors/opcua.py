@@ -220,8 +220,9 @@ class OpcUaCollector:
                             self.endpoint,
                             self.counters.outages[-1],
                         )
-                        for tags, end in _gap_ends(batch, self._tags, outage_start, resumed):
-                            yield Gap(tags, outage_start, end, f"no data: {self.endpoint} lost")
+                        yield Gap(
+                            self._tags, outage_start, resumed, f"no data: {self.endpoint} lost"
+                        )
                         outage_start = None
                     self.counters.received += batch.filter(~is_liveness(pl.col("tag"))).height
                     yield batch
@@ -313,23 +314,6 @@ class OpcUaCollector:
             n,
             self.settings.client_queue_size,
         )
-
-
-def _gap_ends(
-    batch: pl.DataFrame, tags: tuple[str, ...], start: datetime, resumed: datetime
-) -> list[tuple[tuple[str, ...], datetime]]:
-    """Each tag's gap end: its first new sample in the session's first batch (stamped after the
-    outage began, before the session was back), else the time the session was back."""
-    first = (
-        batch.filter(pl.col("ts") > start, pl.col("ts") < resumed)
-        .group_by("tag")
-        .agg(pl.col("ts").min())
-    )
-    ends = dict(zip(first["tag"].to_list(), first["ts"].to_list(), strict=True))
-    by_end: dict[datetime, list[str]] = {}
-    for tag in tags:
-        by_end.setdefault(ends.get(tag, resumed), []).append(tag)
-    return [(tuple(group), end) for end, group in sorted(by_end.items())]
 
 
 def _outage_start(session: CollectorSession) -> datetime:
