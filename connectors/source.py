@@ -21,6 +21,7 @@ from typing import Protocol
 import polars as pl
 
 from twin.store.historian import Historian
+from twin.store.liveness import is_liveness
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class PumpStats:
     """Counters of one :func:`pump` run (also logged periodically)."""
 
     received: int = 0
-    """rows received from the source"""
+    """samples received from the source (liveness marks not counted)"""
     stored: int = 0
     """rows newly written to the historian (duplicates of stored rows are not counted)"""
     dropped: int = 0
@@ -136,7 +137,7 @@ async def pump(
                     "gap %s .. %s in %d tags: %s", item.start, item.end, len(item.tags), item.reason
                 )
                 continue
-            stats.received += item.height
+            stats.received += item.filter(~is_liveness(pl.col("tag"))).height  # samples
             buffer.append(item)
             buffered += item.height
             if buffered >= max_buffer_rows:

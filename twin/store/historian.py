@@ -34,6 +34,7 @@ import polars as pl
 from twin.errors import DataQualityError
 from twin.store.frames import read_frame
 from twin.store.layout import Range, days, small_files
+from twin.store.liveness import is_liveness
 from twin.store.outages import GAPS_FILE, read_gaps, record_gap
 from twin.store.reading import last_timestamps, scan
 from twin.store.recovery import CheckedFiles, recover
@@ -79,7 +80,8 @@ class Historian:
     # --- writing ------------------------------------------------------------------------------
 
     def append(self, rows: pl.DataFrame) -> int:
-        """Store long-format ``rows``; returns how many were new (duplicates are dropped).
+        """Store long-format ``rows``; returns how many samples were new (duplicates are dropped;
+        the collector's liveness marks, :mod:`twin.store.liveness`, are stored but not counted).
 
         ``rows`` has columns ``tag, ts, value`` and optionally ``status`` (raw OPC-UA code,
         default Good) and ``quality`` (derived from ``status`` if absent; the worse of the two if
@@ -103,7 +105,7 @@ class Historian:
                     self._compact_day(day, self.small_file_bytes)
                 except (OSError, pl.exceptions.PolarsError) as exc:
                     log.error("compaction of %s failed, will try again later: %s", day, exc)
-        return batch.height
+        return batch.filter(~is_liveness(pl.col("tag"))).height
 
     def _write_tmp(self, day: date, rows: pl.DataFrame) -> tuple[Path, Path, Range]:
         """Write ``rows`` of ``day`` to a fsynced temporary file (every file write goes here).
