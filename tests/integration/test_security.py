@@ -211,7 +211,9 @@ def test_no_password_appears_in_any_log(
     handler = logging.StreamHandler()  # a console handler too, as the CLI has
     logging.getLogger().addHandler(handler)
     try:
-        with caplog.at_level(logging.DEBUG):
+        # asyncua's own level too: an in-process `twin collect` earlier in the session may have
+        # set it to ERROR (quiet_asyncua), and then no request dump would reach the handlers
+        with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="asyncua"):
             rows = asyncio.run(main())
     finally:
         logging.getLogger().removeHandler(handler)
