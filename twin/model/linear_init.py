@@ -38,7 +38,7 @@ from twin.evaluate.baseline import try_fit
 from twin.evaluate.linear import ARX, Subspace
 from twin.model.dataset import Normalizer, Windows, cv_columns, dv_columns, mv_columns
 from twin.model.network import LatentDynamics, TwinConfig
-from twin.model.train import TrainResult, predict, train_model, validation_error
+from twin.model.train import TrainResult, train_model, validation_error, window_errors
 from twin.spec import PlantSpec
 
 log = logging.getLogger(__name__)
@@ -166,12 +166,6 @@ def identify(
     return (best[1] if best else None), tried
 
 
-def window_errors(model: LatentDynamics, val: Windows, cv_cols: list[int]) -> np.ndarray:
-    """Mean squared error ``[N]`` of the ensemble mean over CVs and steps, per window."""
-    mean, _ = predict(model, val.past, val.future)
-    return np.asarray(((mean - val.future)[..., cv_cols] ** 2).mean(axis=(1, 2)), dtype=float)
-
-
 def paired_t(before: np.ndarray, after: np.ndarray, block: int) -> float:
     """How many standard errors ``after``'s errors lie below ``before``'s (0 if undecidable).
 
@@ -283,9 +277,9 @@ def fit_network(
     if initial is not None and record is not None:
         trained = validation_error(model, val, cv)
         record["val_nrmse_trained"] = round(trained, 5)
-        after = window_errors(model, val, cv)
+        after = window_errors(model, val.past, val.future, cv)
         model.load_state_dict(initial)
-        t = paired_t(window_errors(model, val, cv), after, cfg.horizon)
+        t = paired_t(window_errors(model, val.past, val.future, cv), after, cfg.horizon)
         record["gain_t"] = round(t, 2)
         record["kept"] = "trained" if t > KEEP_T else "linear"
         if record["kept"] == "trained":

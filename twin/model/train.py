@@ -254,8 +254,15 @@ def _step(opt: torch.optim.Optimizer, model: LatentDynamics, linear_lr: float) -
 def validation_error(model: LatentDynamics, val: Windows, cv_cols: list[int]) -> float:
     """NRMSE of the ensemble mean over CVs and every step, on at most 2,000 windows."""
     take = np.linspace(0, len(val) - 1, min(len(val), 2000)).astype(int)
-    mean, _ = predict(model, val.past[take], val.future[take])
-    return float(np.sqrt(((mean - val.future[take])[..., cv_cols] ** 2).mean()))
+    return float(np.sqrt(window_errors(model, val.past[take], val.future[take], cv_cols).mean()))
+
+
+def window_errors(
+    model: LatentDynamics, past: np.ndarray, future: np.ndarray, cv_cols: list[int]
+) -> np.ndarray:
+    """Mean squared error ``[N]`` of the ensemble mean over CVs and steps, per window."""
+    mean, _ = predict(model, past, future)
+    return np.asarray(((mean - future)[..., cv_cols] ** 2).mean(axis=(1, 2)), dtype=float)
 
 
 def _step_weights(train: Windows, cv_cols: list[int]) -> Tensor:
