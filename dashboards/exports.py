@@ -30,15 +30,7 @@ def recommendation_bytes(rec: Recommendation, suffix: str) -> bytes:
 
 def whatif_subset(result: WhatIf, names: list[str]) -> WhatIf:
     """The scenarios of ``result`` called ``names``, in ``result``'s order."""
-    from twin.control.whatif import WhatIf
-
-    keep = [i for i, s in enumerate(result.scenarios) if s.name in names]
-    return WhatIf(
-        scenarios=tuple(result.scenarios[i] for i in keep),
-        forecasts=tuple(result.forecasts[i] for i in keep),
-        setpoint_paths=tuple(result.setpoint_paths[i] for i in keep),
-        failed_solves=tuple(result.failed_solves[i] for i in keep),
-    )
+    return result.subset(names)
 
 
 def whatif_bytes(result: WhatIf, names: list[str], suffix: str) -> bytes:

@@ -1,9 +1,11 @@
-"""Recommendations page: the controller's current moves (as ``twin run`` logged them), the CVs it
+"""Recommendations page: the controller's current moves (as ``twin run`` logged them) with their
+steady-state targets, why it heads there (active constraints, cost rate, frozen MVs), the CVs it
 predicts, its solver status, CSV and JSON downloads, and, in approval mode, an approve button."""
 
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,20 +24,29 @@ ADVISORY = (
 )
 AUDIT_ROWS = 20
 REFRESH_S = 5.0
+#: markdown colour of a constraint the targets had to give up (abnormal, not a limit violation)
+GIVEN_UP_COLOUR = style.ALARM_COLOURS["at limit"]
+FROZEN_WHY = (
+    "not moved in the twin's training data: held at its current value; "
+    "release with `twin run --release {tag}`"
+)
 
 
 def moves_table(rec: Recommendation) -> pl.DataFrame:
-    """One row per MV: current, recommended, change, limits, and whether the limits hold."""
+    """One row per MV: current, recommended, steady-state target, change, limits, whether the
+    limits hold, and whether it is frozen."""
     shown = {  # export column -> the table's heading
         "tag": "tag",
         "unit": "unit",
         "current": "current",
         "recommended": "recommended",
+        "target": "target",
         "change": "change",
         "lo": "lo",
         "hi": "hi",
         "rate_limit": "rate limit /sample",
         "limits_held": "limits held",
+        "frozen": "frozen",
         "write_node": "write node",
     }
     return (
@@ -43,6 +54,27 @@ def moves_table(rec: Recommendation) -> pl.DataFrame:
         .select(pl.col(k).alias(v) for k, v in shown.items())
         .with_columns(pl.col("write node").fill_null(""))
     )
+
+
+def why_lines(rec: Recommendation) -> list[str]:
+    """Markdown lines on why the targets are where they are: the active constraints (given up
+    ones in colour), the predicted cost rate now -> at the targets, the frozen MVs and why."""
+    lines = [
+        f":{GIVEN_UP_COLOUR}-background[{text}]" if c.state == "given up" else text
+        for c, text in zip(rec.constraints, rec.constraint_lines(), strict=True)
+    ]
+    if math.isfinite(rec.cost_rate):
+        now = f"{rec.cost_rate_now:.4g} now → " if math.isfinite(rec.cost_rate_now) else ""
+        lines.append(f"predicted cost rate: {now}{rec.cost_rate:.4g} at the targets")
+    lines += [f"**{tag}** frozen: {FROZEN_WHY.format(tag=tag)}" for tag in rec.frozen]
+    return lines
+
+
+def why(rec: Recommendation) -> None:
+    """The "Why" block under the moves (nothing when the controller has no target optimiser)."""
+    lines = why_lines(rec)
+    if lines:
+        st.markdown("**Why**\n" + "".join(f"\n- {line}" for line in lines))
 
 
 def status(rec: Recommendation) -> None:
@@ -156,6 +188,7 @@ def live(cfg: data.AppConfig) -> None:
         "setpoints " + ", ".join(f"{k} = {v:g}" for k, v in rec.setpoints.items())
     )
     st.dataframe(moves_table(rec), hide_index=True)
+    why(rec)
     status(rec)
     downloads(rec)
     if cfg.approve:

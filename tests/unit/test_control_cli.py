@@ -12,7 +12,8 @@ import pytest
 from control_helpers import MODEL, steady_rows
 
 from twin.cli import main
-from twin.cli.control import parse_schedule, parse_setpoint, parse_setpoint_now
+from twin.cli.control import parse_setpoint, parse_setpoint_now
+from twin.cli.whatif import parse_schedule
 from twin.control.export import EXPORT_COLUMNS
 from twin.spec import builtin_spec
 from twin.store.historian import Historian

@@ -20,7 +20,7 @@ from dashboards.alarms import AlarmBook, detect
 from twin.cli import build_parser, main
 from twin.cli.dashboard import streamlit_command
 from twin.control.export import EXPORT_COLUMNS
-from twin.control.recommendation import Recommendation
+from twin.control.recommendation import SCHEMA_VERSION, Recommendation
 from twin.control.whatif import Scenario, WhatIf
 from twin.loop.step import hold_recommendation
 from twin.model.forecast import Forecast
@@ -97,7 +97,7 @@ def test_recommendation_downloads_parse_with_the_documented_columns() -> None:
         ("Tc", 296.5, 296.5)
     ]
     doc = json.loads(exports.recommendation_bytes(rec, ".json"))
-    assert tuple(doc["columns"]) == EXPORT_COLUMNS and doc["schema_version"] == 1
+    assert tuple(doc["columns"]) == EXPORT_COLUMNS and doc["schema_version"] == SCHEMA_VERSION
     assert doc["rows"][0]["tag"] == "Tc" and doc["recommendation"]["message"] == "held for a test"
 
 

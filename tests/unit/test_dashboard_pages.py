@@ -7,7 +7,9 @@ now) and logs two controller recommendations into it, as ``twin run`` would.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 from connectors.sim.plants import make_plant
 from connectors.sim.record import record
 from twin.control.controller import Controller
-from twin.control.recommendation import Recommendation
+from twin.control.recommendation import ActiveConstraint, Recommendation
 from twin.control.recommendation_log import RecommendationLog
 from twin.model.twin import Twin
 from twin.store.historian import Historian
@@ -204,6 +206,32 @@ def test_whatif_open_loop_schedule(plant: PlantData, monkeypatch: pytest.MonkeyP
     assert values["T end [K]"][1] < values["T end [K]"][2]  # colder coolant, colder reactor
 
 
+def test_whatif_page_prices_a_scenario_and_holds_the_setpoints_in_force(
+    plant: PlantData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = app(monkeypatch, plant.historian, page="whatif")
+    # hold holds what the newest logged recommendation asked for (T 327 K), not the spec's
+    assert "setpoints in force (what 'hold' holds): T = 327 K" in texts(at)
+    assert "those of the latest recommendation" in texts(at)
+    at.selectbox(key="wi_chg_1_0").set_value("priority")
+    at.selectbox(key="wi_chgtag_1_0").set_value("Tc")
+    at.number_input(key="wi_chgval_1_0").set_value(2.0)
+    at.button(key="wi_run").click().run()
+    assert "priority of 'Tc': 'Tc' is an MV" in texts(at)  # refused, naming scenario and tag
+    at.selectbox(key="wi_chg_1_0").set_value("price")
+    at.number_input(key="wi_sp_1_T").set_value(327.0)
+    at.button(key="wi_run").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "**New optimum**" in texts(at)
+    optimum = table(at, "cost rate at targets")
+    assert optimum["scenario"].tolist() == ["hold", "scenario 2"]
+    assert {"T target [K]", "Ca target [mol/L]", "Tc target [K]"} <= set(optimum.columns)
+    assert optimum["T target [K]"][0] > 325.5  # toward 327 K, not the spec's 324.5 K
+    assert optimum["cost rate now"].isna()[0] and optimum["cost rate now"][1] > 280
+    (metric,) = at.metric  # only the priced scenario has a cost rate
+    assert metric.label == "scenario 2: cost rate" and "from now" in metric.proto.delta
+
+
 def test_recommendations_page_is_advisory_with_table_and_downloads(
     plant: PlantData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -221,6 +249,57 @@ def test_recommendations_page_is_advisory_with_table_and_downloads(
     assert [b.label for b in at.get("download_button")] == ["Download CSV", "Download JSON"]
     assert not [b for b in at.button if b.label.startswith("Approve")]
     assert len(at.get("plotly_chart")) == 1  # predicted CVs
+
+
+def test_recommendations_page_says_why_given_up_constraint_and_frozen_mv(
+    plant: PlantData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = shutil.copytree(plant.historian, tmp_path / "historian")  # the shared log stays as is
+    newest = plant.recs[-1]
+    tc = newest.moves[0]
+    rec = dataclasses.replace(
+        newest,
+        ts=newest.ts + timedelta(seconds=1),
+        moves=(
+            dataclasses.replace(
+                tc, recommended=tc.current, change=0.0, target=tc.current, frozen=True
+            ),
+        ),
+        targets={"Tc": tc.current, "T": 326.2, "Ca": 0.87},
+        constraints=(
+            ActiveConstraint("T", "op_hi", 326.0, "given up", by=0.2, priority=1),
+            ActiveConstraint("Ca", "op_lo", 0.87, "binding", priority=2),
+        ),
+        cost_rate=-3.5,
+        cost_rate_now=-2.25,
+        frozen=("Tc",),
+    )
+    RecommendationLog(root).append(rec)
+    at = app(monkeypatch, root, page="recommendations")
+    values = table(at, "limits held")
+    assert values["frozen"].tolist() == [True]
+    assert values["target"][0] == pytest.approx(tc.current)
+    shown = texts(at)
+    assert "**Why**" in shown
+    assert ":orange-background[T op_hi 326 K given up by 0.2 K (priority 1)]" in shown
+    assert "- Ca op_lo 0.87 mol/L binding (priority 2)" in shown  # binding: no colour
+    assert "predicted cost rate: -2.25 now → -3.5 at the targets" in shown
+    assert (
+        "**Tc** frozen: not moved in the twin's training data: held at its current value; "
+        "release with `twin run --release Tc`" in shown
+    )
+
+
+def test_recommendations_page_says_which_setpoints_one_mv_cannot_hold(
+    plant: PlantData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CSTR has one MV for two CV setpoints: the targets trade them off, and the page says
+    by how much each is given up (nothing is frozen)."""
+    at = app(monkeypatch, plant.historian, page="recommendations")
+    shown = texts(at)
+    assert "**Why**" in shown and "frozen" not in shown.split("**Why**")[1]
+    assert "setpoint" in shown and "given up by" in shown
+    assert table(at, "limits held")["frozen"].tolist() == [False]
 
 
 def test_approval_mode_records_the_operators_approval(

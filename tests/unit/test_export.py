@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from datetime import UTC, datetime, timedelta
@@ -11,8 +12,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from twin.control.export import EXPORT_COLUMNS, read_export, recommendation_rows, write_export
-from twin.control.recommendation import MoveRec, Recommendation
+from twin.control.export import (
+    EXPORT_COLUMNS,
+    V1_COLUMNS,
+    read_export,
+    recommendation_rows,
+    write_export,
+)
+from twin.control.recommendation import ActiveConstraint, MoveRec, Recommendation
 from twin.control.recommendation_log import TAIL_BYTES, RecommendationLog
 from twin.errors import TwinError
 from twin.model.forecast import Forecast
@@ -71,6 +78,34 @@ def make_rec(ts: datetime = T0, *, success: bool = True, tc: float = 300.5) -> R
     )
 
 
+def make_v2_rec() -> Recommendation:
+    """The CSTR-like recommendation with the target optimiser's answer: F frozen, Ca given up."""
+    rec = make_rec()
+    tc, f = rec.moves
+    return dataclasses.replace(
+        rec,
+        moves=(dataclasses.replace(tc, target=301.5), dataclasses.replace(f, frozen=True)),
+        targets={"Tc": 301.5, "F": 1.0, "T": 326.0},
+        constraints=(
+            ActiveConstraint("Tc", "mv_hi", 302.0, "binding"),
+            ActiveConstraint("Ca", "op_lo", 0.8, "given up", by=-0.0213, priority=2),
+        ),
+        cost_rate=-12.5,
+        cost_rate_now=-10.25,
+        frozen=("F",),
+    )
+
+
+def v1_dict(rec: Recommendation) -> dict:
+    """``rec`` as schema version 1 wrote it: none of version 2's keys."""
+    d = rec.to_dict()
+    for key in ("targets", "constraints", "cost_rate", "cost_rate_now", "frozen"):
+        del d[key]
+    for m in d["moves"]:
+        del m["target"], m["frozen"]
+    return {**d, "schema_version": 1}
+
+
 def test_rows_have_exactly_the_documented_columns_one_per_mv() -> None:
     rows = recommendation_rows(make_rec())
     assert tuple(rows.columns) == EXPORT_COLUMNS
@@ -105,7 +140,7 @@ def test_json_holds_rows_and_the_full_recommendation(tmp_path: Path) -> None:
     rec = make_rec(success=False)
     out = write_export(rec, tmp_path / "moves.json")
     doc = json.loads(out.read_text(encoding="utf-8"))  # strict JSON: no NaN tokens
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2
     assert doc["columns"] == list(EXPORT_COLUMNS)
     assert [list(r) for r in doc["rows"]] == [list(EXPORT_COLUMNS)] * 2
     assert doc["rows"][0]["ts"] == "2026-03-01T23:59:54+00:00"
@@ -125,7 +160,7 @@ def test_recommendation_dict_round_trip_keeps_forecast_and_plan() -> None:
     np.testing.assert_array_equal(again.forecast.upper, rec.forecast.upper)  # NaN kept
     assert again.move("Tc").plan == (300.5, 301.0, 301.5)
     with pytest.raises(ValueError, match="schema_version"):
-        Recommendation.from_dict({**rec.to_dict(), "schema_version": 2})
+        Recommendation.from_dict({**rec.to_dict(), "schema_version": 3})
 
 
 def test_unknown_suffix_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
@@ -178,3 +213,76 @@ def test_latest_reads_the_end_of_a_long_day_and_prefers_the_last_of_equal_times(
     log.append(make_rec(start + timedelta(seconds=6), tc=300.2))  # same time, appended later
     latest = log.latest()
     assert latest is not None and latest.move("Tc").recommended == pytest.approx(300.2)
+
+
+def test_v2_rows_carry_targets_frozen_costs_and_constraints() -> None:
+    rows = recommendation_rows(make_v2_rec())
+    assert tuple(rows.columns) == EXPORT_COLUMNS and EXPORT_COLUMNS[: len(V1_COLUMNS)] == V1_COLUMNS
+    assert rows["target"].to_list() == [301.5, None]  # no target for F: an empty cell
+    assert rows["frozen"].to_list() == [False, True]
+    assert rows["cost_rate"].to_list() == [-12.5, -12.5]
+    assert rows["cost_rate_now"].to_list() == [-10.25, -10.25]
+    # Ca's unit comes from the forecast, Tc's from its move
+    assert rows["constraints"][0] == (
+        "Tc mv_hi 302 K binding; Ca op_lo 0.8 given up by 0.0213 (priority 2)"
+    )
+    plain = recommendation_rows(make_rec())  # no target optimiser: empty, not NaN
+    assert plain["target"].null_count() == 2 and plain["cost_rate"].null_count() == 2
+    assert plain["constraints"].to_list() == ["", ""]
+
+
+@pytest.mark.parametrize("rec", [make_v2_rec(), make_rec()], ids=["v2", "no-targets"])
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_v2_export_round_trips_with_targets_constraints_and_frozen(
+    tmp_path: Path, suffix: str, rec: Recommendation
+) -> None:
+    out = write_export(rec, tmp_path / f"moves{suffix}")
+    back = read_export(out)
+    assert back.equals(recommendation_rows(rec)), back
+    if suffix == ".json":
+        again = Recommendation.from_dict(json.loads(out.read_text())["recommendation"])
+        assert again.to_dict() == rec.to_dict()
+        if rec.frozen:  # the version-2 one: each new field back as it was
+            assert again.targets == rec.targets and again.constraints == rec.constraints
+            assert again.frozen == ("F",) and (again.cost_rate, again.cost_rate_now) == (
+                -12.5,
+                -10.25,
+            )
+            assert again.move("F").frozen and again.move("Tc").target == 301.5
+
+
+def test_version_1_exports_and_records_still_read(tmp_path: Path) -> None:
+    rec = make_rec()
+    # a version-1 CSV: its 15 columns only
+    v1_rows = recommendation_rows(rec).select(V1_COLUMNS)
+    v1_rows.with_columns(pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00")).write_csv(
+        tmp_path / "old.csv"
+    )
+    # a version-1 JSON: schema_version 1, rows without the new keys, a version-1 record
+    rows = [{**r, "ts": r["ts"].isoformat()} for r in v1_rows.iter_rows(named=True)]
+    doc = {
+        "schema_version": 1,
+        "columns": list(V1_COLUMNS),
+        "rows": rows,
+        "recommendation": v1_dict(rec),
+    }
+    (tmp_path / "old.json").write_text(json.dumps(doc), encoding="utf-8")
+    for name in ("old.csv", "old.json"):
+        back = read_export(tmp_path / name)
+        assert tuple(back.columns) == EXPORT_COLUMNS, name
+        assert back.select(V1_COLUMNS).equals(v1_rows), name
+        assert back["frozen"].to_list() == [False, False], name
+        for col in ("target", "cost_rate", "cost_rate_now", "constraints"):
+            assert back[col].null_count() == 2, (name, col)
+    old = Recommendation.from_dict(v1_dict(make_v2_rec()))
+    assert old.targets == {} and old.constraints == () and old.frozen == ()
+    assert math.isnan(old.cost_rate) and math.isnan(old.cost_rate_now)
+    assert not old.move("F").frozen and math.isnan(old.move("Tc").target)
+    assert old.move("Tc").recommended == rec.move("Tc").recommended
+
+
+def test_an_export_with_other_columns_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "moves.csv"
+    recommendation_rows(make_rec()).drop("message").write_csv(path)
+    with pytest.raises(TwinError, match="not those of an export"):
+        read_export(path)

@@ -105,9 +105,10 @@ def _check_spec_outcome(text: str) -> None:
         assert math.isfinite(t.lo) and math.isfinite(t.hi) and t.lo < t.hi, t
         if t.role == "mv":
             assert t.rate_limit is not None and t.rate_limit > 0 and t.write_node is not None
+        assert t.lo <= t.op_low < t.op_high <= t.hi and t.error_scale > 0, t
         if t.role == "cv":
-            assert t.setpoint is not None and t.lo <= t.setpoint <= t.hi
-            assert t.weight is not None and t.weight >= 0
+            assert t.setpoint is None or t.op_low <= t.setpoint <= t.op_high
+            assert t.weight is None or t.weight >= 0
 
 
 @FAST

@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from control_helpers import LinearModel, frame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
@@ -53,51 +54,6 @@ def make_spec(
             f'lo = {mv_lo}\nhi = {mv_hi}\nrate_limit = {rate}\nwrite_node = "ns=2;s=u{i}.SP"\n'
         )
     return parse_spec("\n".join(parts), source="lin.toml")
-
-
-def frame(spec: PlantSpec, rows: np.ndarray) -> pl.DataFrame:
-    """A wide history frame, one row per sample (columns in spec order), 1 s apart."""
-    ts = [START + timedelta(seconds=spec.sample_period * i) for i in range(len(rows))]
-    return pl.DataFrame(
-        {"ts": ts, **{name: rows[:, j] for j, name in enumerate(spec.tag_names)}}
-    ).with_columns(pl.col("ts").dt.cast_time_unit("us"))
-
-
-class LinearModel:
-    """``x+ = A x + B u``, ``y = x`` (the CVs), in float64 torch; the past is the last row.
-
-    ``u_k`` (plan row k) acts on the step to sample ``t+1+k``, as in the twin.
-    """
-
-    def __init__(self, spec: PlantSpec, a: np.ndarray, b: np.ndarray, horizon: int = 10) -> None:
-        self.spec = spec
-        self.a, self.b = torch.as_tensor(a), torch.as_tensor(b)
-        self._horizon = horizon
-        self.n_cv = len(spec.cvs)
-
-    @property
-    def horizon(self) -> int:
-        return self._horizon
-
-    def past_tensor(self, history: pl.DataFrame) -> torch.Tensor:
-        if history.height < 1:
-            raise TwinError("history is empty")
-        return torch.tensor(history.select(self.spec.tag_names).to_numpy()[-1])
-
-    def torch_rollout(
-        self, past: torch.Tensor, mv_plan: torch.Tensor, dv_plan: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = past[..., : self.n_cv].to(torch.float64)
-        plan = mv_plan.to(torch.float64)
-        if plan.dim() == 3 and x.dim() == 1:
-            x = x.expand(plan.shape[0], -1)
-        ys = []
-        for k in range(plan.shape[-2]):
-            x = x @ self.a.T + plan[..., k, :] @ self.b.T
-            ys.append(x)
-        y = torch.stack(ys, dim=-2)
-        mean = torch.cat([y, plan], dim=-1)
-        return mean, torch.full_like(mean, 0.1)
 
 
 def simulate(model: LinearModel, u: np.ndarray, x0: np.ndarray) -> np.ndarray:
@@ -236,7 +192,7 @@ def test_qp_step_finds_the_constrained_optimum_slsqp_finds(seed: int) -> None:
         track_w=rng.uniform(0, 1, n_cv),
         cv_lo=-2 * np.ones(n_cv),
         cv_hi=2 * np.ones(n_cv),
-        cv_span=np.full(n_cv, 4.0),
+        cv_scale=np.full(n_cv, 4.0),
         limit_w=float(rng.choice([0.0, 100.0])),
         risk_w=float(rng.choice([0.0, 10.0])),
     )

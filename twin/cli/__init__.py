@@ -24,7 +24,8 @@ COMMAND_MODULES = [
     "twin.cli.spec",  # twin spec infer | discover
     "twin.cli.evaluate",  # twin evaluate
     "twin.cli.train",  # twin train
-    "twin.cli.control",  # twin recommend | whatif
+    "twin.cli.control",  # twin recommend
+    "twin.cli.whatif",  # twin whatif
     "twin.cli.run",  # twin run
     "twin.cli.dashboard",  # twin dashboard
 ]

@@ -37,3 +37,12 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def add_release_arg(p: argparse.ArgumentParser) -> None:
+    """``--release TAG`` (repeatable): an MV the twin never saw move that may move all the same."""
+    p.add_argument(
+        "--release", action="append", default=[], metavar="TAG",
+        help="let the controller move this MV although the twin never saw it move in its "
+        "training data (by default such an MV is frozen at its current value); repeatable",
+    )  # fmt: skip

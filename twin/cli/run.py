@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from twin.cli.args import positive_float
+from twin.cli.args import add_release_arg, positive_float
 from twin.cli.collect import add_connection_args
 from twin.cli.control import _load, parse_setpoint_now
 from twin.errors import TwinError
@@ -84,6 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="step size of the bands' live adaptation per tag and step (0: keep the calibrated "
         f"band; default {GAMMA:g}: a miss widens a band by about 10%%)",
     )  # fmt: skip
+    add_release_arg(p)
     add_connection_args(p)
     p.set_defaults(func=_run)
 
@@ -127,6 +128,7 @@ def _run(args: argparse.Namespace) -> int:
         rate_slack=args.rate_slack,
         model_dir=args.model,
         band_gamma=args.band_gamma or None,
+        release=tuple(args.release),
     )
     writer = OpcUaMoveWriter(args.endpoint, security) if args.write else None
     asyncio.run(run_loop(spec, feed, twin, args.historian, settings=settings, writer=writer))

@@ -4,35 +4,50 @@
     rec = ctl.recommend(history, setpoints={"T": 330.0})   # history: Historian.frame(...)
     rec.moves[0].recommended, rec.moves[0].plan, rec.forecast, rec.success, rec.limits_held
 
-Objective over the horizon ``k = 1..H`` (CVs ``c``, MVs ``m``, block starts ``j``), all terms in
-span units (``span = hi - lo`` of the tag in the spec)::
+Each cycle has two stages, as in industrial (DMC-style) MPC:
 
-    J = 1/H sum_k sum_c w_c ((y_kc - sp_c) / span_c)^2                          tracking
+1. **Steady-state targets** (:mod:`twin.control.targets`): from the twin's steady-state gains at
+   the current point (extrapolated from the tail of the horizon's offset-corrected response,
+   :func:`twin.control.steady_target.steady_state`), MV and CV targets that keep the CVs within
+   their operating limits (given up in ``priority`` order when they cannot all hold: the
+   largest number first; instrument limits last of all), reach the setpoints as far as those
+   limits allow, minimise the spec's economic cost rate with the freedom left, and otherwise
+   rest at each MV's ``ideal`` value (or stay where they are). MVs stay within their operating
+   limits and move at most ``target_step`` horizons of rate-limited travel per cycle.
+2. **Dynamic plan**: the moves over the horizon ``k = 1..H`` (CVs ``c``, MVs ``m``, block
+   starts ``j``) that minimise::
+
+    J = 1/H sum_k sum_c w_c ((y_kc - r_c) / s_c)^2                               tracking
       + sum_j sum_m mw_m (du_jm / span_m)^2                                      move suppression
-      + limit_weight/H sum_k sum_c (relu(y_kc - hi_c)^2 + relu(lo_c - y_kc)^2) / span_c^2
-      + risk_weight/H  sum_k sum_c (relu(y_kc + b_kc - hi_c)^2 + relu(lo_c - y_kc + b_kc)^2) / span_c^2
+      + limit_weight/H sum_k sum_c (relu(y_kc - hi_c)^2 + relu(lo_c - y_kc)^2) / s_c^2
+      + risk_weight/H  sum_k sum_c (relu(y_kc + b_kc - hi_c)^2 + relu(lo_c - y_kc + b_kc)^2) / s_c^2
       + target_weight sum_m ((v_Mm - u_ss_m) / span_m)^2                         steady-state target
 
 ``y`` the offset-corrected mean forecast of the CVs, ``b`` its band half-width (the risk term
-penalises the band, not only the mean, crossing a limit), ``w_c`` the spec's CV weight (or
-``track_weights``; 0 for a CV without a setpoint), ``mw`` ``move_weight``, ``du_jm`` the move
-of MV m at block start j (the first from the current value).
+penalises the band, not only the mean, crossing a limit), ``r_c`` the CV's steady-state target
+(its setpoint when the limits allow it), ``w_c`` the spec's CV weight (or ``track_weights``; 0
+for a CV without a setpoint: it is held only within its zone), ``s_c`` the CV's error scale
+(:attr:`twin.spec.Tag.error_scale`: its ``scale``, else its operating range, else its
+instrument span), ``[lo_c, hi_c]`` its zone (operating limits as the targets relaxed them, else
+instrument limits), ``mw`` ``move_weight``, ``du_jm`` the move of MV m at block start j (the
+first from the current value), ``u_ss`` the MV targets, ``span_m`` the MV's instrument span.
 
-- **Steady-state target**: ``v_M`` the last block's MVs, ``u_ss`` the MVs within bounds whose
-  steady state (extrapolated from the tail of the horizon's offset-corrected response,
-  :mod:`twin.control.steady_target`) is nearest the setpoints. Without it, a horizon shorter
-  than the settling time of a plant whose interaction changes sign over time (the quadruple
-  tank in its non-minimum-phase configuration) lets the tracking term drive the MVs the way
-  that helps within the horizon and hurts at steady state: the loop keeps an offset or pins
-  an MV at a bound. With it the loop is offset-free there too. ``u_ss`` pays the
-  move weight for its distance from the current MVs, so that measurement noise does not
-  pass through the inverse of an ill-conditioned steady-state gain (Wood-Berry) into the
-  MV moves.
+- **Why targets**: a horizon shorter than the settling time of a plant whose interaction
+  changes sign over time (the quadruple tank in its non-minimum-phase configuration) lets the
+  tracking term drive the MVs the way that helps within the horizon and hurts at steady state:
+  the loop keeps an offset or pins an MV at a bound. With the targets the loop is offset-free
+  there too, and an economic optimum on a limit is reached however short the horizon. The
+  setpoint stage pays the move weight for the targets' distance from the current MVs, so that
+  measurement noise does not pass through the inverse of an ill-conditioned steady-state gain
+  (Wood-Berry) into the MV moves.
+- **Frozen MVs**: an MV the twin never saw move (``model.unmoved_mvs()``: spread in its training
+  data below a threshold) knows nothing of its effect: it is held at its current value and
+  named in every recommendation, unless released (``release=``, ``twin run --release TAG``).
 - **Move blocking**: the MVs move only at ``control_horizon`` block starts spread over the
   horizon (:func:`twin.control.problem.block_starts`, or ``blocks=`` lengths) and hold in
   between.
-- **Hard limits**: every planned value lies in ``[lo, hi]`` and every move within the rate
-  limit, by construction of the QP and by a final per-sample projection checked in float64
+- **Hard limits**: every planned value lies in the MV's operating limits (else ``[lo, hi]``)
+  and every move within the rate limit, by construction of the QP and by a final per-sample projection checked in float64
   (``limits_held``). An MV found outside its range moves back toward it at the rate limit;
   the message says so and ``limits_held`` is False until it is back.
 - **Offset-free**: the CV forecast at step k is corrected by ``y_t - yhat(t | t-k)``, the
@@ -59,7 +74,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 import numpy as np
@@ -67,7 +82,14 @@ import polars as pl
 import torch
 from torch import Tensor
 
-from twin.control.answer import outside_notes, plan_forecast, recommendation
+from twin.control.aims import Aims, frozen_mvs
+from twin.control.answer import (
+    Economics,
+    frozen_notes,
+    outside_notes,
+    plan_forecast,
+    recommendation,
+)
 from twin.control.history_window import last_finite, recent_window
 from twin.control.offset import OffsetCorrection
 from twin.control.problem import Problem, block_starts, project, starts_from_blocks
@@ -75,6 +97,7 @@ from twin.control.recommendation import MoveRec, Recommendation
 from twin.control.rollout import ModelCalls
 from twin.control.setpoints import Setpoints
 from twin.control.solve import Solution, SolveError, fd_plans, gauss_newton
+from twin.control.targets import Targets
 from twin.errors import TwinError
 from twin.model.train import torch_threads
 from twin.spec import PlantSpec
@@ -116,7 +139,10 @@ class Controller:
     per MV (0.1 for an MV not named); ``limit_weight`` / ``risk_weight``: soft CV limits on the
     mean / on the band; ``target_weight``: the steady-state target term (0: none; with no
     setpoint ``u_ss`` is the current MVs); ``offset_free``: the correction of
-    :mod:`twin.control.offset`, with ``offset_points`` nodes (None: every step); ``max_iter``:
+    :mod:`twin.control.offset`, with ``offset_points`` nodes (None: every step); ``frozen``:
+    MVs held at their current value (default: ``model.unmoved_mvs()`` when the model has it),
+    ``release``: MVs taken out of that; ``target_step``: how far the steady-state targets may
+    move per cycle, in horizons of rate-limited travel; ``max_iter``:
     Gauss-Newton iterations per call; ``threads``: torch CPU threads while solving (0: leave as
     is); ``jit``: trace the rollout (default: for a Twin, see :mod:`twin.control.rollout`).
     """
@@ -139,7 +165,13 @@ class Controller:
         offset_points: int | None = 4,
         threads: int = 1,
         jit: bool | None = None,
+        frozen: Iterable[str] | None = None,
+        release: Iterable[str] = (),
+        target_step: float = 1.0,
     ) -> None:
+        release = tuple(release)
+        frozen = None if frozen is None else tuple(frozen)
+        self._settings = {k: v for k, v in locals().items() if k not in ("self", "model", "spec")}
         self.model = model
         self.spec = spec if spec is not None else model.spec
         if self.spec.tag_names != model.spec.tag_names:
@@ -165,6 +197,14 @@ class Controller:
         self.dv_idx = [names.index(t.name) for t in self.dvs]
         if not self.mvs:
             raise TwinError(f"plant {self.spec.name!r} has no MVs to recommend")
+        self.frozen = frozen_mvs(model, self.mvs, frozen, release)
+        self.frozen_mask = np.array([t.name in self.frozen for t in self.mvs])
+        if not (math.isfinite(target_step) and target_step > 0):
+            raise TwinError(f"target_step must be > 0, got {target_step}")
+        self.target_step = float(target_step)
+        self.aims = Aims.of(self.cvs, self.mvs, limits=limit_weight > 0, step=self.target_step)
+        self._sp = np.full(len(self.cvs), math.nan)
+        self._targets: Targets | None = None
         tw = dict(track_weights or {})
         _known(tw, [t.name for t in self.cvs], "track_weights", "CV")
         self.track_w = np.array(
@@ -193,6 +233,11 @@ class Controller:
         self.offset = OffsetCorrection(self.horizon, offset_points, cols)
         self.reset()
 
+    def with_spec(self, spec: PlantSpec) -> Controller:
+        """A new controller on the same model with these settings and ``spec``'s limits,
+        priorities and costs (a what-if scenario's)."""
+        return Controller(self.model, spec, **self._settings)
+
     def reset(self) -> None:
         """Forget the warm start and the cached past windows (offset-free state)."""
         self._plan: np.ndarray | None = None
@@ -218,8 +263,11 @@ class Controller:
         ts_now = tail_ts[-1]
         u0 = last_finite(values[:, self.mv_idx], [t.name for t in self.mvs], "MV")
         p = self._problem(u0, sp)
-        notes = outside_notes(self.mvs, u0)
+        self._sp, self._targets = sp, None
+        notes = outside_notes(self.mvs, u0) + frozen_notes(self.mvs, self.frozen, u0)
+        economics = Economics.of(self.spec, values[-1, self.cv_idx], u0, self.frozen)
         outcome = self._attempt(p, history, values, tail_ts)
+        base = (self.spec, p)
         if not isinstance(outcome, Solution):
             log.warning("MPC solve failed: %r", outcome)
             plan = project(np.repeat(u0[None], self.horizon, 0), p)
@@ -227,26 +275,20 @@ class Controller:
             why = outcome if isinstance(outcome, SolveError) else repr(outcome)
             message = f"failed: {why}; holding"
             return recommendation(
-                self.spec, p, plan, sp, ts_now, t0, success=False, message=message, notes=notes
-            )
+                *base, plan, sp, ts_now, t0, success=False, message=message, notes=notes,
+                economics=economics,
+            )  # fmt: skip
         sol = outcome
         plan = project(p.plans(sol.x[None])[0], p)
         self._plan, self._plan_ts = plan, ts_now
         fc = plan_forecast(self.spec, self.mv_idx, plan, sol.mean, sol.half, ts_now)
+        if self._targets is not None and self._targets.message:
+            notes = [self._targets.message, *notes]
         return recommendation(
-            self.spec,
-            p,
-            plan,
-            sp,
-            ts_now,
-            t0,
-            success=True,
-            message=sol.message,
-            notes=notes,
-            forecast=fc,
-            objective=sol.objective,
-            iterations=sol.iterations,
-        )
+            *base, plan, sp, ts_now, t0, success=True, message=sol.message, notes=notes,
+            forecast=fc, objective=sol.objective, iterations=sol.iterations,
+            economics=economics.with_targets(self._targets),
+        )  # fmt: skip
 
     # --- steps -------------------------------------------------------------------------------
 
@@ -268,26 +310,34 @@ class Controller:
                 return exc
 
     def _problem(self, u0: np.ndarray, sp: np.ndarray) -> Problem:
+        """The solve's data: MVs within their operating limits (a frozen MV held at ``u0``),
+        CVs tracking their setpoints within their operating limits, errors in their scales."""
         mvs, cvs = self.mvs, self.cvs
         has_sp = np.isfinite(sp)
+        fz = self.frozen_mask
         return Problem(
             starts=self.starts,
             horizon=self.horizon,
             u0=u0,
-            lo=np.array([t.lo for t in mvs]),
-            hi=np.array([t.hi for t in mvs]),
-            rate=np.array([t.rate_limit or t.span for t in mvs], dtype=float),
+            lo=np.where(fz, u0, [t.op_low for t in mvs]),
+            hi=np.where(fz, u0, [t.op_high for t in mvs]),
+            rate=np.where(fz, 0.0, [t.rate_limit or t.span for t in mvs]),
             mv_span=np.array([t.span for t in mvs]),
             move_w=self.move_w,
             sp=np.where(has_sp, sp, 0.0),
             track_w=np.where(has_sp, self.track_w, 0.0),
-            cv_lo=np.array([t.lo for t in cvs]),
-            cv_hi=np.array([t.hi for t in cvs]),
-            cv_span=np.array([t.span for t in cvs]),
+            cv_lo=np.array([t.op_low for t in cvs]),
+            cv_hi=np.array([t.op_high for t in cvs]),
+            cv_scale=np.array([t.error_scale for t in cvs]),
             limit_w=self.limit_weight,
             risk_w=self.risk_weight,
             target_w=self.target_weight,
         )
+
+    def _retarget(self, p: Problem, x: np.ndarray, y0: np.ndarray, jy: np.ndarray) -> Problem:
+        """``p`` with the steady-state targets set from the first Jacobian (:class:`Aims`)."""
+        p, self._targets = self.aims.retarget(p, x, y0, jy, self._sp, self.track_w)
+        return p
 
     def _solve(
         self,
@@ -316,7 +366,16 @@ class Controller:
             m[:, :, self.cv_idx] += offset
             return m, h
 
-        return gauss_newton(p, x0, rollout, self.cv_idx, first=(mean, half), max_iter=self.max_iter)
+        retarget = self._retarget if self.target_weight > 0 else None
+        return gauss_newton(
+            p,
+            x0,
+            rollout,
+            self.cv_idx,
+            first=(mean, half),
+            max_iter=self.max_iter,
+            retarget=retarget,
+        )
 
     def _warm_start(self, p: Problem, ts_now: np.datetime64) -> np.ndarray:
         """Block values ``[M, n_mv]`` from the previous plan shifted by the samples elapsed."""

@@ -1,7 +1,8 @@
 """Recommendations out of the process: CSV and JSON exports.
 
-Export schema (``schema_version`` 1): one row per MV, these columns in this order
-(:data:`EXPORT_COLUMNS`):
+Export schema (``schema_version`` 2): one row per MV, these columns in this order
+(:data:`EXPORT_COLUMNS`; version 2 appended the last five, so version 1's columns keep their
+places):
 
 =============  =========  ==================================================================
 column         type       meaning
@@ -16,20 +17,33 @@ unit           string     engineering unit of the MV
 current        float      MV value at ``ts``
 recommended    float      recommended value for the next sample
 change         float      ``recommended - current``
-lo, hi         float      the MV's hard bounds
+lo, hi         float      the MV's hard bounds for the controller (its operating limits,
+                          else its instrument limits)
 rate_limit     float      the largest move per sample
 limits_held    bool       every planned value within ``[lo, hi]`` and every move within
                           ``rate_limit``
 success        bool       the solve succeeded (False: the current values are held)
 message        string     solver status, or why it failed
+target         float      the MV's steady-state target (empty: no target optimiser)
+frozen         bool       the MV is held at ``current``: the twin never saw it move
+cost_rate      float      predicted cost rate at the targets (empty: no economics)
+cost_rate_now  float      the cost rate at the current measurements (empty: no economics)
+constraints    string     the active constraints, ``"; "``-joined (``T op_hi 330 K binding;
+                          Ca op_lo 0.8 mol/L given up by 0.02 mol/L (priority 2)``; empty
+                          when none)
 =============  =========  ==================================================================
+
+``success`` to ``message`` and ``cost_rate`` to ``constraints`` describe the whole
+recommendation and repeat on every row.
 
 - ``write_export(rec, "moves.csv")``: those rows, a header line, comma-separated, ``true`` /
   ``false`` for booleans, empty cells for missing values.
-- ``write_export(rec, "moves.json")``: ``{"schema_version": 1, "columns": [...], "rows":
-  [{column: value}, ...], "recommendation": rec.to_dict()}``; the last entry holds the planned
+- ``write_export(rec, "moves.json")``: ``{"schema_version": 2, "columns": [...], "rows":
+  [{column: value}, ...], "recommendation": rec.to_dict()}`` (``schema_version`` 2); the last entry holds the planned
   trajectories and the forecast with its band (see :mod:`twin.control.recommendation`).
-- ``read_export(path)``: either file back into the typed :data:`EXPORT_SCHEMA` frame.
+- ``read_export(path)``: either file back into the typed :data:`EXPORT_SCHEMA` frame. It reads
+  version 1 files too (a CSV without the version-2 columns, or ``schema_version`` 1 JSON):
+  ``target``, ``cost_rate``, ``cost_rate_now`` and ``constraints`` null, ``frozen`` false.
 
 The append-only log of every recommendation is :mod:`twin.control.recommendation_log`.
 """
@@ -46,7 +60,7 @@ from typing import Any
 
 import polars as pl
 
-from twin.control.recommendation import SCHEMA_VERSION, Recommendation
+from twin.control.recommendation import READABLE_VERSIONS, SCHEMA_VERSION, Recommendation
 from twin.errors import TwinError
 from twin.times import as_utc
 
@@ -68,7 +82,14 @@ EXPORT_COLUMNS = (
     "limits_held",
     "success",
     "message",
+    "target",
+    "frozen",
+    "cost_rate",
+    "cost_rate_now",
+    "constraints",
 )
+#: the columns schema version 1 had: :data:`EXPORT_COLUMNS` up to ``message``
+V1_COLUMNS = EXPORT_COLUMNS[: EXPORT_COLUMNS.index("message") + 1]
 EXPORT_SCHEMA: dict[str, pl.DataType] = {
     "ts": pl.Datetime("us", "UTC"),
     "plant": pl.String(),
@@ -85,12 +106,21 @@ EXPORT_SCHEMA: dict[str, pl.DataType] = {
     "limits_held": pl.Boolean(),
     "success": pl.Boolean(),
     "message": pl.String(),
+    "target": pl.Float64(),
+    "frozen": pl.Boolean(),
+    "cost_rate": pl.Float64(),
+    "cost_rate_now": pl.Float64(),
+    "constraints": pl.String(),
 }
 SUFFIXES = (".csv", ".json")
 
 
 def recommendation_rows(rec: Recommendation) -> pl.DataFrame:
-    """One row per MV with exactly :data:`EXPORT_COLUMNS` (see the module doc for the schema)."""
+    """One row per MV with exactly :data:`EXPORT_COLUMNS` (see the module doc for the schema).
+
+    A non-finite ``target`` or cost rate is null (an empty cell), as it reads back.
+    """
+    constraints = "; ".join(rec.constraint_lines())
     rows = [
         {
             "ts": as_utc(rec.ts),
@@ -108,10 +138,19 @@ def recommendation_rows(rec: Recommendation) -> pl.DataFrame:
             "limits_held": m.limits_held,
             "success": rec.success,
             "message": rec.message,
+            "target": _finite(m.target),
+            "frozen": m.frozen,
+            "cost_rate": _finite(rec.cost_rate),
+            "cost_rate_now": _finite(rec.cost_rate_now),
+            "constraints": constraints,
         }
         for m in rec.moves
     ]
     return pl.DataFrame(rows, schema=EXPORT_SCHEMA, orient="row" if not rows else None)
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def _json_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
@@ -167,11 +206,16 @@ def read_export(path: str | Path) -> pl.DataFrame:
         raise TwinError(f"cannot read {src}: not a {' or '.join(SUFFIXES)} export")
     try:
         if suffix == ".csv":
-            raw = pl.read_csv(src, schema={k: pl.String() for k in EXPORT_COLUMNS})
+            raw = pl.read_csv(src, infer_schema=False)  # every column a string
+            if tuple(raw.columns) not in (EXPORT_COLUMNS, V1_COLUMNS):
+                raise TwinError(
+                    f"{src}: the columns {raw.columns} are not those of an export "
+                    f"(version 2: {list(EXPORT_COLUMNS)}, version 1: its first {len(V1_COLUMNS)})"
+                )
             rows = raw.to_dicts()
         else:
             doc = json.loads(src.read_text(encoding="utf-8"))
-            if doc.get("schema_version") != SCHEMA_VERSION:
+            if doc.get("schema_version") not in READABLE_VERSIONS:
                 raise TwinError(f"{src}: schema_version {doc.get('schema_version')} unsupported")
             rows = doc["rows"]
     except (OSError, ValueError, KeyError, pl.exceptions.PolarsError) as exc:
@@ -180,7 +224,12 @@ def read_export(path: str | Path) -> pl.DataFrame:
 
 
 def _typed(rows: list[dict[str, Any]], source: str) -> pl.DataFrame:
-    def parse(name: str, value: Any) -> Any:
+    def parse(row: dict[str, Any], name: str) -> Any:
+        value = row.get(name)
+        if name == "frozen" and value is None:
+            return False  # version 1: nothing was frozen
+        if name == "constraints" and name in row:
+            return value or ""  # version 2: an empty cell is "no active constraint"
         if value is None or value == "":
             return None
         kind = EXPORT_SCHEMA[name]
@@ -193,7 +242,7 @@ def _typed(rows: list[dict[str, Any]], source: str) -> pl.DataFrame:
         return str(value)
 
     try:
-        data = [{k: parse(k, r.get(k)) for k in EXPORT_COLUMNS} for r in rows]
+        data = [{k: parse(r, k) for k in EXPORT_COLUMNS} for r in rows]
     except (TypeError, ValueError) as exc:
         raise TwinError(f"{source}: bad value in export: {exc}") from exc
     return pl.DataFrame(data, schema=EXPORT_SCHEMA, orient="row" if not data else None)

@@ -53,15 +53,19 @@ class Problem:
     mv_span: np.ndarray
     move_w: np.ndarray
     sp: np.ndarray
-    """``[n_cv]`` setpoints (0 where a CV has none; its track weight is then 0)"""
+    """``[n_cv]`` what each CV tracks (0 where a CV has none; its track weight is then 0): its
+    setpoint, or the steady-state target once the targets are set"""
     track_w: np.ndarray
     cv_lo: np.ndarray
+    """``[n_cv]`` the CV zone of the limit terms: operating limits (relaxed as the targets
+    gave them up), else the instrument limits"""
     cv_hi: np.ndarray
-    cv_span: np.ndarray
+    cv_scale: np.ndarray
+    """``[n_cv]`` error scale of each CV (:attr:`twin.spec.Tag.error_scale`)"""
     limit_w: float
     risk_w: float
     target_w: float = 0.0
-    """weight of the steady-state target term on the last block (:func:`steady_target`)"""
+    """weight of the steady-state target term on the last block (:mod:`twin.control.targets`)"""
     u_target: np.ndarray | None = None
     """``[n_mv]`` the steady-state MV target (None: no target term)"""
 
@@ -104,7 +108,7 @@ class Problem:
     def objective(self, x: np.ndarray, y: np.ndarray, h: np.ndarray) -> np.ndarray:
         """``J [B]`` of plans ``x [B, nx]`` with CV forecasts ``y, h [B, H, n_cv]``."""
         n = self.horizon
-        e = (y - self.sp) / self.cv_span
+        e = (y - self.sp) / self.cv_scale
         track = (self.track_w * e**2).sum((1, 2)) / n
         move = (self.move_w * (self.moves(x) / self.mv_span) ** 2).sum((1, 2))
         total = track + move
@@ -133,7 +137,7 @@ def _over(upper: np.ndarray, lower: np.ndarray, p: Problem) -> np.ndarray:
     """Squared violations of the CV range in span units ``[B, H, n_cv]``."""
     return (
         np.maximum(upper - p.cv_hi, 0.0) ** 2 + np.maximum(p.cv_lo - lower, 0.0) ** 2
-    ) / p.cv_span**2
+    ) / p.cv_scale**2
 
 
 def project(plan: np.ndarray, p: Problem) -> np.ndarray:

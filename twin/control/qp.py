@@ -43,7 +43,7 @@ def qp_step(
     n, nx = p.horizon, len(x0)
     m, n_mv = p.shape
     # least-squares rows: tracking  sqrt(w/H)/span * (y0 + J dx - sp), moves sqrt(mw)/span * dv
-    wt = np.sqrt(p.track_w / n) / p.cv_span  # [n_cv]
+    wt = np.sqrt(p.track_w / n) / p.cv_scale  # [n_cv]
     a_t = (jy * wt[None, :, None]).reshape(-1, nx)
     b_t = ((p.sp - y0) * wt).reshape(-1) + a_t @ x0
     diff = np.eye(m) - np.eye(m, k=-1)
@@ -64,7 +64,7 @@ def qp_step(
     ):
         if weight <= 0:
             continue
-        s = math.sqrt(weight / n) / p.cv_span
+        s = math.sqrt(weight / n) / p.cv_scale
         rows += [
             (jac_u * s[None, :, None]).reshape(-1, nx),
             -(jac_l * s[None, :, None]).reshape(-1, nx),

@@ -5,24 +5,25 @@ The model is reached only through a ``rollout`` callable ``plans [B, H, n_mv] ->
 takes a forward-difference Jacobian (one batched rollout of :func:`fd_plans`), solves the
 linearised problem within the limits (:func:`twin.control.qp.qp_step`) and line-searches the
 step (a second batched rollout). The problem itself (blocking, objective, limits) is
-:mod:`twin.control.problem`; the steady-state target set from the first Jacobian is
-:mod:`twin.control.steady_target`.
+:mod:`twin.control.problem`; the steady-state targets set from the first Jacobian come from
+the caller's ``retarget`` (:mod:`twin.control.targets`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from twin.control.problem import Problem
 from twin.control.qp import qp_step
-from twin.control.steady_target import steady_target
 
 Rollout = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 """``plans [B, H, n_mv] -> (mean, half) [B, H, n_tags]``"""
+Retarget = Callable[[Problem, np.ndarray, np.ndarray, np.ndarray], Problem]
+"""``(p, x, y0 [H, n_cv], jy [H, n_cv, nx]) -> p`` with the steady-state targets set"""
 #: relative finite-difference step (of each MV's span) for the Jacobian
 FD_REL = 1e-2
 #: step lengths tried along a Gauss-Newton direction (one batched rollout)
@@ -60,6 +61,7 @@ def gauss_newton(
     *,
     first: tuple[np.ndarray, np.ndarray] | None = None,
     max_iter: int = 3,
+    retarget: Retarget | None = None,
 ) -> Solution:
     """Gauss-Newton from the feasible ``x0``: linearise, solve the QP, line search; repeat.
 
@@ -67,9 +69,9 @@ def gauss_newton(
     ``first`` its answer for :func:`fd_plans` at ``x0`` when the caller already has it.
     One iteration costs two batched rollouts (Jacobian, then the step lengths of
     :data:`ALPHAS`). It stops when an iteration gains little or the linear model predicted
-    the full step well (so that a linear model converges in one iteration). With
-    ``p.target_w > 0`` the steady-state target (:func:`steady_target`) is set from the first
-    Jacobian and held for the rest of the solve. Raises
+    the full step well (so that a linear model converges in one iteration). ``retarget`` (the
+    controller's steady-state target optimiser) sets the targets from the first Jacobian; they
+    hold for the rest of the solve. Raises
     :class:`SolveError` on a non-finite forecast or objective at a point it must use.
     """
     x = x0
@@ -88,8 +90,8 @@ def gauss_newton(
         jh = np.moveaxis((h[1:] - h[0]) / fd[:, None, None], 0, -1)
         if not (np.isfinite(jy).all() and np.isfinite(jh).all()):
             raise SolveError("non-finite Jacobian of the forecast")
-        if it == 1 and p.target_w > 0:
-            p = replace(p, u_target=steady_target(p, x, y[0], jy))
+        if it == 1 and retarget is not None:
+            p = retarget(p, x, y[0], jy)
             value = _finite_objective(p, x, cur_mean, cur_half, cv)
         step = qp_step(p, x, y[0], h[0], jy, jh)
         predicted = value - step.predicted

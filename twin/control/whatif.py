@@ -1,17 +1,33 @@
 """What-if: predicted trajectories, with bands, of the same plant under several scenarios.
 
-    result = whatif(twin, spec, history, [HOLD, Scenario("hotter", setpoints=(("T", 330.0, 0.0),))])
+    result = whatif(twin, spec, history, [HOLD, Scenario("hotter", setpoints=(("T", 330.0, 0.0),))],
+                    setpoints=now)  # the setpoints in force now: what "hold" holds
     result.to_frame()          # long: scenario, step, ts, tag, unit, mean, lower, upper, setpoint
     result.compare("T")        # wide: step, ts, then mean / lower / upper per scenario
+    result.summary()           # per scenario: cost rate before / after, the new targets
 
-A scenario either changes CV setpoints at given times (closed loop: the controller recommends at
-every step on the simulated history and the twin plays the plant, its one-step mean forecast
-becoming the next "measured" row; a later setpoint change reaches the controller when its time
-comes, without preview) or fixes an MV schedule (open loop). Either way the MV trajectory that
-results is then forecast once, open loop, from the real history: that forecast's mean and
-calibrated band are what the scenario returns. Bands are calibrated up to the model's
-horizon H only, so a what-if runs at most H steps. Every scenario starts from the same history
-with a reset controller, so scenarios are independent and comparable side by side.
+Here: :func:`whatif` and the run of each scenario (closed loop on the twin, or an MV
+schedule). Its result, :class:`~twin.control.whatif_result.WhatIf`, lives in
+:mod:`twin.control.whatif_result` and the scenarios in :mod:`twin.control.whatif_scenario`;
+both are re-exported here.
+
+A scenario (:class:`~twin.control.whatif_scenario.Scenario`) either changes CV setpoints at
+given times and / or the controller's economics (prices, operating limits, priorities): closed
+loop, the controller recommends at every step on the simulated history and the twin plays the
+plant, its one-step mean forecast becoming the next "measured" row (a later setpoint change
+reaches the controller when its time comes, without preview); or it fixes an MV schedule (open
+loop). A scenario that changes the economics runs a controller of its own, with the same
+settings, on the spec with its changes (:func:`~twin.control.whatif_scenario.scenario_spec`).
+Either way the MV trajectory that results is then forecast once, open loop, from the real
+history: that forecast's mean and calibrated band are what the scenario returns. Bands are
+calibrated up to the model's horizon H only, so a what-if runs at most H steps. Every scenario
+starts from the same history with a reset controller, so scenarios are independent and
+comparable side by side.
+
+Where a closed-loop scenario ends up: the steady-state targets of its controller at the last
+step (the new optimum), the limits that bind or were given up there, and the cost rate under
+the scenario's prices now (``cost_before``: at the current measurements) and at the new
+targets (``cost_after``).
 """
 
 from __future__ import annotations
@@ -19,7 +35,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -27,7 +43,17 @@ import numpy as np
 import polars as pl
 import torch
 
-from twin.control.setpoints import Setpoints, check_setpoint
+from twin.control.recommendation import ActiveConstraint, Recommendation
+from twin.control.setpoints import Setpoints
+from twin.control.whatif_result import WhatIf
+from twin.control.whatif_scenario import (
+    HOLD,
+    Scenario,
+    check_scenario,
+    scenario_controller,
+    scenario_spec,
+    setpoint_path,
+)
 from twin.errors import TwinError
 from twin.model.dataset import frame_ts, mv_columns
 from twin.model.forecast import Forecast
@@ -36,162 +62,22 @@ from twin.spec import PlantSpec
 if TYPE_CHECKING:
     from twin.control.controller import Controller, Predictor
 
+__all__ = [
+    "HOLD",
+    "Scenario",
+    "WhatIf",
+    "check_scenario",
+    "current_mvs",
+    "scenario_controller",
+    "scenario_spec",
+    "setpoint_path",
+    "whatif",
+]
+
 log = logging.getLogger(__name__)
 
 #: rows of history kept for the simulated plant (the twin reads its last window of them)
 KEEP_ROWS = 512
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """One what-if case: setpoint changes (closed loop) or an MV schedule (open loop), not both."""
-
-    name: str
-    setpoints: tuple[tuple[str, float, float], ...] = ()
-    """``(cv tag, value, minutes from now)``; the value holds from then on"""
-    mv_schedule: dict[str, tuple[float, ...]] | None = None
-    """open loop: MV tag -> value per step (the last one held); MVs not named hold their value"""
-
-    @property
-    def open_loop(self) -> bool:
-        """True when the MVs follow a fixed schedule instead of the controller."""
-        return self.mv_schedule is not None
-
-
-#: the baseline: setpoints unchanged, the controller acting as it would now
-HOLD = Scenario("hold")
-
-
-@dataclass(frozen=True)
-class WhatIf:
-    """The predicted trajectories of every scenario, side by side."""
-
-    scenarios: tuple[Scenario, ...]
-    forecasts: tuple[Forecast, ...]
-    """one per scenario: every tag, mean / lower / upper ``[steps, n_tags]``, eng. units"""
-    setpoint_paths: tuple[dict[str, np.ndarray], ...]
-    """one per scenario: CV tag -> setpoint ``[steps]`` in force at each step"""
-    failed_solves: tuple[int, ...] = ()
-    """one per scenario: closed-loop steps where the controller failed and held the MVs"""
-
-    def forecast(self, name: str) -> Forecast:
-        """The forecast of the scenario called ``name``."""
-        names = [s.name for s in self.scenarios]
-        if name not in names:
-            raise KeyError(f"no scenario {name!r} (scenarios: {names})")
-        return self.forecasts[names.index(name)]
-
-    def to_json_dict(self) -> dict[str, object]:
-        """The JSON document of ``twin whatif --out FILE.json`` (schema_version 1): the
-        scenarios as given, their failed solves, and :meth:`to_frame`'s columns and rows."""
-        frame = self.to_frame().with_columns(
-            pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00"),
-            pl.col(pl.Float64).fill_nan(None),
-        )
-        scenarios = [
-            {
-                "name": s.name,
-                "setpoints": [list(x) for x in s.setpoints],
-                "mv_schedule": None
-                if s.mv_schedule is None
-                else {k: list(v) for k, v in s.mv_schedule.items()},
-                "failed_solves": n,
-            }
-            for s, n in zip(self.scenarios, self.failed_solves, strict=True)
-        ]
-        return {
-            "schema_version": 1,
-            "scenarios": scenarios,
-            "columns": frame.columns,
-            "rows": frame.rows(),
-        }
-
-    def to_frame(self) -> pl.DataFrame:
-        """Long frame of all scenarios: ``scenario, step, ts, tag, unit, mean, lower, upper, setpoint``.
-
-        ``setpoint`` is the CV setpoint in force at that step (null for MVs and DVs).
-        """
-        parts = []
-        for sc, fc, sps in zip(self.scenarios, self.forecasts, self.setpoint_paths, strict=True):
-            part = fc.to_frame()
-            sp = np.full(part.height, np.nan)
-            steps = part.get_column("step").to_numpy() - 1
-            tags = part.get_column("tag").to_numpy()
-            for tag, path in sps.items():
-                rows = tags == tag
-                sp[rows] = path[steps[rows]]
-            parts.append(
-                part.with_columns(
-                    scenario=pl.lit(sc.name), setpoint=pl.Series(sp).fill_nan(None)
-                ).select("scenario", *part.columns, "setpoint")
-            )
-        return pl.concat(parts)
-
-    def compare(self, tag: str) -> pl.DataFrame:
-        """One tag side by side: ``step, ts``, then ``<scenario>``, ``<scenario>.lower``,
-        ``<scenario>.upper`` and, for a CV, ``<scenario>.setpoint`` per scenario."""
-        first = self.forecasts[0]
-        if tag not in first.tags:
-            raise KeyError(f"no tag {tag!r} (tags: {list(first.tags)})")
-        out = first.to_frame().filter(pl.col("tag") == tag).select("step", "ts")
-        for sc, fc, sps in zip(self.scenarios, self.forecasts, self.setpoint_paths, strict=True):
-            mean, lower, upper = fc.tag(tag)
-            cols = {sc.name: mean, f"{sc.name}.lower": lower, f"{sc.name}.upper": upper}
-            if tag in sps:
-                cols[f"{sc.name}.setpoint"] = sps[tag]
-            out = out.with_columns(pl.Series(k, v) for k, v in cols.items())
-        return out
-
-
-def check_scenario(spec: PlantSpec, scenario: Scenario) -> None:
-    """TwinError naming the scenario and what is wrong with it."""
-    where = f"scenario {scenario.name!r}"
-    if scenario.setpoints and scenario.mv_schedule is not None:
-        raise TwinError(
-            f"{where}: give setpoint changes (closed loop) or an MV schedule (open loop), not both"
-        )
-    for tag, value, minutes in scenario.setpoints:
-        try:
-            check_setpoint(spec, tag, value)
-        except TwinError as exc:
-            raise TwinError(f"{where}: {exc}") from None
-        if not (math.isfinite(minutes) and minutes >= 0):
-            raise TwinError(
-                f"{where}: setpoint {tag}={value:g} at {minutes} min: time must be >= 0"
-            )
-    mvs = [t.name for t in spec.mvs]
-    for tag, values in (scenario.mv_schedule or {}).items():
-        if tag not in mvs:
-            raise TwinError(f"{where}: schedule for {tag!r}, which is not an MV (MVs: {mvs})")
-        if len(values) == 0:
-            raise TwinError(f"{where}: schedule for {tag!r} has no values")
-        t = spec.tag(tag)
-        for k, v in enumerate(values):
-            if not (math.isfinite(v) and t.lo <= v <= t.hi):
-                raise TwinError(
-                    f"{where}: {tag} = {v:g} {t.unit} at step {k + 1} is outside its limits "
-                    f"[{t.lo:g}, {t.hi:g}] {t.unit}"
-                )
-
-
-def setpoint_path(
-    spec: PlantSpec,
-    scenario: Scenario,
-    steps: int,
-    setpoints: Mapping[str, float] | None = None,
-) -> dict[str, np.ndarray]:
-    """CV -> setpoint ``[steps + 1]`` in force at ``k`` sample periods from now (k = 0..steps).
-
-    Starts from ``setpoints`` (resolved with :meth:`Setpoints.resolve`: the spec's, with the
-    given ones over them; 0 for a CV with neither); a change at ``m`` minutes holds from the
-    first step at or after ``m`` minutes on. Changes to one tag apply in time order.
-    """
-    start = Setpoints.resolve(spec, setpoints)
-    offsets_min = np.arange(steps + 1) * spec.sample_period / 60.0
-    paths = {t.name: np.full(steps + 1, start.get(t.name, 0.0)) for t in spec.cvs}
-    for tag, value, minutes in sorted(scenario.setpoints, key=lambda s: s[2]):
-        paths[tag][offsets_min >= minutes - 1e-9] = value
-    return paths
 
 
 def whatif(
@@ -208,8 +94,10 @@ def whatif(
 
     ``steps`` defaults to the model's horizon H and may not exceed it. ``controller`` (reset
     before each scenario) runs the closed-loop ones; by default a ``Controller(model, spec)``.
-    ``setpoints``: the setpoints in force now, which the scenarios change (default: the
-    spec's; a :class:`~twin.control.setpoints.Setpoints` is used as is).
+    A scenario that changes prices, limits or priorities runs a new controller with the same
+    settings on its own spec. ``setpoints``: the setpoints in force now, which "hold" holds and
+    the scenarios change (default: the spec's; a :class:`~twin.control.setpoints.Setpoints` is
+    used as is).
     """
     if not scenarios:
         raise TwinError("what-if needs at least one scenario")
@@ -229,29 +117,43 @@ def whatif(
     history = history.sort("ts").tail(KEEP_ROWS)
     past = model.past_tensor(history)  # checks the history once: DataQualityError if unusable
     current = current_mvs(history, spec)
-    if controller is None and not all(sc.open_loop for sc in scenarios):
+    if controller is None and not all(sc.open_loop or sc.changes_economics for sc in scenarios):
         from twin.control.controller import Controller
 
         controller = Controller(model, spec)
-    forecasts, paths, failures = [], [], []
+    forecasts, paths, runs = [], [], []
     for sc in scenarios:
         path = setpoint_path(spec, sc, steps, now)
         if sc.mv_schedule is not None:
-            plan, failed = schedule_plan(spec, sc, current, steps), 0
+            run = _Run(schedule_plan(spec, sc, current, steps))
         else:
-            assert controller is not None
-            plan, failed = _closed_loop(model, spec, controller, history, path, steps)
-        forecasts.append(_forecast(model, spec, past, plan, frame_ts(history)[-1]))
+            ctl = controller
+            if sc.changes_economics:
+                ctl = scenario_controller(model, scenario_spec(spec, sc), controller)
+            assert ctl is not None
+            run = _closed_loop(model, spec, ctl, history, path, steps)
+        forecasts.append(_forecast(model, spec, past, run.plan, frame_ts(history)[-1]))
         paths.append({tag: p[1:] for tag, p in path.items()})
-        failures.append(failed)
+        runs.append(run)
         log.info(
-            "what-if %r: %d steps %s%s",
+            "what-if %r: %d steps %s%s; cost rate %.6g -> %.6g",
             sc.name,
             steps,
             "open loop" if sc.open_loop else "closed loop",
-            f", {failed} failed solves (MVs held)" if failed else "",
+            f", {run.failed} failed solves (MVs held)" if run.failed else "",
+            run.cost_before,
+            run.cost_after,
         )
-    return WhatIf(tuple(scenarios), tuple(forecasts), tuple(paths), tuple(failures))
+    return WhatIf(
+        tuple(scenarios),
+        tuple(forecasts),
+        tuple(paths),
+        failed_solves=tuple(r.failed for r in runs),
+        targets=tuple(r.targets for r in runs),
+        cost_before=tuple(r.cost_before for r in runs),
+        cost_after=tuple(r.cost_after for r in runs),
+        constraints=tuple(r.constraints for r in runs),
+    )
 
 
 def current_mvs(history: pl.DataFrame, spec: PlantSpec) -> np.ndarray:
@@ -286,6 +188,19 @@ def schedule_plan(
     return plan
 
 
+@dataclass(frozen=True)
+class _Run:
+    """One scenario's MV plan and, closed loop, where its controller ended up."""
+
+    plan: np.ndarray
+    """``[steps, n_mv]``"""
+    failed: int = 0
+    targets: dict[str, float] = field(default_factory=dict)
+    cost_before: float = math.nan
+    cost_after: float = math.nan
+    constraints: tuple[ActiveConstraint, ...] = ()
+
+
 def _closed_loop(
     model: Predictor,
     spec: PlantSpec,
@@ -293,15 +208,19 @@ def _closed_loop(
     history: pl.DataFrame,
     path: dict[str, np.ndarray],
     steps: int,
-) -> tuple[np.ndarray, int]:
-    """The controller's MV moves ``[steps, n_mv]`` with the twin as the plant; failed solves."""
+) -> _Run:
+    """The controller's MV moves ``[steps, n_mv]`` with the twin as the plant, failed solves,
+    and the targets, constraints and cost rates of its recommendations."""
     controller.reset()
     mv = mv_columns(spec)
     plan = np.empty((steps, len(mv)))
     sim, failed = history, 0
     previous = current_mvs(history, spec)
+    recs: list[Recommendation] = []
     for k in range(steps):
-        rec = controller.recommend(sim, {tag: float(p[k]) for tag, p in path.items()})
+        sp = {tag: float(p[k]) for tag, p in path.items() if math.isfinite(p[k])}
+        rec = controller.recommend(sim, sp)
+        recs.append(rec)
         move = np.array([m.recommended for m in rec.moves], dtype=np.float64)
         if not rec.success or move.shape != previous.shape or not np.isfinite(move).all():
             failed += 1
@@ -317,7 +236,16 @@ def _closed_loop(
             row = mean[0].double().numpy()
             row[mv] = move
             sim = _append_row(sim, spec, row)
-    return plan, failed
+    # the new optimum: the last step's targets (of the last step that set any)
+    last = next((r for r in reversed(recs) if r.targets), recs[-1])
+    return _Run(
+        plan,
+        failed,
+        targets=dict(last.targets),
+        cost_before=recs[0].cost_rate_now,
+        cost_after=last.cost_rate,
+        constraints=last.constraints,
+    )
 
 
 def _append_row(frame: pl.DataFrame, spec: PlantSpec, values: np.ndarray) -> pl.DataFrame:

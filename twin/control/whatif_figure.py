@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 
 def plot_whatif(result: WhatIf, spec: PlantSpec, path: Path) -> None:
-    """One panel per CV and MV: each scenario's mean and band, CV setpoints dashed."""
+    """One panel per CV and MV: each scenario's mean and band, CV setpoints dashed, the
+    steady-state targets its controller ended at (its new optimum) dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,8 +27,9 @@ def plot_whatif(result: WhatIf, spec: PlantSpec, path: Path) -> None:
     tags = list(spec.cvs + spec.mvs)
     fig, axes = plt.subplots(len(tags), 1, figsize=(8, 2.3 * len(tags)), sharex=True, squeeze=False)
     pct = f"{result.forecasts[0].coverage:.0%}"
-    for i, (sc, fc, sps) in enumerate(
-        zip(result.scenarios, result.forecasts, result.setpoint_paths, strict=True)
+    targets = result.targets or ({},) * len(result.scenarios)
+    for i, (sc, fc, sps, tg) in enumerate(
+        zip(result.scenarios, result.forecasts, result.setpoint_paths, targets, strict=True)
     ):
         minutes = np.arange(1, fc.horizon + 1) * spec.sample_period / 60.0
         color = f"C{i % 10}"
@@ -36,12 +38,17 @@ def plot_whatif(result: WhatIf, spec: PlantSpec, path: Path) -> None:
             if t.role == "cv":
                 ax.fill_between(minutes, lower, upper, color=color, alpha=0.18, lw=0)
                 ax.plot(minutes, sps[t.name], color=color, lw=1, ls="--", drawstyle="steps-post")
+            if t.name in tg and np.isfinite(tg[t.name]):
+                ax.axhline(tg[t.name], color=color, lw=1, ls=":")
             style = "steps-post" if t.role == "mv" else "default"
             ax.plot(minutes, mean, color=color, lw=1.5, label=sc.name, drawstyle=style)
             ax.set_ylabel(f"{t.name} [{t.unit}]", fontsize=8)
             ax.tick_params(labelsize=7)
     axes[0, 0].legend(
-        fontsize=7, loc="best", title=f"mean, {pct} band, setpoint --", title_fontsize=7
+        fontsize=7,
+        loc="best",
+        title=f"mean, {pct} band, setpoint --, new target ..",
+        title_fontsize=7,
     )
     axes[-1, 0].set_xlabel("minutes from now", fontsize=8)
     fig.suptitle(f"{spec.name}: what-if", fontsize=10)

@@ -76,6 +76,9 @@ class LoopSettings:
     band_gamma: float | None = GAMMA
     """step size of the adaptive bands (:mod:`twin.model.adaptive`); None: the calibrated band
     as it is, nothing learned live"""
+    release: tuple[str, ...] = ()
+    """MVs the twin never saw move that the controller may move all the same (by default such
+    an MV is frozen: :class:`~twin.control.controller.Controller`)"""
 
 
 @dataclass
@@ -133,7 +136,7 @@ async def run_loop(
     if controller is None:
         from twin.control.controller import Controller
 
-        controller = Controller(twin, spec)
+        controller = Controller(twin, spec, release=settings.release)
     flush = feed.flush_every_s
     interval = default_interval(spec, flush) if settings.interval_s is None else settings.interval_s
     stale = (

@@ -6,6 +6,7 @@
   one, keep the linear weights if training does not beat them on validation.
 - ``train``: the training loop (ensemble, early stopping, progress bar).
 - ``twin``: ``Twin``: fit, save, load, forecast.
+- ``saved``: the saved folder's files, their JSON and checksums.
 - ``forecast``: ``Forecast`` (mean and band per tag per step) and the conformal calibration.
 - ``adaptive``: bands that adapt live per tag and step as outcomes arrive (adaptive conformal
   inference), saved beside the historian as ``bands.json``.

@@ -55,6 +55,10 @@ class Normalizer:
 
     mean: np.ndarray
     scale: np.ndarray
+    std: np.ndarray | None = None
+    """the raw standard deviation per column from :meth:`fit`, before a tiny one is replaced by
+    the fallback: how much each tag moved in the training data (None: a normaliser saved before
+    it was kept, or not fitted)"""
 
     @classmethod
     def fit(
@@ -68,7 +72,8 @@ class Normalizer:
         ``names`` (the tags of the columns) name a column without any valid sample in the error.
 
         A column that barely moves (std below 1e-6 of ``fallback``, or zero) gets ``fallback``
-        (e.g. ``0.1 * span``) as its scale, or 1.0 without one, so every scale is > 0.
+        (e.g. ``0.1 * span``) as its scale, or 1.0 without one, so every scale is > 0; ``std``
+        keeps the std itself.
         """
         values = np.asarray(values, dtype=np.float64)
         if values.ndim != 2:
@@ -89,7 +94,7 @@ class Normalizer:
         std = np.sqrt(var)
         fb = np.ones_like(std) if fallback is None else np.asarray(fallback, dtype=np.float64)
         scale = np.where((std > 1e-6 * fb) & (std > 0), std, fb)
-        return cls(mean=mean, scale=scale)
+        return cls(mean=mean, scale=scale, std=std)
 
     def norm(self, x: Any) -> Any:
         """Engineering units to normalised units (numpy or torch; last axis = tags)."""
@@ -103,16 +108,27 @@ class Normalizer:
 
     def subset(self, columns: list[int]) -> Normalizer:
         """The normaliser of some columns only (e.g. the MVs), in the order given."""
-        return Normalizer(mean=self.mean[columns], scale=self.scale[columns])
+        std = None if self.std is None else self.std[columns]
+        return Normalizer(mean=self.mean[columns], scale=self.scale[columns], std=std)
 
     def to_dict(self) -> dict[str, list[float]]:
-        """Plain data for JSON."""
-        return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
+        """Plain data for JSON (``std`` only when known)."""
+        out = {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
+        if self.std is not None:
+            out["std"] = self.std.tolist()
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, list[float]]) -> Normalizer:
-        """Inverse of :meth:`to_dict`."""
-        return cls(mean=np.asarray(d["mean"], float), scale=np.asarray(d["scale"], float))
+        """Inverse of :meth:`to_dict`; a dict without ``std`` (an older normaliser) reads too."""
+        mean, scale = np.asarray(d["mean"], float), np.asarray(d["scale"], float)
+        std = np.asarray(d["std"], float) if d.get("std") is not None else None
+        if len(scale) != len(mean) or (std is not None and len(std) != len(mean)):
+            raise ValueError(
+                f"mean, scale and std must have one entry per tag, got {len(mean)}, "
+                f"{len(scale)} and {'none' if std is None else len(std)}"
+            )
+        return cls(mean=mean, scale=scale, std=std)
 
     def _like(self, x: Any) -> tuple[Any, Any]:
         if isinstance(x, np.ndarray | float | int):

@@ -10,19 +10,18 @@ For a controller, :meth:`Twin.torch_rollout` is the same forecast as a different
 function of the MV plan, and :meth:`Twin.past_tensor` builds its input from a history frame.
 
 A saved folder holds ``model.pt`` (weights), ``config.json``, ``spec.toml``,
-``normalizer.json``, ``calibration.json``, ``metrics.json`` (validation NRMSE per tag at
-steps 1, 5, 10, H against persistence; band coverage; training data range) and ``checksums.json``
-(SHA-256 of the weights and JSON files: a load refuses one damaged or replaced since, naming it).
+``normalizer.json`` (mean, scale and training std per tag), ``calibration.json``,
+``metrics.json`` (validation NRMSE per tag at steps 1, 5, 10, H against persistence; band
+coverage; training data range) and ``checksums.json`` (SHA-256 of the weights and JSON files: a
+load refuses one damaged or replaced since, naming it): :mod:`twin.model.saved` reads and
+checks them.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -46,18 +45,29 @@ from twin.model.dataset import (
 from twin.model.forecast import Calibration, Forecast, history_window
 from twin.model.linear_init import fit_network
 from twin.model.network import LatentDynamics, TwinConfig
+from twin.model.saved import (
+    CHECKSUMMED,
+    CHECKSUMS,
+    FILES,
+    _from_json,
+    _read_json,
+    _sha256,
+    _verify_checksums,
+    _write_json,
+)
 from twin.model.train import nrmse_per_step, predict, resolve_device, torch_threads
 from twin.spec import PlantSpec, load_spec, spec_difference, spec_to_toml
 
 log = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
-
-FILES = ("model.pt", "config.json", "spec.toml", "normalizer.json", "calibration.json")
-#: SHA-256 of the binary and JSON files as saved: a load refuses one damaged since. spec.toml
-#: is left out: people edit it (units, descriptions), and parsing it checks it
-CHECKSUMS = "checksums.json"
-CHECKSUMMED = ("model.pt", "config.json", "normalizer.json", "calibration.json")
+#: the normaliser's scale of a tag that did not move in the training data, as a fraction of its
+#: span (``hi - lo``): ``Normalizer.fit``'s fallback
+FLAT_SCALE = 0.1
+#: an MV whose training-data standard deviation is below this fraction of its span never really
+#: moved: the twin cannot know its effect, so the controller holds it (``Twin.unmoved_mvs``).
+#: A tenth of the flat-tag scale above: sensor noise on a held MV stays below it, deliberate steps
+#: of a few percent of the span do not
+UNMOVED_SPREAD = 0.005
 
 
 class Twin:
@@ -100,6 +110,23 @@ class Twin:
         """Past samples a forecast starts from."""
         return self.config.window
 
+    def unmoved_mvs(self, threshold: float = UNMOVED_SPREAD) -> tuple[str, ...]:
+        """The MVs (spec order) whose training-data std is below ``threshold * (hi - lo)``.
+
+        The twin has not learnt what moving them does. A folder saved before the normaliser kept
+        the std has only the scale, which is the std unless the tag was flat, when it is the
+        fallback ``FLAT_SCALE * span`` exactly: either counts as unmoved.
+        """
+        cols = self.mv_cols
+        span = spans(self.spec)[cols]
+        norm = self.normalizer
+        if norm.std is not None:
+            still = norm.std[cols] < threshold * span
+        else:
+            scale = norm.scale[cols]
+            still = (scale < threshold * span) | (scale == FLAT_SCALE * span)
+        return tuple(self.spec.tags[j].name for j, s in zip(cols, still, strict=True) if s)
+
     # --- fitting ---------------------------------------------------------------------------
 
     @classmethod
@@ -115,7 +142,7 @@ class Twin:
         cfg = config or TwinConfig()
         parts = split_by_time(frame, cfg.fractions)
         train_values, _ = frame_to_array(parts[0], spec)
-        norm = Normalizer.fit(train_values, fallback=0.1 * spans(spec), names=spec.tag_names)
+        norm = Normalizer.fit(train_values, fallback=FLAT_SCALE * spans(spec), names=spec.tag_names)
         scales = None if cfg.time_scales == "given" else time_scales.choose(spec, parts, cfg, norm)
         cfg = scales[0] if scales else cfg
         train, val, cal = (_windows(p, spec, cfg, norm) for p in parts)
@@ -349,49 +376,3 @@ class Twin:
 def _windows(frame: pl.DataFrame, spec: PlantSpec, cfg: TwinConfig, norm: Normalizer) -> Windows:
     values, ok = frame_to_array(frame, spec)
     return make_windows(values, ok, spec, cfg.window, cfg.horizon, norm, ts=frame_ts(frame))
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or not JSON
-        raise TwinError(f"cannot read {path}: {exc}") from exc
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _verify_checksums(folder: Path) -> None:
-    """TwinError naming the first file whose SHA-256 differs from the one Twin.save recorded.
-
-    Folders saved before checksums were written have no ``checksums.json``: nothing to verify.
-    """
-    path = folder / CHECKSUMS
-    if not path.is_file():
-        log.debug("%s has no %s: its files are not verified", folder, CHECKSUMS)
-        return
-    recorded = _read_json(path)
-    if not isinstance(recorded, dict):
-        raise TwinError(f"{path} must hold a JSON object of file name -> SHA-256")
-    for name in CHECKSUMMED:
-        if name in recorded and _sha256(folder / name) != recorded[name]:
-            raise TwinError(
-                f"{folder / name} is damaged or was replaced: its SHA-256 differs from the one "
-                f"Twin.save recorded in {CHECKSUMS}"
-            )
-
-
-def _from_json(path: Path, build: Callable[[Any], _T]) -> _T:
-    """``build`` applied to the JSON in ``path``; TwinError naming the file if it does not fit."""
-    data = _read_json(path)
-    try:
-        return build(data)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise TwinError(
-            f"{path} does not hold what Twin.save writes there ({type(exc).__name__}: {exc})"
-        ) from exc

@@ -28,8 +28,8 @@ PLANTS_DIR = Path(__file__).resolve().parents[2] / "data" / "plants"
 _PLANT_FIELDS = {"name", "sample_period_s", "description", "mv_timing"}
 _COMMON_FIELDS = {"name", "node", "unit", "role", "lo", "hi", "description", "column"}
 _ROLE_FIELDS: dict[str, set[str]] = {
-    "cv": {"setpoint", "weight"},
-    "mv": {"rate_limit", "write_node"},
+    "cv": {"setpoint", "weight", "op_lo", "op_hi", "priority", "scale", "cost"},
+    "mv": {"rate_limit", "write_node", "op_lo", "op_hi", "ideal", "cost"},
     "dv": set(),
 }
 
@@ -167,6 +167,8 @@ def _parse_tag(raw: object, index: int, source: str) -> Tag:
     if not lo < hi:
         raise SpecError(f"lo ({lo}) must be below hi ({hi})", file=source, tag=name, field="hi")
     kwargs: dict[str, Any] = {}
+    if role in ("cv", "mv"):
+        kwargs.update(_operating(raw, lo, hi, source, name))
     if role == "mv":
         rate = _get_number(
             raw, "rate_limit", source, name, why="an MV needs a rate limit per sample"
@@ -176,20 +178,19 @@ def _parse_tag(raw: object, index: int, source: str) -> Tag:
         kwargs["rate_limit"] = rate
         if "write_node" in raw:
             kwargs["write_node"] = _get_node(raw, "write_node", source, name)
+        if "ideal" in raw:
+            ideal = _get_number(raw, "ideal", source, name)
+            low, high = kwargs.get("op_lo", lo), kwargs.get("op_hi", hi)
+            if not low <= ideal <= high:
+                raise SpecError(
+                    f"ideal resting value {ideal} is outside the MV's limits [{low}, {high}]",
+                    file=source,
+                    tag=name,
+                    field="ideal",
+                )
+            kwargs["ideal"] = ideal
     elif role == "cv":
-        sp = _get_number(raw, "setpoint", source, name)
-        if not lo <= sp <= hi:
-            raise SpecError(
-                f"setpoint {sp} is outside [lo, hi] = [{lo}, {hi}]",
-                file=source,
-                tag=name,
-                field="setpoint",
-            )
-        weight = _get_number(raw, "weight", source, name)
-        if weight < 0:
-            raise SpecError(f"must be >= 0, got {weight}", file=source, tag=name, field="weight")
-        kwargs["setpoint"] = sp
-        kwargs["weight"] = weight
+        kwargs.update(_cv_fields(raw, lo, hi, kwargs, source, name))
     return Tag(
         name=name,
         node=node,
@@ -201,6 +202,84 @@ def _parse_tag(raw: object, index: int, source: str) -> Tag:
         column=column,
         **kwargs,
     )
+
+
+def _operating(raw: dict[str, Any], lo: float, hi: float, source: str, name: str) -> dict[str, Any]:
+    """A CV's or MV's optional operating limits (inside ``[lo, hi]``) and cost."""
+    out: dict[str, Any] = {}
+    for fld in ("op_lo", "op_hi"):
+        if fld in raw:
+            value = _get_number(raw, fld, source, name)
+            if not lo <= value <= hi:
+                raise SpecError(
+                    f"operating limit {value} is outside the instrument limits [lo, hi] = "
+                    f"[{lo}, {hi}]",
+                    file=source,
+                    tag=name,
+                    field=fld,
+                )
+            out[fld] = value
+    if "op_lo" in out and "op_hi" in out and not out["op_lo"] < out["op_hi"]:
+        raise SpecError(
+            f"op_lo ({out['op_lo']}) must be below op_hi ({out['op_hi']})",
+            file=source,
+            tag=name,
+            field="op_hi",
+        )
+    if "cost" in raw:
+        out["cost"] = _get_number(raw, "cost", source, name)
+    return out
+
+
+def _cv_fields(
+    raw: dict[str, Any], lo: float, hi: float, op: dict[str, Any], source: str, name: str
+) -> dict[str, Any]:
+    """A CV's optional setpoint, weight, priority and error scale, checked."""
+    out: dict[str, Any] = {}
+    low, high = op.get("op_lo", lo), op.get("op_hi", hi)
+    if "setpoint" in raw:
+        sp = _get_number(raw, "setpoint", source, name)
+        if not low <= sp <= high:
+            which = (
+                "operating limits [op_lo, op_hi]"
+                if op.keys() & {"op_lo", "op_hi"}
+                else ("[lo, hi]")
+            )
+            raise SpecError(
+                f"setpoint {sp} is outside {which} = [{low}, {high}]",
+                file=source,
+                tag=name,
+                field="setpoint",
+            )
+        out["setpoint"] = sp
+    if "weight" in raw:
+        weight = _get_number(raw, "weight", source, name)
+        if weight < 0:
+            raise SpecError(f"must be >= 0, got {weight}", file=source, tag=name, field="weight")
+        out["weight"] = weight
+    if "priority" in raw:
+        pr = raw["priority"]
+        if isinstance(pr, bool) or not isinstance(pr, int) or pr < 1:
+            raise SpecError(
+                f"must be a whole number >= 1 (1: the operating limits given up last), got {pr!r}",
+                file=source,
+                tag=name,
+                field="priority",
+            )
+        if not op.keys() & {"op_lo", "op_hi"}:
+            raise SpecError(
+                "a priority ranks the CV's operating limits: give op_lo and/or op_hi",
+                file=source,
+                tag=name,
+                field="priority",
+            )
+        out["priority"] = pr
+    if "scale" in raw:
+        scale = _get_number(raw, "scale", source, name)
+        if not scale > 0:
+            raise SpecError(f"must be > 0, got {scale}", file=source, tag=name, field="scale")
+        out["scale"] = scale
+    return out
 
 
 def _check_nodes_unique(tags: list[Tag], source: str) -> None:
@@ -289,7 +368,9 @@ def spec_to_toml(
     """
 
     def value(v: Any) -> str:
-        return json.dumps(v) if isinstance(v, str) else repr(float(v))
+        if isinstance(v, str):
+            return json.dumps(v)
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else repr(float(v))
 
     def comment(text: str) -> list[str]:
         return [f"# {line}".rstrip() for line in text.splitlines()]

@@ -169,14 +169,59 @@ class Tag:
     # MV only: the largest move per sample, and the node the recommended value is written to.
     rate_limit: float | None = None
     write_node: NodeRef | None = None
-    # CV only: target value and its weight in the controller's tracking term.
+    # CV only: target value and its weight in the controller's tracking term (both optional).
     setpoint: float | None = None
     weight: float | None = None
+    # CV and MV: operating limits inside the instrument limits ``lo``/``hi`` (soft for a CV, given
+    # up in ``priority`` order; hard for the controller's MV moves) and an economic cost rate
+    # per unit of the tag's value (negative: a product's value).
+    op_lo: float | None = None
+    op_hi: float | None = None
+    cost: float | None = None
+    # CV only: rank of its operating limits (1: given up last; larger: given up first) and the
+    # scale of its errors in the controller's objective (default: see ``error_scale``).
+    priority: int | None = None
+    scale: float | None = None
+    # MV only: the value it should rest at when nothing else asks for a move.
+    ideal: float | None = None
 
     @property
     def span(self) -> float:
-        """``hi - lo``: the natural scale of the tag, used to normalise errors."""
+        """``hi - lo``: the instrument range of the tag (used to normalise model errors)."""
         return self.hi - self.lo
+
+    @property
+    def op_low(self) -> float:
+        """The operating low limit, else the instrument one."""
+        return self.lo if self.op_lo is None else self.op_lo
+
+    @property
+    def op_high(self) -> float:
+        """The operating high limit, else the instrument one."""
+        return self.hi if self.op_hi is None else self.op_hi
+
+    @property
+    def error_scale(self) -> float:
+        """How far off counts as one unit of error in the controller's objective.
+
+        The tag's ``scale`` when given, else its operating range ``op_hi - op_lo`` when both
+        are given, else (a spec without either, as every spec before them) the instrument span:
+        a 0-3000 kPa transmitter on a reactor held at 2700 +- 40 kPa then makes a 30 kPa
+        error count for 1 %; give ``scale`` or operating limits to say what matters.
+        """
+        if self.scale is not None:
+            return self.scale
+        if self.op_lo is not None and self.op_hi is not None:
+            return self.op_hi - self.op_lo
+        return self.span
+
+
+#: the optional fields of each role, in the order a spec file lists them
+_OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {
+    "cv": ("setpoint", "weight", "op_lo", "op_hi", "priority", "scale", "cost"),
+    "mv": ("op_lo", "op_hi", "ideal", "cost"),
+    "dv": (),
+}
 
 
 @dataclass(frozen=True)
@@ -267,9 +312,9 @@ class PlantSpec:
                 d["rate_limit"] = t.rate_limit
                 if t.write_node is not None:
                     d["write_node"] = str(t.write_node)
-            if t.role == "cv":
-                d["setpoint"] = t.setpoint
-                d["weight"] = t.weight
+            for fld in _OPTIONAL_FIELDS[t.role]:
+                if getattr(t, fld) is not None:
+                    d[fld] = getattr(t, fld)
             tags.append(d)
         plant: dict[str, Any] = {"name": self.name, "sample_period_s": self.sample_period}
         if self.description:
