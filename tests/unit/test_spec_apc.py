@@ -123,3 +123,10 @@ def test_priority_needs_operating_limits() -> None:
     bad = APC.replace("cost = -12.5\n", "cost = -12.5\npriority = 3\n", 1)
     with pytest.raises(SpecError, match="priority ranks the CV's operating limits"):
         parse_spec(bad, source="apc.toml")
+
+
+def test_a_tag_may_name_its_unit_or_area() -> None:
+    spec = parse_spec(APC.replace('name = "P"\n', 'name = "P"\ngroup = "Reactor"\n', 1))
+    assert spec.tag("P").group == "Reactor" and spec.tag("L").group == ""
+    again = parse_spec(spec_to_toml(spec))
+    assert again.tag("P").group == "Reactor"

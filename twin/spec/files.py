@@ -26,7 +26,7 @@ PLANTS_DIR = Path(__file__).resolve().parents[2] / "data" / "plants"
 
 
 _PLANT_FIELDS = {"name", "sample_period_s", "description", "mv_timing"}
-_COMMON_FIELDS = {"name", "node", "unit", "role", "lo", "hi", "description", "column"}
+_COMMON_FIELDS = {"name", "node", "unit", "role", "lo", "hi", "description", "column", "group"}
 _ROLE_FIELDS: dict[str, set[str]] = {
     "cv": {"setpoint", "weight", "op_lo", "op_hi", "priority", "scale", "cost"},
     "mv": {"rate_limit", "write_node", "op_lo", "op_hi", "ideal", "cost"},
@@ -162,6 +162,7 @@ def _parse_tag(raw: object, index: int, source: str) -> Tag:
     if not isinstance(unit, str):
         raise SpecError(f"must be a string, got {unit!r}", file=source, tag=name, field="unit")
     column = _get(raw, "column", str, source, name) if "column" in raw else None
+    group = _get(raw, "group", str, source, name).strip() if "group" in raw else ""
     lo = _get_number(raw, "lo", source, name)
     hi = _get_number(raw, "hi", source, name)
     if not lo < hi:
@@ -200,6 +201,7 @@ def _parse_tag(raw: object, index: int, source: str) -> Tag:
         hi=hi,
         description=str(raw.get("description", "")),
         column=column,
+        group=group,
         **kwargs,
     )
 

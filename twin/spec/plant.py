@@ -166,6 +166,8 @@ class Tag:
     description: str = ""
     column: str | None = None
     """the column of an export this tag is read from, when it is not the tag's name"""
+    group: str = ""
+    """the unit or area the tag belongs to (the app's overview groups by it; "" for none)"""
     # MV only: the largest move per sample, and the node the recommended value is written to.
     rate_limit: float | None = None
     write_node: NodeRef | None = None
@@ -308,6 +310,8 @@ class PlantSpec:
             d.update(unit=t.unit, role=t.role, lo=t.lo, hi=t.hi)
             if t.description:
                 d["description"] = t.description
+            if t.group:
+                d["group"] = t.group
             if t.role == "mv":
                 d["rate_limit"] = t.rate_limit
                 if t.write_node is not None:
