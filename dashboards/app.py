@@ -12,10 +12,10 @@ from pathlib import Path
 import streamlit as st
 
 try:
-    from dashboards import data, style
+    from dashboards import auth, data, style
 except ImportError:  # run from a checkout that is not installed: the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from dashboards import data, style
+    from dashboards import auth, data, style
 
 HERE = Path(__file__).resolve().parent
 
@@ -33,7 +33,11 @@ PAGES = [
 page = st.navigation(PAGES)
 cfg = data.app_config()
 with st.sidebar:
+    auth.sign_in_box()
     st.caption(f"historian: `{cfg.historian or 'none'}`")
     st.caption(f"model: `{cfg.model or 'none'}`")
     st.caption("advisory: approval mode on" if cfg.approve else "advisory only")
+if not auth.can("view"):
+    st.info("Sign in (in the sidebar) to see the plant.")
+    st.stop()
 page.run()

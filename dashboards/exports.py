@@ -43,12 +43,20 @@ def whatif_bytes(result: WhatIf, names: list[str], suffix: str) -> bytes:
     return (json.dumps(part.to_json_dict(), allow_nan=False) + "\n").encode()
 
 
-def request_approval(rec: Recommendation, historian: str | Path, operator: str) -> Approval:
-    """The approve button's hook: release ``rec`` for write-back in ``operator``'s name.
+def request_approval(
+    rec: Recommendation,
+    historian: str | Path,
+    operator: str,
+    *,
+    role: str | None = None,
+    via: str | None = None,
+) -> Approval:
+    """The approve button's hook: release ``rec`` for write-back in ``operator``'s name (signed
+    in as ``role``, by ``via``: see :class:`dashboards.auth.User`).
 
     Appends a line to ``<historian>/approvals.jsonl`` (:class:`twin.loop.audit.ApprovalQueue`); the
     write-back loop writes the recommendation once, if its guard allows, and audits it.
     """
     from twin.loop.audit import ApprovalQueue
 
-    return ApprovalQueue(historian).approve(rec.ts, operator)
+    return ApprovalQueue(historian).approve(rec.ts, operator, role=role, via=via)

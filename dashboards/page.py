@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from dashboards import data, style
+from dashboards import auth, data, style
 
 NO_HISTORIAN = "No historian: start the app with --historian DIR."
 
@@ -29,7 +29,12 @@ def open_page(
 
 
 def download_pair(content: Callable[[str], bytes], stem: str, key: str) -> None:
-    """ "Download CSV" and "Download JSON" side by side; ``content(suffix)`` makes each file."""
+    """ "Download CSV" and "Download JSON" side by side; ``content(suffix)`` makes each file.
+
+    Exports are an engineer's: for other roles the buttons are replaced by the reason."""
+    if not auth.can("export"):
+        st.caption(f"downloads: {auth.why_not('export')}")
+        return
     left, right = st.columns(2)
     for column, suffix, mime in ((left, ".csv", "text/csv"), (right, ".json", "application/json")):
         column.download_button(

@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import streamlit as st
 
-from dashboards import charts, data, exports, page, style
+from dashboards import auth, charts, data, exports, page, style
 from twin.control.export import recommendation_rows
 from twin.control.recommendation import Recommendation
 from twin.errors import TwinError
@@ -135,24 +135,41 @@ def downloads(rec: Recommendation) -> None:
 
 
 def approval(cfg: data.AppConfig, rec: Recommendation) -> None:
-    """Approval mode: the operator releases this recommendation for write-back."""
+    """Approval mode: the signed-in operator (or engineer) releases this recommendation for
+    write-back, in their name; anyone else sees the button disabled and why."""
     assert cfg.historian is not None
     st.warning(
         "Approval mode: an approved recommendation is written to the plant by the "
         "write-back loop, once, if its guard allows."
     )
+    user, refused = auth.current_user(), auth.why_not("approve")
+    if refused is not None:
+        st.caption(refused)
+    elif user is not None:
+        st.caption(f"approving as {user.name} ({user.role})")
     with st.form("approve_form", border=False):
-        operator = st.text_input("operator", key="rec_operator")
-        if st.form_submit_button("Approve these moves", key="rec_approve", type="primary"):
-            if st.session_state.get("rec_seen") != rec.ts:
-                st.error("a newer recommendation has arrived: review it, then approve again")
-                return
-            try:
-                done = exports.request_approval(rec, cfg.historian, operator)
-            except TwinError as exc:
-                st.error(str(exc))
-            else:
-                st.caption(f"approved by {done.operator} at {done.ts:%H:%M:%S} UTC")
+        pressed = st.form_submit_button(
+            "Approve these moves",
+            key="rec_approve",
+            type="primary",
+            disabled=refused is not None,
+            help=refused,
+        )
+    if not pressed:
+        return
+    user, refused = auth.current_user(), auth.why_not("approve")  # checked again on the press
+    if user is None or refused is not None:
+        st.error(refused or "sign in to approve")
+        return
+    if st.session_state.get("rec_seen") != rec.ts:
+        st.error("a newer recommendation has arrived: review it, then approve again")
+        return
+    try:
+        done = exports.request_approval(rec, cfg.historian, user.name, role=user.role, via=user.via)
+    except TwinError as exc:
+        st.error(str(exc))
+    else:
+        st.caption(f"approved by {done.operator} ({user.role}) at {done.ts:%H:%M:%S} UTC")
 
 
 def audit(root: Path) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 import streamlit as st
 
-from dashboards import charts, compute, data, exports, page
+from dashboards import auth, charts, compute, data, exports, page, style
 from twin.errors import TwinError
 from twin.spec import PlantSpec
 
@@ -283,6 +283,9 @@ def show(result: Any, history: pl.DataFrame, spec: PlantSpec) -> None:
 def main() -> None:
     cfg = page.open_page("What-if", no_model=NO_MODEL, historian=True)
     if cfg is None or cfg.historian is None:  # (open_page checked it: None only for mypy)
+        return
+    if not auth.can("whatif"):
+        style.note(f"What-if scenarios: {auth.why_not('whatif')}")
         return
     from twin.control.whatif import current_mvs, whatif
 

@@ -227,7 +227,7 @@ def test_approval_mode_writes_only_what_an_operator_released_once(
             rec = rec_for(spec, round(start - 0.25, 6))
             waiting = await attempt(client, spec, rec, audit, approvals=approvals)
             before = (await tc_values(client, spec))[0]
-            approvals.approve(rec.ts, "alice")  # the app's approve button
+            approvals.approve(rec.ts, "alice", role="operator", via="password")  # the app's button
             released = await attempt(client, spec, rec, audit, approvals=approvals)
             after = await settle(client, spec)
             again = await attempt(client, spec, rec, audit, approvals=approvals)
@@ -243,6 +243,7 @@ def test_approval_mode_writes_only_what_an_operator_released_once(
     entries = audit.read()
     assert [e["action"] for e in entries] == ["approve", "write", "readback"]
     assert entries[0]["who"] == "operator:alice" and entries[1]["approved_by"] == "operator:alice"
+    assert entries[0]["why"].endswith("by a signed-in operator (password)")
 
 
 def test_a_write_the_plant_refuses_is_audited_as_failed(plant: PlantServer, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "twin.cli.whatif",  # twin whatif
     "twin.cli.run",  # twin run
     "twin.cli.dashboard",  # twin dashboard
+    "twin.cli.users",  # twin users add | list | remove | passwd | role
 ]
 
 #: entry-point group of command modules that other packages add, declared in pyproject.toml:

@@ -3,6 +3,10 @@
 Runs ``python -m streamlit run dashboards/app.py`` as a child process with the app's grey
 theme, the viewer toolbar, no usage statistics and no file watcher, prints the URL once the
 server answers, and stops it on Ctrl-C or SIGTERM.
+
+Sign-in (see :mod:`dashboards.auth`): OpenID Connect when a ``.streamlit/secrets.toml`` has an
+``[auth]`` section, else the users file (``--users``, default ``<historian>/users.json``) when
+it exists, else none: then ``--approve`` is refused beyond loopback.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ APP = Path(__file__).resolve().parents[2] / "dashboards" / "app.py"
 START_TIMEOUT = 60.0
 #: seconds the app may take to stop before it is killed
 STOP_TIMEOUT = 10.0
+#: addresses that only this machine reaches
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,7 +60,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--approve",
         action="store_true",
-        help="approval mode: the Recommendations page gets an approve button (write-back)",
+        help="approval mode: the Recommendations page gets an approve button (write-back); "
+        "beyond loopback only with a login (users file or OpenID Connect)",
+    )
+    p.add_argument(
+        "--users",
+        type=Path,
+        metavar="FILE",
+        help="users file for the sign-in (default: <historian>/users.json; `twin users add`)",
     )
     p.set_defaults(func=_dashboard)
 
@@ -102,7 +115,41 @@ def streamlit_command(args: argparse.Namespace, port: int) -> list[str]:
         cmd += ["--spec", args.spec]
     if args.approve:
         cmd += ["--approve"]
+    if getattr(args, "users", None) is not None:
+        cmd += ["--users", str(args.users)]
     return cmd
+
+
+def oidc_configured(cwd: Path | None = None) -> bool:
+    """Whether a ``secrets.toml`` Streamlit reads (``~/.streamlit/``, ``./.streamlit/``) has an
+    ``[auth]`` section: the app then signs in with OpenID Connect (``st.login``)."""
+    import tomllib
+
+    for folder in (Path.home(), cwd or Path.cwd()):
+        path = folder / ".streamlit" / "secrets.toml"
+        try:
+            if "auth" in tomllib.loads(path.read_text(encoding="utf-8")):
+                return True
+        except FileNotFoundError:
+            continue
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise TwinError(f"{path}: cannot read it: {exc}") from exc
+    return False
+
+
+def login(args: argparse.Namespace) -> str | None:
+    """How the app signs users in: "OpenID Connect", "users file F", or None (no login)."""
+    from twin.users import UsersFile, default_path
+
+    if oidc_configured():
+        return "OpenID Connect"
+    path = args.users if args.users is not None else default_path(args.historian)
+    if args.users is not None and not path.is_file():
+        raise TwinError(f"users file {path} does not exist: create it with `twin users add`")
+    if not path.is_file():
+        return None
+    UsersFile(path).load()  # UsersFileError names a corrupt file
+    return f"users file {path}"
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -117,9 +164,20 @@ def _check(args: argparse.Namespace) -> None:
         spec_from_arg(args.spec)  # SpecError names the fault
     if not 1.0 <= args.refresh <= 5.0:
         raise TwinError(f"--refresh must be 1 to 5 s, got {args.refresh:g}")
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    how = login(args)
+    if how is not None:
+        log.info("sign-in: %s", how)
+    elif args.host not in LOOPBACK and args.approve:
+        raise TwinError(
+            f"--approve on {args.host} would let anyone who reaches the app release writes: "
+            "add users (`twin users add NAME --role operator --historian DIR`), configure "
+            "OpenID Connect ([auth] in .streamlit/secrets.toml), or bind 127.0.0.1"
+        )
+    elif args.host not in LOOPBACK:
         log.warning(
-            "the app binds %s: it has no login, so anyone who reaches it sees the plant", args.host
+            "the app binds %s with no login: anyone who reaches it sees the plant, and nobody "
+            "may act (add users with `twin users add`)",
+            args.host,
         )
 
 

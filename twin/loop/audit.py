@@ -127,6 +127,17 @@ class Approval:
     ts: datetime
     rec_ts: datetime
     operator: str
+    """the approver's name (the signed-in user of the operator app)"""
+    role: str | None = None
+    """the approver's role when signed in (viewer | operator | engineer); None in older files"""
+    via: str | None = None
+    """how the approver signed in (password | oidc | station); None in older files"""
+
+    @property
+    def why(self) -> str:
+        """The audit log's reason for the write: when it was approved, and by whom signed in how."""
+        signed = f" by a signed-in {self.role} ({self.via})" if self.role else ""
+        return f"approved at {iso(self.ts)}{signed}"
 
 
 @dataclass
@@ -146,16 +157,18 @@ class ApprovalQueue:
         """The approvals file."""
         return Path(self.historian_dir) / APPROVALS_FILE
 
-    def approve(self, rec_ts: datetime, operator: str) -> Approval:
-        """Release the recommendation made at ``rec_ts`` in the name of ``operator``."""
+    def approve(
+        self, rec_ts: datetime, operator: str, *, role: str | None = None, via: str | None = None
+    ) -> Approval:
+        """Release the recommendation made at ``rec_ts`` in the name of ``operator`` (signed in
+        as ``role`` by ``via``: written as ``"role"`` and ``"via"`` when given)."""
         operator = operator.strip()
         if not operator:
             raise TwinError("an approval needs the operator's name")
-        approval = Approval(now_utc(), rec_ts.astimezone(UTC), operator)
-        _append_line(
-            self.path,
-            {"ts": iso(approval.ts), "rec_ts": iso(approval.rec_ts), "operator": operator},
-        )
+        approval = Approval(now_utc(), rec_ts.astimezone(UTC), operator, role, via)
+        entry = {"ts": iso(approval.ts), "rec_ts": iso(approval.rec_ts), "operator": operator}
+        signed = {"role": role, "via": via}
+        _append_line(self.path, entry | {k: v for k, v in signed.items() if v is not None})
         return approval
 
     def pending(self) -> list[Approval]:
@@ -164,8 +177,9 @@ class ApprovalQueue:
         for entry in _read_lines(self.path):
             ts, rec_ts = _parse_ts(entry.get("ts")), _parse_ts(entry.get("rec_ts"))
             operator = str(entry.get("operator") or "").strip()
+            role, via = (str(v) if (v := entry.get(k)) else None for k in ("role", "via"))
             if ts and rec_ts and operator:
-                out.append(Approval(ts, rec_ts, operator))
+                out.append(Approval(ts, rec_ts, operator, role, via))
         return out
 
     def take(self, rec_ts: datetime, audit: AuditLog) -> Approval | None:

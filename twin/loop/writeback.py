@@ -133,7 +133,7 @@ async def write_moves(
         if approval is None:
             return Decision(False, (WAITING,))
         approved_by = f"operator:{approval.operator}"
-        why = f"approved at {iso(approval.ts)}"
+        why = approval.why
         _audit_each(audit, "approve", spec, rec, why=why, who=approved_by, ok=True, node=False)
     return await _write(plant, spec, rec, audit, approved_by)
 
