@@ -23,7 +23,11 @@ st.set_page_config(page_title="Process twin", layout="wide")
 st.markdown(style.CSS, unsafe_allow_html=True)
 
 PAGES = [
-    st.Page(HERE / "pages" / "plant.py", title="Plant", icon=":material/monitoring:", default=True),
+    st.Page(
+        HERE / "pages" / "overview.py", title="Overview", icon=":material/dashboard:", default=True
+    ),
+    st.Page(HERE / "pages" / "plant.py", title="Plant", icon=":material/monitoring:"),
+    st.Page(HERE / "pages" / "trends.py", title="Trends", icon=":material/search:"),
     st.Page(HERE / "pages" / "forecast.py", title="Forecast", icon=":material/timeline:"),
     st.Page(HERE / "pages" / "whatif.py", title="What-if", icon=":material/science:"),
     st.Page(HERE / "pages" / "recommendations.py", title="Recommendations", icon=":material/tune:"),

@@ -1,14 +1,18 @@
-"""Figures shared by the pages: forecasts with bands drawn on the recent history.
+"""Figures shared by the pages: forecasts with bands drawn on the recent history, per-tag trend
+panels, and the overview's sparklines.
 
 One strip per tag, stacked on a shared time axis, engineering units on each y axis, in the grey
 palette of :mod:`dashboards.style`. A forecast is its mean line and its band; several forecasts
 (what-if scenarios) are told apart by shade and dash pattern, not by colour.
+
+- :func:`forecast_figure`, :func:`skill_figure`: forecasts (``make_subplots``), one strip per tag.
+- :func:`tag_panels`, :func:`sparkline_svg` and their constants live in :mod:`dashboards.panels`
+  and are re-exported here, so the pages import every figure from this module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -17,19 +21,49 @@ import polars as pl
 from plotly.subplots import make_subplots
 
 from dashboards import style
+from dashboards.panels import (
+    MAX_PANELS,
+    MAX_POINTS,
+    PANEL_GAP,
+    PANEL_HEIGHT,
+    SHOW,
+    SPARK_H,
+    SPARK_POINTS,
+    SPARK_W,
+    _naive,
+    _padded,
+    _thin,
+    _ts,
+    panel_title,
+    sparkline_svg,
+    tag_panels,
+    utc,
+)
 from twin.model.forecast import Forecast
 from twin.spec import PlantSpec, Tag
 
+__all__ = [
+    "MAX_PANELS",
+    "MAX_POINTS",
+    "PANEL_GAP",
+    "PANEL_HEIGHT",
+    "ROW_HEIGHT",
+    "SHOW",
+    "SPARK_H",
+    "SPARK_POINTS",
+    "SPARK_W",
+    "_naive",
+    "_padded",
+    "_thin",
+    "forecast_figure",
+    "panel_title",
+    "skill_figure",
+    "sparkline_svg",
+    "tag_panels",
+    "utc",
+]
+
 ROW_HEIGHT = 190
-
-
-def utc(ts: np.datetime64) -> datetime:
-    """A numpy UTC time as an aware datetime."""
-    return datetime.fromtimestamp(ts.astype("datetime64[us]").astype(np.int64) / 1e6, UTC)
-
-
-def _ts(forecast: Forecast) -> np.ndarray:
-    return forecast.ts.astype("datetime64[us]")  # UTC, naive: plotly draws it as it is
 
 
 def _x(frame: pl.DataFrame) -> pl.Series:
@@ -161,10 +195,14 @@ def forecast_figure(
 
 
 def skill_figure(
-    spec: PlantSpec, history: pl.DataFrame, examples: Sequence[Mapping[str, Any]]
+    spec: PlantSpec,
+    history: pl.DataFrame,
+    examples: Sequence[Mapping[str, Any]],
+    tags: Sequence[Tag] | None = None,
 ) -> go.Figure:
-    """Past forecasts (dashed, with band) over what really happened, one strip per CV."""
-    cvs = list(spec.cvs)
+    """Past forecasts (dashed, with band) over what really happened, one strip per CV (of
+    ``tags`` when given)."""
+    cvs = [t for t in (spec.cvs if tags is None else tags) if t.role == "cv"]
     fig = make_subplots(rows=len(cvs), cols=1, shared_xaxes=True, vertical_spacing=0.05)
     fig.update_layout(template=style.TEMPLATE, height=ROW_HEIGHT * len(cvs) + 40)
     x = _x(history)

@@ -7,6 +7,7 @@ data share one result, and a new historian file makes the next call recompute.
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,23 @@ def forecast_hold(model: str, root: str, samples: int, version: Any) -> Forecast
     """The twin's forecast from now to its horizon with every MV held at its current value."""
     twin = data.load_twin(model)
     frame = frame_for(model, root, samples, version)
+    return twin.forecast(frame, _held(twin, frame))
+
+
+@st.cache_data(ttl=300, max_entries=16, show_spinner=False)
+def forecast_hold_at(model: str, root: str, samples: int, end: datetime, version: Any) -> Forecast:
+    """:func:`forecast_hold` from the instant ``end`` of the past (history mode's time cursor),
+    in the calibrated band (the adaptive one belongs to the live loop's present)."""
+    twin = data.load_twin(model)
+    frame = data.history_frame_at(root, model, samples, end, version, twin.spec)
+    return twin.forecast(frame, _held(twin, frame))
+
+
+def _held(twin: Any, frame: pl.DataFrame) -> np.ndarray:
+    """Every MV held at its last value in ``frame`` over the twin's horizon ``[H, n_mv]``."""
     mv = [t.name for t in twin.spec.mvs]
     current = [float(frame.get_column(name).drop_nulls().drop_nans().tail(1).item()) for name in mv]
-    plan = np.tile(np.asarray(current, dtype=np.float64), (twin.horizon, 1))
-    return twin.forecast(frame, plan)
+    return np.tile(np.asarray(current, dtype=np.float64), (twin.horizon, 1))
 
 
 @st.cache_data(ttl=300, max_entries=8, show_spinner="scoring recent forecasts ...")

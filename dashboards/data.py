@@ -31,6 +31,7 @@ import streamlit as st
 
 from twin.spec import PlantSpec, spec_from_arg
 from twin.store.historian import Historian
+from twin.store.liveness import is_liveness, liveness_tags
 
 if TYPE_CHECKING:
     from twin.control.recommendation import Recommendation
@@ -111,13 +112,46 @@ def historian(root: str) -> tuple[Historian, threading.Lock]:
 
 @st.cache_resource(show_spinner="loading the twin ...")
 def load_twin(path: str) -> Twin:
-    """The twin saved in ``path`` (loaded once per app process)."""
-    import torch
-
+    """The twin saved in ``path`` (loaded once per app process: sessions that ask while it loads
+    wait for that one load). Fast once :func:`preload` has imported its code."""
+    torch = import_model_code()
     from twin.model.twin import Twin
 
     torch.set_num_threads(1)  # the app shares the machine with the collector and the loop
     return Twin.load(path)
+
+
+def import_model_code() -> Any:
+    """Import torch and the twin's code (seconds; a twin's weights then load in milliseconds)."""
+    import torch
+
+    import twin.model.twin  # noqa: F401
+
+    return torch
+
+
+_preloaded = threading.Event()
+PRELOAD_DELAY_S = 1.0
+"""how long :func:`preload` waits before it imports, so that the page that started it paints"""
+
+
+def preload(cfg: AppConfig) -> None:
+    """Import the twin's code (torch) in a background thread, once per process, when a model
+    is configured: a page that shows data only must not wait for it, and a page that needs the
+    twin later then loads it in milliseconds. Idempotent and cheap: call it on every run."""
+    if cfg.model is None or _preloaded.is_set():
+        return
+    _preloaded.set()
+    threading.Thread(target=_preload, name="twin-preload", daemon=True).start()
+
+
+def _preload() -> None:
+    import time
+
+    time.sleep(PRELOAD_DELAY_S)
+    t0 = time.perf_counter()
+    import_model_code()
+    log.info("imported the twin's code in %.1f s", time.perf_counter() - t0)
 
 
 @st.cache_resource(show_spinner=False)
@@ -126,12 +160,30 @@ def _spec(source: str) -> PlantSpec:
 
 
 def plant_spec(cfg: AppConfig) -> PlantSpec | None:
-    """The plant spec: the model's if a model is given, else ``cfg.spec``; None without both."""
+    """The plant spec: the model's if a model is given, else ``cfg.spec``; None without both.
+
+    The model's is read from its folder's ``spec.toml`` (the spec it was trained for, what
+    :meth:`Twin.load <twin.model.twin.Twin.load>` returns), without loading the twin; its code
+    is imported in the background (:func:`preload`).
+    """
     if cfg.model is not None:
-        return load_twin(str(cfg.model)).spec
+        saved = cfg.model / "spec.toml"
+        if not saved.is_file():  # not a saved twin: load_twin says what is wrong
+            return load_twin(str(cfg.model)).spec
+        preload(cfg)
+        return _spec(str(saved))
     if cfg.spec:
         return _spec(cfg.spec)
     return None
+
+
+def data_spec(cfg: AppConfig) -> PlantSpec | None:
+    """:func:`plant_spec` without loading the twin (its folder's ``spec.toml``, the spec it was
+    trained for): what a page that only shows data needs for a fast first paint."""
+    saved = cfg.model / "spec.toml" if cfg.model is not None else None
+    if saved is not None and saved.is_file():
+        return _spec(str(saved))
+    return plant_spec(cfg)
 
 
 # --- historian reads ----------------------------------------------------------------------
@@ -204,6 +256,61 @@ def history_frame(
     period = timedelta(seconds=_spec.sample_period)
     with lock:
         return hist.frame(_spec, newest - period * (samples - 1), newest + period / 2)
+
+
+def plant_tags(spec: PlantSpec) -> tuple[str, ...]:
+    """The spec's tags and the collector's liveness marks that may cover them (one read)."""
+    return (*spec.tag_names, *liveness_tags(spec.tag_names))
+
+
+def split_marks(rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Long ``rows`` read with :func:`plant_tags`: (samples, liveness marks)."""
+    marks = is_liveness(pl.col("tag"))
+    return rows.filter(~marks), rows.filter(marks)
+
+
+def oldest_sample(root: str, tags: tuple[str, ...]) -> datetime | None:
+    """Time of the oldest sample of ``tags`` (None: none), read from the oldest day folder."""
+    try:
+        first = min((e.name for e in os.scandir(root) if e.name.startswith("day=")), default="")
+    except FileNotFoundError:
+        return None
+    return _oldest(root, tags, first) if first else None
+
+
+@st.cache_data(ttl=3600, max_entries=16, show_spinner=False)
+def _oldest(root: str, tags: tuple[str, ...], first_day: str) -> datetime | None:
+    day = datetime.fromisoformat(first_day.removeprefix("day=")).replace(tzinfo=UTC)
+    hist, lock = historian(root)
+    with lock:
+        ts = hist.scan(list(tags), day, day + timedelta(days=1)).select(pl.col("ts").min())
+        value = ts.collect().item()
+    return value if isinstance(value, datetime) else None
+
+
+@st.cache_data(ttl=600, max_entries=8, show_spinner=False)
+def rows_until(
+    root: str, tags: tuple[str, ...], end: datetime, minutes: float, version: Any
+) -> pl.DataFrame:
+    """Long rows (tag, ts, value, quality) of ``tags`` over ``(end - minutes, end]``, by ts:
+    :func:`recent_rows` as of an instant of the past (history mode)."""
+    hist, lock = historian(root)
+    with lock:
+        rows = hist.read(
+            list(tags), end - timedelta(minutes=minutes), end + timedelta(microseconds=1)
+        )
+    return rows.select("tag", "ts", "value", "quality").sort("ts")
+
+
+@st.cache_data(ttl=300, max_entries=8, show_spinner=False)
+def history_frame_at(
+    root: str, spec_key: str, samples: int, end: datetime, version: Any, _spec: PlantSpec
+) -> pl.DataFrame:
+    """:func:`history_frame` ending at the instant ``end`` (history mode: the time cursor)."""
+    period = timedelta(seconds=_spec.sample_period)
+    hist, lock = historian(root)
+    with lock:
+        return hist.frame(_spec, end - period * (samples - 1), end + period / 2)
 
 
 def latest_values(rows: pl.DataFrame) -> pl.DataFrame:

@@ -1,92 +1,66 @@
-"""The Plant page's trends: one strip per tag with its setpoint and limits, shared by sessions.
+"""Trends the pages share: the Plant page's strips (one per tag with its setpoint and limits,
+shared by sessions) and the twin's hold-MV forecast that the Forecast, Overview and Trends
+pages draw.
 
-Built from plain dicts in one ``go.Figure`` call (several times cheaper than ``make_subplots``
-and ``add_trace`` per trace) and cached per (historian, data stamp, time range, setpoints,
-refresh slot): the sessions looking at the plant in the same refresh interval share one figure.
+The strips are :func:`dashboards.charts.tag_panels` (plain dicts, one ``go.Figure`` call),
+cached per (historian, data stamp, time range, setpoints, refresh slot): the sessions looking at
+the plant in the same refresh interval share one figure.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from dashboards import data, style
-from twin.spec import PlantSpec
+from dashboards import charts, compute, data
+from twin.spec import PlantSpec, Tag, load_spec
+
+if TYPE_CHECKING:
+    from twin.model.forecast import Forecast
+    from twin.model.twin import Twin
 
 ROW_HEIGHT = 170
-MAX_POINTS = 800
+MAX_POINTS = charts.MAX_POINTS
 """points drawn per tag at most (a longer range is thinned evenly)"""
-SPACING = 0.03
-"""vertical gap between strips, as a fraction of the figure"""
-_TEMPLATE = style.TEMPLATE.to_plotly_json()
 
 
-def build(
-    spec: PlantSpec, rows: pl.DataFrame, sp: dict[str, float], now: datetime, minutes: float
-) -> go.Figure:
-    """One strip per tag (CVs, then MVs, then DVs): value, setpoint, limits; units on axes.
-
-    The time axis ends now, or at the newest sample when that is older than the range.
-    """
-    tags = [*spec.cvs, *spec.mvs, *spec.dvs]
-    n = len(tags)
-    parts = rows.partition_by("tag", as_dict=True, maintain_order=True)
+def edge(rows: pl.DataFrame, now: datetime, minutes: float) -> tuple[datetime, datetime]:
+    """The time range drawn: ``minutes`` up to now, or up to the newest sample when that is
+    older than the range (replayed, imported or stopped data)."""
     newest = rows.get_column("ts").max() if rows.height else None
     window = timedelta(minutes=minutes)
     end = newest if isinstance(newest, datetime) and now - newest > window else now
-    edge = [(end - window).replace(tzinfo=None), end.replace(tzinfo=None)]  # UTC, as plotted
-    height = (1 - SPACING * (n - 1)) / n
-    traces: list[dict[str, Any]] = []
-    layout: dict[str, Any] = {
-        "template": _TEMPLATE,
-        "height": ROW_HEIGHT * n,
-        "showlegend": False,
-        "uirevision": "plant",  # a zoom or pan survives the refreshes
-    }
-    for i, tag in enumerate(tags, start=1):
-        axis = "" if i == 1 else str(i)
-        top = 1 - (i - 1) * (height + SPACING)
-        role = tag.role.upper()
-        layout[f"yaxis{axis}"] = {
-            "domain": [max(0.0, top - height), top],
-            "anchor": f"x{axis}",
-            "title": {"text": f"{role} {style.axis_title(tag.name, tag.unit)}"},
-        }
-        layout[f"xaxis{axis}"] = {
-            "anchor": f"y{axis}",
-            "range": edge,
-            "type": "date",
-            "showticklabels": i == n,  # the bottom strip carries the time ticks
-            **({"matches": "x"} if i > 1 else {}),
-        }
-        where = {"xaxis": f"x{axis}", "yaxis": f"y{axis}"}
-        part = parts.get((tag.name,))
-        if part is not None:
-            if part.height > MAX_POINTS:  # SVG stays fast; a pixel holds no more anyway
-                part = part.gather_every(math.ceil(part.height / MAX_POINTS))
-            traces.append({
-                "type": "scatter", "mode": "lines", "name": tag.name,
-                "x": part["ts"].dt.replace_time_zone(None).to_numpy(),
-                "y": part["value"].to_numpy(),
-                "line": {"color": style.PV, "width": 1.6}, **where,
-            })  # fmt: skip
-        for value, dash, color, label in (
-            (tag.hi, "dot", style.LIMIT, "hi"),
-            (tag.lo, "dot", style.LIMIT, "lo"),
-            (sp.get(tag.name), "dash", style.SETPOINT, "SP"),
-        ):
-            if value is not None:
-                traces.append({
-                    "type": "scatter", "mode": "lines", "name": f"{tag.name} {label}",
-                    "x": edge, "y": [value, value], "hoverinfo": "skip",
-                    "line": {"color": color, "dash": dash, "width": 1}, **where,
-                })  # fmt: skip
-    return go.Figure(data=traces, layout=layout, _validate=False)  # built here, known valid
+    return end - window, end
+
+
+def build(
+    spec: PlantSpec,
+    rows: pl.DataFrame,
+    sp: dict[str, float],
+    now: datetime,
+    minutes: float,
+    tags: Sequence[Tag] | None = None,
+) -> go.Figure:
+    """One strip per tag (default: CVs, then MVs, then DVs): value, setpoint, limits, units.
+
+    The time axis ends now, or at the newest sample when that is older than the range.
+    """
+    shown = [*spec.cvs, *spec.mvs, *spec.dvs] if tags is None else list(tags)
+    return charts.tag_panels(
+        shown,
+        rows,
+        edge(rows, now, minutes),
+        setpoints=sp,
+        show=("setpoint", "limits"),
+        legend=False,
+        uirevision="plant",
+        height=ROW_HEIGHT,
+    )
 
 
 @st.cache_resource(ttl=60, max_entries=32, show_spinner=False)
@@ -104,3 +78,38 @@ def shared(
     """
     rows = data.recent_rows(root, tuple(_spec.tag_names), minutes, version)
     return build(_spec, rows, dict(setpoints), datetime.now(UTC), minutes)
+
+
+# --- the plant spec and the twin's forecast ------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False)
+def _saved_spec(path: str, mtime_ns: int) -> PlantSpec:
+    return load_spec(path)
+
+
+def plant_spec(cfg: data.AppConfig) -> PlantSpec | None:
+    """The plant spec without loading the twin (a fast first paint): the model folder's
+    ``spec.toml`` (the spec the twin was trained for), else ``--spec``; None without both."""
+    if cfg.model is not None:
+        saved = cfg.model / "spec.toml"
+        if saved.is_file():
+            return _saved_spec(str(saved), saved.stat().st_mtime_ns)
+    return data.plant_spec(cfg)
+
+
+def forecast_samples(twin: Twin) -> int:
+    """History rows a forecast reads: the twin's window and the gap it may carry over."""
+    return int(twin.window + twin.config.max_gap)
+
+
+def hold_forecast(model: str, root: str, version: Any) -> Forecast:
+    """The twin's forecast from the newest sample with every MV held at its current value, in
+    the adaptive band (:func:`dashboards.compute.bands`): what the Forecast page draws under
+    "hold MVs", cached under the historian's stamp and shared by every page and session.
+
+    Raises :class:`~twin.errors.TwinError` when the recent data cannot start a forecast.
+    """
+    twin = data.load_twin(model)
+    fc = compute.forecast_hold(model, root, forecast_samples(twin), version)
+    return compute.bands(model, root, version).adjust(fc)

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 import streamlit as st
 
-from dashboards import auth, charts, compute, data, exports, page, style
+from dashboards import auth, charts, compute, data, exports, modes, page, style
 from twin.errors import TwinError
 from twin.spec import PlantSpec
 
@@ -292,9 +292,12 @@ def main() -> None:
     twin = data.load_twin(str(cfg.model))
     spec = twin.spec
     root, model = str(cfg.historian), str(cfg.model)
-    history = compute.frame_for(
-        model, root, 3 * twin.horizon + twin.window, data.stamp(cfg.historian)
-    )
+    samples, at = 3 * twin.horizon + twin.window, modes.as_of()
+    if at is None:
+        history = compute.frame_for(model, root, samples, data.stamp(cfg.historian))
+    else:  # history mode: from the Plant page's time cursor
+        history = data.history_frame_at(root, model, samples, at, data.stamp(cfg.historian), spec)
+        st.caption(f"history: scenarios start at the time cursor {at:%Y-%m-%d %H:%M:%S} UTC")
     setpoints, source = setpoints_now(spec, data.latest_recommendation(cfg.historian))
     try:
         current = dict(

@@ -66,20 +66,21 @@ def test_each_abnormal_state_is_one_alarm_naming_tag_value_and_limit() -> None:
 def test_an_alarm_stays_until_cleared_and_acknowledged() -> None:
     book = AlarmBook()
     high = detect(SPEC, latest(T=350.0), NOW)
-    book.update(high)
+    book.update(high, NOW)
     assert book.unacknowledged == 1
-    book.update(detect(SPEC, latest(), NOW))  # back to normal, not yet acknowledged
+    book.update(detect(SPEC, latest(), NOW), NOW)  # back to normal, not yet acknowledged
     (alarm,) = book.listing()
     assert not alarm.active and not alarm.acked  # still listed: a short excursion is not missed
-    book.acknowledge(alarm.key)
+    book.acknowledge(alarm.key, "ada")
     assert book.listing() == []
     # acknowledged while active: listed, grey, until it clears
-    book.update(high)
-    book.acknowledge("T:limit")
-    book.update(high)
+    later = NOW + timedelta(seconds=6)
+    book.update(high, later)
+    book.acknowledge("T:limit", "ada")
+    book.update(high, later)
     assert [(a.active, a.acked) for a in book.listing()] == [(True, True)]
     assert book.listing()[0].since == NOW
-    book.update([])
+    book.update([], later)
     assert book.listing() == []
 
 

@@ -21,11 +21,16 @@ from streamlit.testing.v1 import AppTest
 
 from connectors.sim.plants import make_plant
 from connectors.sim.record import record
+from dashboards import auth
 from twin.control.controller import Controller
 from twin.control.recommendation import ActiveConstraint, Recommendation
 from twin.control.recommendation_log import RecommendationLog
+from twin.loop.audit import ApprovalQueue, AuditLog
+from twin.loop.audit import current_user as os_user
 from twin.model.twin import Twin
+from twin.spec import PlantSpec, Tag, spec_to_toml
 from twin.store.historian import Historian
+from twin.users import UsersFile
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "dashboards" / "app.py"
@@ -114,17 +119,17 @@ def test_plant_page_shows_every_tag_live_with_units(
     plant: PlantData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fresh(plant.historian)
-    at = app(monkeypatch, plant.historian)
+    at = app(monkeypatch, plant.historian, page="plant")
     labels = {m.label: m.value for m in at.metric}
     assert set(labels) == {"T [K]", "Ca [mol/L]", "Tc [K]"}  # every CV and MV, with its unit
     assert 300 < float(labels["T [K]"]) < 345
     assert all(m.proto.delta and m.proto.color == 2 for m in at.metric)  # ISA-101: grey deltas
-    values = table(at, "age [s]")
+    values = table(at, "age")
     assert values["tag"].tolist() == ["T", "Ca", "Tc", "Tf"]
     assert values["unit"].tolist() == ["K", "mol/L", "K", "K"]
     assert values["quality"].tolist() == ["good"] * 4
-    assert (values["age [s]"] < 18).all()
-    assert "0 unacknowledged" in texts(at)
+    assert values["age"].str.fullmatch(r"\d+ s").all()  # in human units, under a minute
+    assert "0 unacknowledged" in texts(at) and "no collector is writing" not in texts(at)
     assert len(at.get("plotly_chart")) == 1
     # a time range is chosen without error
     at.segmented_control(key="plant_minutes").set_value(60).run()
@@ -144,18 +149,149 @@ def test_plant_alarms_show_in_colour_until_acknowledged(
         }
     ).with_columns(pl.col("ts").dt.cast_time_unit("us"))
     Historian(tmp_path).append(rows)
-    at = app(monkeypatch, tmp_path, model=None, spec="cstr")  # no model: the spec's limits
+    at = app(monkeypatch, tmp_path, model=None, spec="cstr", page="plant")  # the spec's limits
     shown = texts(at)
-    assert ":red-background[**LIMIT** T 350 K above hi 345" in shown
-    assert ":orange-background[**QUALITY** Ca: quality bad" in shown
-    assert ":orange-background[**AT LIMIT** Tc 302 K at its hi limit" in shown
-    assert ":orange-background[**STALE** Tf: no new sample for" in shown
-    assert "4 unacknowledged" in shown
+    assert ":red-background[**HIGH** LIMIT T 350 K above hi 345" in shown
+    assert ":orange-background[**MEDIUM** QUALITY Ca: quality bad" in shown
+    assert ":yellow-background[**LOW** AT LIMIT Tc 302 K at its hi limit" in shown
+    assert ":yellow-background[**LOW** STALE Tf: no new data for 2 min" in shown  # live: per tag
+    assert "4 unacknowledged, 4 listed: 1 high, 1 medium, 2 low" in shown
     at.button(key="ack:T:limit").click().run()
     shown = texts(at)
     assert "3 unacknowledged" in shown
-    assert "**LIMIT** T 350 K above hi 345 K — active" in shown and "acknowledged" in shown
+    assert "**HIGH** LIMIT T 350 K above hi 345 K — active" in shown and "acknowledged" in shown
     assert ":red-background" not in shown  # acknowledged: no colour left for it
+
+
+def test_alarms_acknowledge_all_and_shelve_by_the_signed_in_user_a_viewer_may_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime.now(UTC)
+    rows = pl.DataFrame(
+        {"tag": ["T", "Ca", "Tc", "Tf"], "ts": [now] * 4, "value": [350.0, 1.2, 302.0, 350.0]}
+    ).with_columns(pl.col("ts").dt.cast_time_unit("us"))
+    Historian(tmp_path).append(rows)
+    users = UsersFile(tmp_path / "users.json")  # a login is configured
+    for name, role in (("vera", "viewer"), ("otto", "operator")):
+        users.add(name, role, f"{name}-password")
+
+    def sign_in(at: AppTest, name: str) -> None:
+        account = users.load()[name]
+        at.session_state[auth.KEY] = {"name": name, "fp": auth.fingerprint(account)}
+        at.run()
+
+    at = app(monkeypatch, tmp_path, model=None, spec="cstr", page="plant")
+    sign_in(at, "vera")
+    assert at.button(key="ack_all").disabled and at.button(key="ack:T:limit").disabled
+    assert at.button(key="ack_all").help == (
+        "Acknowledging alarms needs the operator or engineer role: vera is a viewer"
+    )
+    sign_in(at, "otto")
+    at.text_input(key="shelve_reason").set_value("analyser recalibration")
+    at.selectbox(key="shelve_key").set_value("Tc:at limit")
+    at.button(key="shelve").click().run()
+    assert "1 shelved" in texts(at) and "AT LIMIT Tc" not in texts(at)
+    at.button(key="ack_all").click().run()
+    assert "0 unacknowledged, 2 listed" in texts(at)
+    events = [
+        json.loads(line)
+        for f in (tmp_path / "alarms").glob("*.jsonl")
+        for line in f.read_text().splitlines()
+    ]
+    assert sorted((e["event"], e["tag"], e["user"]) for e in events if e["user"]) == [
+        ("acknowledged", "Ca", "otto"),
+        ("acknowledged", "T", "otto"),
+        ("shelved", "Tc", "otto"),
+    ]
+    history = table(at, "event")
+    assert history["event"].tolist()[:2] == ["acknowledged", "acknowledged"]  # newest first
+    assert set(history["user"].tolist()) == {"", "otto"}
+
+
+def wide_spec_file(tmp_path: Path) -> Path:
+    """A 53-tag plant (9 CVs, 12 MVs, 32 DVs, period 3 s) as a spec file."""
+    roles = ["cv"] * 9 + ["mv"] * 12 + ["dv"] * 32
+    tags = [
+        Tag(f"XMEAS{i:02d}", None, "kPa", r, 0.0, 100.0, rate_limit=5.0 if r == "mv" else None)
+        for i, r in enumerate(roles, 1)
+    ]
+    path = tmp_path / "wide.toml"
+    path.write_text(spec_to_toml(PlantSpec("wide", 3.0, tuple(tags))))
+    return path
+
+
+def test_a_collector_that_stops_is_one_alarm_not_53(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = wide_spec_file(tmp_path)
+    root = tmp_path / "historian"
+    last = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
+    names = [f"XMEAS{i:02d}" for i in range(1, 54)]
+    Historian(root).append(
+        pl.DataFrame(
+            {
+                "tag": names * 3,
+                "ts": [last - timedelta(seconds=3 * k) for k in (2, 1, 0) for _ in names],
+                "value": [50.0] * 159,
+            }
+        ).with_columns(pl.col("ts").dt.cast_time_unit("us"))
+    )
+    at = app(monkeypatch, root, model=None, spec=str(spec), page="plant")
+    shown = texts(at)
+    assert "1 unacknowledged, 1 listed: 1 high, 0 medium, 0 low" in shown
+    assert (
+        ":red-background[**HIGH** NO DATA no data from the collector for 2 min (53 of 53 tags)"
+        in shown
+    )
+    assert "STALE" not in shown
+    at.button(key="ack_all").click().run()
+    assert "0 unacknowledged" in texts(at)
+
+
+def test_an_imported_history_opens_in_history_mode_without_staleness_alarms(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1062)  # 2.9 years ago
+    record(make_plant("cstr", seed=3), 0.5, tmp_path, seed=3, start=start, progress=False)
+    newest = Historian(tmp_path).read(["T"]).get_column("ts").max()
+    assert isinstance(newest, datetime)
+    at = app(monkeypatch, tmp_path, model=None, spec="cstr", page="plant")
+    shown = texts(at)
+    assert "no collector is writing to this historian (newest sample 2.9 years ago)" in shown
+    assert "STALE" not in shown and "no data" not in shown and "unacknowledged" not in shown
+    assert not [b for b in at.button if str(b.key).startswith("ack")]  # nothing to acknowledge
+    cursor = at.slider(key="plant_cursor")
+    assert cursor.value == newest == at.session_state["as_of"]  # the cursor starts at the end
+    assert f"as of {newest:%Y-%m-%d %H:%M:%S} UTC" in shown
+    assert table(at, "age")["age"].tolist() == ["0 s"] * 4  # as of the cursor, not of today
+    earlier = newest - timedelta(minutes=10)
+    cursor.set_value(earlier).run()
+    assert not at.exception
+    assert at.session_state["as_of"] == earlier  # for the Forecast and What-if pages
+    assert f"as of {earlier:%Y-%m-%d %H:%M:%S} UTC" in texts(at)
+    assert len(at.get("plotly_chart")) == 1
+    assert not (tmp_path / "alarms").exists()  # history raises nothing, logs nothing
+
+
+def test_forecast_and_whatif_start_from_the_time_cursor_in_history_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An old history: the Forecast page forecasts from the Plant page's cursor (with what
+    happened after drawn beside it) and the What-if page starts its scenarios there."""
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=400)
+    record(make_plant("cstr", seed=4), 1.0, tmp_path, seed=4, start=start, progress=False)
+    at = app(monkeypatch, tmp_path, spec="cstr", page="plant")
+    cursor = at.slider(key="plant_cursor")
+    earlier = cursor.value - timedelta(minutes=20)
+    cursor.set_value(earlier).run()
+    at.switch_page("pages/forecast.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    shown = texts(at)
+    assert f"forecast from the time cursor {earlier:%Y-%m-%d %H:%M:%S} UTC" in shown
+    assert len(at.get("plotly_chart")) == 1  # no live scoring of the last hour in history
+    at.switch_page("pages/whatif.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert f"scenarios start at the time cursor {earlier:%Y-%m-%d %H:%M:%S} UTC" in texts(at)
 
 
 def test_pages_without_a_model_say_so(plant: PlantData, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -176,6 +312,65 @@ def test_forecast_page_draws_the_forecast_and_scores_past_ones(
     assert skill["live / validation"].between(0.3, 3.0).all(), skill
     at.segmented_control(key="forecast_plan").set_value("controller's plan").run()
     assert not at.exception and len(at.get("plotly_chart")) == 2
+
+
+@pytest.fixture(scope="module")
+def wide_plant(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(historian, twin) of a plant of 53 tags, 9 of them CVs: two hours of slow waves up to
+    now, and a small twin fitted on them (a few seconds: what is checked is the drawing)."""
+    from test_overview import wide_rows, wide_spec
+
+    from twin.model.network import TwinConfig
+
+    root = tmp_path_factory.mktemp("wide_forecast")
+    spec = wide_spec()
+    end = datetime.now(UTC).replace(microsecond=0)
+    hist = Historian(root / "historian")
+    hist.append(wide_rows(spec, end, 120))
+    frame = hist.frame(spec, end - timedelta(hours=2), end + timedelta(seconds=3))
+    config = TwinConfig(
+        window=4, horizon=6, latent=4, hidden=8, ensemble=2, batch=64, minutes=1.0,
+        max_epochs=1, patience=1, seed=0, linear_init=False,
+    )  # fmt: skip
+    Twin.fit(spec, frame, config, progress=False).save(root / "twin")
+    return root / "historian", root / "twin"
+
+
+def test_forecast_page_of_many_cvs_draws_one_panel_per_chosen_tag(
+    wide_plant: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    historian, model = wide_plant
+    at = app(monkeypatch, historian, model=model, page="forecast")
+    chosen = at.multiselect(key="forecast_tags")
+    cvs = [
+        f"{u}_CV{k}"
+        for u, n in (("REA", 3), ("SEP", 3), ("STR", 2), ("SIT", 1))
+        for k in range(1, n + 1)
+    ]
+    assert chosen.value == cvs[:8]  # as many CVs as fit, not every tag of the plant
+    assert "8 of 9 CVs and 12 MVs shown (at most 8 panels)" in texts(at)
+    forecast, skill = (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+    titles = [a["text"] for a in forecast["layout"]["annotations"]]
+    assert [t.split("</b>")[0] for t in titles] == [f"CV <b>{n}" for n in cvs[:8]]
+    axes = [k for k in forecast["layout"] if k.startswith("yaxis")]
+    assert len(axes) == 8 and all(forecast["layout"][a]["title"]["text"] == "kPa" for a in axes)
+    heights = [
+        forecast["layout"][a]["domain"][1] - forecast["layout"][a]["domain"][0] for a in axes
+    ]
+    assert max(heights) - min(heights) < 1e-9  # the same height each, whatever their number
+    assert forecast["layout"]["height"] >= 8 * 150  # each panel tall enough to read
+    assert (
+        len([k for k in skill["layout"] if k.startswith("yaxis")]) == 8
+    )  # past ones: the same CVs
+    chosen.set_value(["SIT_CV1", "REA_MV2"]).run()
+    assert not at.exception, [e.message for e in at.exception]
+    forecast = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert [a["text"].split("</b>")[0] for a in forecast["layout"]["annotations"]] == [
+        "CV <b>SIT_CV1",
+        "MV <b>REA_MV2",
+    ]
+    names = {t["name"] for t in forecast["data"] if t.get("yaxis") == "y"}
+    assert {"measured", "forecast", "band", "setpoint", "op limit"} <= names
 
 
 def test_whatif_page_runs_and_compares_two_scenarios(
@@ -302,19 +497,53 @@ def test_recommendations_page_says_which_setpoints_one_mv_cannot_hold(
     assert table(at, "limits held")["frozen"].tolist() == [False]
 
 
-def test_approval_mode_records_the_operators_approval(
-    plant: PlantData, monkeypatch: pytest.MonkeyPatch
+def test_approval_mode_records_the_station_user_without_a_login(
+    plant: PlantData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    at = app(monkeypatch, plant.historian, approve=True, page="recommendations")
-    assert "Advisory" not in texts(at)
-    at.button(key="rec_approve").click().run()  # no name: refused
-    assert "operator's name" in texts(at)
-    at.text_input(key="rec_operator").set_value("alice")
+    """No users file and no OpenID Connect: this machine is a single-user station, and the
+    approval is in the OS user's name (no free-text name box any more)."""
+    root = shutil.copytree(plant.historian, tmp_path / "historian")
+    at = app(monkeypatch, root, approve=True, page="recommendations")
+    assert "Advisory" not in texts(at) and not at.text_input
+    assert f"approving as {os_user()} (engineer)" in texts(at)
     at.button(key="rec_approve").click().run()
-    lines = (plant.historian / "approvals.jsonl").read_text().splitlines()
-    entry = json.loads(lines[-1])
-    assert entry["operator"] == "alice"
+    entry = json.loads((root / "approvals.jsonl").read_text().splitlines()[-1])
+    assert (entry["operator"], entry["role"], entry["via"]) == (os_user(), "engineer", "station")
     assert datetime.fromisoformat(entry["rec_ts"]) == plant.recs[-1].ts
+
+
+def test_a_viewer_cannot_approve_and_an_operator_can_in_their_name(
+    plant: PlantData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = shutil.copytree(plant.historian, tmp_path / "historian")
+    users = UsersFile(root / "users.json")  # the default place: a login is configured
+    for name, role in (("vera", "viewer"), ("otto", "operator")):
+        users.add(name, role, f"{name}-password")
+    approvals = root / "approvals.jsonl"
+
+    def sign_in(at: AppTest, name: str) -> None:  # what the sidebar's sign-in form leaves
+        account = users.load()[name]
+        at.session_state[auth.KEY] = {"name": name, "fp": auth.fingerprint(account)}
+        at.run()
+
+    at = app(monkeypatch, root, approve=True, page="recommendations")
+    assert at.button(key="rec_approve").disabled and "sign in for approving" in texts(at)
+    sign_in(at, "vera")
+    button = at.button(key="rec_approve")
+    why = "Approving a recommendation needs the operator or engineer role: vera is a viewer"
+    assert button.disabled and button.help == why and why in texts(at)
+    assert not approvals.exists()
+    sign_in(at, "otto")
+    assert not at.button(key="rec_approve").disabled
+    at.button(key="rec_approve").click().run()
+    assert "approved by otto (operator)" in texts(at)
+    entry = json.loads(approvals.read_text().splitlines()[-1])
+    assert (entry["operator"], entry["role"], entry["via"]) == ("otto", "operator", "password")
+    # the write-back loop takes it and audits it in otto's name
+    audit = AuditLog(root)
+    approval = ApprovalQueue(root).take(plant.recs[-1].ts, audit)
+    assert approval is not None and approval.operator == "otto"
+    assert approval.why.endswith("by a signed-in operator (password)")
 
 
 def test_model_page_shows_validation_training_and_health(
