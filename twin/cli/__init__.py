@@ -12,6 +12,7 @@ import logging
 import sys
 from importlib.metadata import entry_points
 
+from twin.cli.args import check_lake_args
 from twin.errors import TwinError
 
 #: modules that add sub-commands: each defines ``register(subparsers) -> None`` and sets
@@ -29,6 +30,7 @@ COMMAND_MODULES = [
     "twin.cli.run",  # twin run
     "twin.cli.dashboard",  # twin dashboard
     "twin.cli.users",  # twin users add | list | remove | passwd | role
+    "twin.cli.lake",  # twin lake add | list
 ]
 
 #: entry-point group of command modules that other packages add, declared in pyproject.toml:
@@ -59,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_lake_args(parser, args)
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",

@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from twin.cli.args import aware_time, positive_int
+from twin.cli.args import add_historian_arg, aware_time, positive_int
 from twin.cli.collect import add_connection_args, quiet_asyncua, security_from_args
 from twin.errors import TwinError
 from twin.spec import spec_from_arg
@@ -40,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "what arrived stored. The password for --user is read from $TWIN_OPCUA_PASSWORD.",
     )
     p.add_argument("--spec", required=True, help="plant spec: a TOML file or a built-in name")
-    p.add_argument("--historian", required=True, type=Path, metavar="DIR", help="historian folder")
+    add_historian_arg(p)
     p.add_argument(
         "--start", required=True, type=aware_time, metavar="T", help="ISO 8601 with offset or Z"
     )

@@ -14,14 +14,13 @@ import argparse
 import logging
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from connectors.opcua import CollectorSettings
     from connectors.opcua_security import Security
 
-from twin.cli.args import positive_float
+from twin.cli.args import add_historian_arg, positive_float
 from twin.errors import TwinError
 from twin.spec import spec_from_arg
 
@@ -38,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "after --duration seconds. The password for --user is read from $TWIN_OPCUA_PASSWORD.",
     )
     p.add_argument("--spec", required=True, help="plant spec: a TOML file or a built-in name")
-    p.add_argument("--historian", required=True, type=Path, metavar="DIR", help="historian folder")
+    add_historian_arg(p)
     p.add_argument(
         "--duration", type=positive_float, metavar="S", help="stop after S seconds (> 0)"
     )

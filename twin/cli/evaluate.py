@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from twin.cli.args import aware_time, positive_float
+from twin.cli.args import add_historian_arg, aware_time, positive_float
 
 if TYPE_CHECKING:
     import polars as pl
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "A baseline that cannot be fitted is reported as skipped, with the reason.",
     )
     p.add_argument("--model", required=True, type=Path, help="saved twin folder")
-    p.add_argument("--historian", required=True, type=Path, metavar="DIR", help="test historian")
+    add_historian_arg(p, help="test historian")
     p.add_argument("--start", type=aware_time, metavar="T", help="ISO 8601 time with offset")
     p.add_argument("--end", type=aware_time, metavar="T", help="ISO 8601 time with offset")
     p.add_argument("--out", required=True, type=Path, metavar="REPORT_DIR", help="report folder")

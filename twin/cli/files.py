@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from twin.cli.args import aware_time
+from twin.cli.args import add_historian_arg, aware_time
 from twin.errors import TwinError
 from twin.spec import spec_from_arg
 
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--spec", required=True, help="plant spec: a TOML file or a built-in name")
     p.add_argument("--input", required=True, type=Path, metavar="FILE", help="CSV or Parquet file")
-    p.add_argument("--historian", required=True, type=Path, metavar="DIR", help="historian folder")
+    add_historian_arg(p)
     add_read_args(p)
     p.add_argument(
         "--map", type=column_tag, action="append", default=[], metavar="COL=TAG",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from twin.cli.args import add_release_arg, positive_float
+from twin.cli.args import add_historian_arg, add_release_arg, positive_float
 from twin.cli.collect import add_connection_args
 from twin.cli.control import _load, parse_setpoint_now
 from twin.errors import TwinError
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--spec", required=True, help="plant spec: a TOML file or a built-in name")
     p.add_argument("--model", required=True, type=Path, help="saved twin folder")
-    p.add_argument("--historian", required=True, type=Path, metavar="DIR", help="historian folder")
+    add_historian_arg(p)
     p.add_argument(
         "--setpoint", type=parse_setpoint_now, action="append", metavar="TAG=VALUE",
         help="CV setpoint (repeatable; default: the spec's)",

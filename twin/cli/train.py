@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from twin.cli.args import aware_time
+from twin.cli.args import add_historian_arg, aware_time
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "range it learnt from, which `twin evaluate` fits its baselines on).",
     )
     p.add_argument("--spec", required=True, help="spec TOML file, or a built-in plant name")
-    p.add_argument("--historian", required=True, type=Path, metavar="DIR", help="historian")
+    add_historian_arg(p, help="historian")
     p.add_argument("--out", required=True, type=Path, metavar="MODEL", help="folder to write")
     p.add_argument("--minutes", type=float, default=None, help="training budget (default 2.5)")
     p.add_argument("--seed", type=int, default=0, help="seed: same data and seed, same twin")
