@@ -24,14 +24,14 @@ st.markdown(style.CSS, unsafe_allow_html=True)
 
 PAGES = [
     st.Page(
-        HERE / "pages" / "overview.py", title="Overview", icon=":material/dashboard:", default=True
+        HERE / "views" / "overview.py", title="Overview", icon=":material/dashboard:", default=True
     ),
-    st.Page(HERE / "pages" / "plant.py", title="Plant", icon=":material/monitoring:"),
-    st.Page(HERE / "pages" / "trends.py", title="Trends", icon=":material/search:"),
-    st.Page(HERE / "pages" / "forecast.py", title="Forecast", icon=":material/timeline:"),
-    st.Page(HERE / "pages" / "whatif.py", title="What-if", icon=":material/science:"),
-    st.Page(HERE / "pages" / "recommendations.py", title="Recommendations", icon=":material/tune:"),
-    st.Page(HERE / "pages" / "model.py", title="Model", icon=":material/model_training:"),
+    st.Page(HERE / "views" / "plant.py", title="Plant", icon=":material/monitoring:"),
+    st.Page(HERE / "views" / "trends.py", title="Trends", icon=":material/search:"),
+    st.Page(HERE / "views" / "forecast.py", title="Forecast", icon=":material/timeline:"),
+    st.Page(HERE / "views" / "whatif.py", title="What-if", icon=":material/science:"),
+    st.Page(HERE / "views" / "recommendations.py", title="Recommendations", icon=":material/tune:"),
+    st.Page(HERE / "views" / "model.py", title="Model", icon=":material/model_training:"),
 ]
 
 page = st.navigation(PAGES)

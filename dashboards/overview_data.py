@@ -1,7 +1,7 @@
 """What the Overview page shows, without drawing it: the rows of one redraw, a tile per CV, the
 forecast line, and the loop's state from the write-back audit.
 
-Pure functions of the spec, the historian's rows and the audit (:mod:`dashboards.pages.overview`
+Pure functions of the spec, the historian's rows and the audit (:mod:`dashboards.views.overview`
 draws them): each can be tested without Streamlit running a page.
 """
 

@@ -26,7 +26,7 @@ from twin.spec import PlantSpec, builtin_spec, parse_spec, spec_to_toml
 from twin.store.historian import Historian
 
 REPO = Path(__file__).resolve().parents[2]
-PAGES = REPO / "dashboards" / "pages"
+PAGES = REPO / "dashboards" / "views"
 TIMEOUT = 60
 UNITS = (("Reactor", 3, 4, 10), ("Separator", 3, 4, 10), ("Stripper", 2, 4, 8), ("", 1, 0, 4))
 """group, CVs, MVs, DVs of the wide plant ("" : no group)"""
