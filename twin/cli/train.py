@@ -1,4 +1,8 @@
-"""``twin train``: learn a twin from a historian and save it as a folder."""
+"""``twin train``: learn a twin from a historian and save it as a folder.
+
+Started by ``torchrun --nproc-per-node N -m twin train ...`` it trains data-parallel on N
+processes (:mod:`twin.model.distributed`); rank 0 prints and saves, the other ranks are quiet.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "dynamics model (an ensemble) on the first 70 % of the range, early-stop on the next "
         "15 %, calibrate its 90 % band on the last 15 %, and save the folder MODEL "
         "(weights, spec, normalisation, settings, validation metrics, and the historian and time "
-        "range it learnt from, which `twin evaluate` fits its baselines on).",
+        "range it learnt from, which `twin evaluate` fits its baselines on). Under "
+        "`torchrun --nproc-per-node N -m twin train ...` it trains data-parallel on N processes "
+        "(gloo on CPU, NCCL on CUDA); rank 0 saves.",
     )
     p.add_argument("--spec", required=True, help="spec TOML file, or a built-in plant name")
     add_historian_arg(p, help="historian")
@@ -49,12 +55,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from twin.model import distributed
+
+    if distributed.env_rank() != 0:  # torchrun's other ranks: warnings and errors only
+        logging.getLogger().setLevel(logging.WARNING)
+    with distributed.session(args.device or "auto") as rank:
+        return _train_in_session(args, rank)
+
+
+def _train_in_session(args: argparse.Namespace, rank: int) -> int:
     import dataclasses
     from datetime import timedelta
 
     import polars as pl
 
     from twin.errors import DataQualityError
+    from twin.model import distributed
     from twin.model.network import TwinConfig
     from twin.model.provenance import KEY as TRAINING_DATA
     from twin.model.twin import Twin
@@ -88,9 +104,14 @@ def _train(args: argparse.Namespace) -> int:
             given, "given" if all(given) else "auto"
         )
     config = dataclasses.replace(TwinConfig(seed=args.seed), **changes)
+    world = distributed.world_size()
+    if rank != 0:  # the same training, quietly; rank 0 saves the folder
+        Twin.fit(spec, frame, config, progress=False)
+        return 0
     print(
         f"training a twin of {spec.name}: {frame.height} samples "
-        f"({start.isoformat()} .. {end.isoformat()}), budget {config.minutes:g} min",
+        f"({start.isoformat()} .. {end.isoformat()}), budget {config.minutes:g} min"
+        + (f", {world} processes" if world > 1 else ""),
         flush=True,
     )
     twin = Twin.fit(spec, frame, config)

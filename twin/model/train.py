@@ -13,6 +13,11 @@ first); the weights with the best validation error are kept. Training stops at t
 ``max_epochs``, or by the stop rule (``TwinConfig.stop``): 'patience' epochs without a better
 validation error, or 'smoothed', ``patience_steps`` optimiser steps without a 0.5 % gain in an
 exponentially smoothed validation error. :attr:`TrainResult.reason` says which, with figures.
+
+Under ``torchrun`` (:mod:`twin.model.distributed`) each rank draws its members' batches from its
+share of the epoch's shuffled windows (``DistributedSampler``'s split, seeded by the seed and the
+epoch), gradients are averaged over the ranks, and the clock, the validation error and so every
+decision are rank 0's: the ranks' weights stay identical. An epoch is then ``1 / N`` the steps.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from twin.model import distributed
 from twin.model.dataset import Windows
 from twin.model.network import (
     LatentDynamics,
@@ -130,9 +136,16 @@ def train_model(
     past = torch.as_tensor(train.past, device=device)
     future = torch.as_tensor(train.future, device=device)
     n = len(past)
-    steps_per_epoch = max(1, math.ceil(n / cfg.batch))
+    world, rank = distributed.world_size(), distributed.rank()
+    if world > 1:  # the same windows and settings everywhere, and rank 0's starting weights
+        settings = {k: v for k, v in cfg.to_dict().items() if k != "minutes"}  # less identify time
+        distributed.check_same("training sets", (n, len(val), settings))
+        distributed.broadcast_module(model)
+    # rank 0 draws as a single process does; the others from streams of their own
+    draw = gen if rank == 0 else torch.Generator().manual_seed(cfg.seed + 100_003 * rank)
+    steps_per_epoch = max(1, math.ceil(n / (cfg.batch * world)))
     total_steps = cfg.max_epochs * steps_per_epoch
-    budget = cfg.minutes * 60.0
+    budget = distributed.broadcast_float(cfg.minutes * 60.0, device)
     jepa_steps = sorted({*range(cfg.jepa_every - 1, cfg.horizon, cfg.jepa_every), cfg.horizon - 1})
     weights = _step_weights(train, cv_cols).to(device) if cfg.balance_steps else None
     target_encoder = ema_copy(model.encoder) if cfg.target == "ema" else None
@@ -147,31 +160,42 @@ def train_model(
     smooth, best_smooth = math.inf, (math.inf, 0)  # stop='smoothed': (score, step)
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     t0 = time.perf_counter()
+
+    def elapsed() -> float:  # rank 0's clock, so that every rank ends at the same step
+        return distributed.broadcast_float(time.perf_counter() - t0, device)
+
     step = epoch = 0
     stopped, reason = "epochs", ""
     bar = tqdm(
         total=100,
         desc="train",
         bar_format="{desc} {percentage:3.0f}%|{bar:20}| {elapsed}<{remaining} {postfix}",
-        disable=not progress,
+        disable=not progress or rank != 0,
         leave=False,
     )
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
         losses: list[list[float]] = []
+        shard = _shard(n, world, rank, cfg.seed + epoch) if world > 1 else None
         for _ in range(steps_per_epoch):
-            frac = max(step / total_steps, (time.perf_counter() - t0) / budget)
+            frac = max(step / total_steps, elapsed() / budget)
             if frac >= 1.0 and losses:
                 break  # the budget ends mid-epoch on large data
             warm = min(1.0, (step + 1) / 50)
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
-            pick = torch.randint(n, (model.k, cfg.batch), generator=gen)
+            if shard is None:
+                pick = torch.randint(n, (model.k, cfg.batch), generator=draw)
+            else:
+                pick = shard[torch.randint(len(shard), (model.k, cfg.batch), generator=draw)]
             idx = pool.gather(1, pick).to(device)
             p, f = past[idx], future[idx]
-            loss, parts = _loss(model, p, f, cfg, cv_cols, jepa_steps, target_encoder, gen, weights)
+            loss, parts = _loss(
+                model, p, f, cfg, cv_cols, jepa_steps, target_encoder, draw, weights
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.all_reduce_grads(model.parameters())
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             _step(opt, model, cfg.linear_lr)
             if target_encoder is not None:
@@ -179,13 +203,15 @@ def train_model(
             losses.append(parts)
             step += 1
         val_err = validation_error(model, val, cv_cols) if len(val) else float(np.mean(losses))
+        val_err = distributed.broadcast_float(val_err, device)
+        seconds = elapsed()
         if not math.isfinite(val_err):
             raise FloatingPointError(f"training diverged at epoch {epoch} (validation {val_err})")
         if val_err < best[0]:
             best = (val_err, epoch)
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         mean_parts = np.mean(losses, axis=0)
-        done = max(epoch / cfg.max_epochs, (time.perf_counter() - t0) / budget)
+        done = max(epoch / cfg.max_epochs, seconds / budget)
         bar.set_description(f"train epoch {epoch}")
         bar.set_postfix_str(
             f"loss {mean_parts[0]:.4f} jepa {mean_parts[1]:.3f} val NRMSE {val_err:.4f} "
@@ -211,7 +237,7 @@ def train_model(
                 f"{step - best_smooth[1]} steps (best {best_smooth[0]:.4f} at step {best_smooth[1]})"
             )
             break
-        if time.perf_counter() - t0 >= budget:
+        if seconds >= budget:
             stopped = "minutes"
             reason = f"the budget of {cfg.minutes:g} min is spent"
             break
@@ -232,6 +258,19 @@ def train_model(
         reason,
     )
     return TrainResult(epoch, step, seconds, best[0], best[1], stopped, reason)
+
+
+def _shard(n: int, world: int, rank: int, seed: int) -> Tensor:
+    """This rank's share of a shuffle of ``range(n)`` (``DistributedSampler``'s split).
+
+    Every rank shuffles with the same seed, pads to a multiple of ``world`` by repeating the
+    start, and takes every ``world``-th index from its rank on: the shares are disjoint (but for
+    the padding) and together cover every window.
+    """
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    size = math.ceil(n / world) * world
+    order = order.repeat(math.ceil(size / n))[:size]
+    return order[rank::world]
 
 
 def _step(opt: torch.optim.Optimizer, model: LatentDynamics, linear_lr: float) -> None:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from twin.errors import DataQualityError, SpecError, TwinError
-from twin.model import provenance, time_scales
+from twin.model import distributed, provenance, time_scales
 from twin.model.dataset import (
     Normalizer,
     Windows,
@@ -183,6 +183,7 @@ class Twin:
             "best_epoch": result.best_epoch,
             "windows": {"train": len(train), "validation": len(val), "calibration": len(cal)},
             "calibration_score": calibration.score,
+            "processes": distributed.world_size(),  # > 1: data-parallel under torchrun
         }
         if linear is not None:
             twin.metrics["linear_init"] = linear
