@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = psub.add_parser(
         "spec",
         help="print or write a plant's spec (TOML)",
-        description="Write a plant's spec as TOML: for a generated plant (zoo-<n>), whose spec is "
+        description="Write a plant's spec as TOML: for a generated plant (zoo-<n>, site-<n>), whose spec is "
         "built in code, this is the file `twin train --spec` and `twin collect --spec` need.",
     )
     p.add_argument("name", help="plant name (see `twin plant list`), e.g. zoo-17")
@@ -115,7 +115,8 @@ def quiet_asyncua(args: argparse.Namespace) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from connectors.sim.plants import NAMED_PLANTS, ZOO_NAMES
+    from connectors.sim.plants import NAMED_PLANTS, SITE_NAMES, ZOO_NAMES
+    from connectors.sim.site import N_CV, N_DV, N_MV, N_UNITS
 
     for name, cls in NAMED_PLANTS.items():
         plant = cls(noise=False)
@@ -129,6 +130,11 @@ def _list(args: argparse.Namespace) -> int:
         "nonlinearities;\n"
         f"{'':10s} `twin plant spec zoo-17` prints one's spec, "
         "`python benchmarks/zoo.py` describes the benchmark's zoo"
+    )
+    print(
+        f"{SITE_NAMES:10s} simulated sites, n = 0, 1, 2, ...: {N_UNITS} generated units side by "
+        f"side with utilities,\n{'':10s} {N_CV} CVs, {N_MV} MVs, {N_DV} DVs grouped by unit "
+        "(U1.TI101, ...); `twin plant spec site-1` prints one's spec"
     )
     return 0
 
