@@ -110,8 +110,8 @@ def test_operator_app_in_a_browser(tmp_path: Path) -> None:
                 page.set_default_timeout(TIMEOUT_MS)
                 expect.set_options(timeout=TIMEOUT_MS)
 
-                # Plant: the live values advance without any click
-                page.goto(base)
+                # Plant (the Overview is the default page): the live values advance without any click
+                page.goto(f"{base}/plant")
                 first = newest_sample(page)
                 t_first = page.locator('[data-testid="stMetricValue"]').first.inner_text()
                 deadline = time.monotonic() + 30
