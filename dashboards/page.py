@@ -3,13 +3,16 @@ the historian it needs is missing) and the pair of CSV / JSON download buttons."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import streamlit as st
 
 from dashboards import auth, data, style
 
 NO_HISTORIAN = "No historian: start the app with --historian DIR."
+T = TypeVar("T")
 
 
 def open_page(
@@ -45,3 +48,20 @@ def download_pair(content: Callable[[str], bytes], stem: str, key: str) -> None:
             key=f"{key}_{suffix[1:]}",
             on_click="ignore",
         )
+
+
+def paged(items: Sequence[T], key: str, per_page: int) -> list[T]:
+    """The ``items`` of the page chosen by a "Page" control (``key``), ``per_page`` at most;
+    all of them, with no control, when they fit on one page."""
+    pages = math.ceil(len(items) / per_page)
+    if pages <= 1:
+        return list(items)
+    if st.session_state.get(key) not in range(1, pages + 1):
+        st.session_state[key] = 1
+    number = st.segmented_control("Page", list(range(1, pages + 1)), key=key) or 1
+    first = (number - 1) * per_page
+    st.caption(
+        f"{len(items)} tags, {per_page} panels per page: page {number} of {pages} "
+        f"shows tags {first + 1} to {min(first + per_page, len(items))}"
+    )
+    return list(items[first : first + per_page])

@@ -29,8 +29,14 @@ PAGE_MODULES = (
     "dashboards.style",
     "dashboards.page",
     "dashboards.charts",
+    "dashboards.panels",
     "dashboards.trends",
+    "dashboards.trendsets",
     "dashboards.alarms",
+    "dashboards.alarm_book",
+    "dashboards.modes",
+    "dashboards.auth",
+    "dashboards.overview_data",
     "dashboards.compute",
 )
 

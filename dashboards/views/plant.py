@@ -1,4 +1,6 @@
-"""Plant page: alarms, trends of every tag with setpoints and limits, current values, history.
+"""Plant page: alarms, trends of the plant's tags with setpoints and limits, current values,
+history. A plant with more tags than fit in one view (:data:`dashboards.charts.MAX_PANELS`) shows
+one unit (the spec's ``group``) or all tags, a page at a time.
 
 Live (a collector writes the historian): everything is in one fragment that reruns on its own
 every ``refresh_s`` seconds (the rest of the page does not rerun). Each refresh reads the
@@ -25,10 +27,10 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from dashboards import alarms, data, modes, page, style, trends
+from dashboards import alarms, charts, data, modes, page, style, trends
 from dashboards.alarm_book import AlarmLog
 from dashboards.modes import human_duration
-from twin.spec import PlantSpec
+from twin.spec import PlantSpec, Tag
 
 # (comments, not docstrings: Streamlit's magic would draw a bare string of a page script)
 RANGES_MIN = (5, 15, 60, 240)
@@ -36,6 +38,8 @@ SHELVE_FOR_MIN = (15, 60, 480, 1440)  # how long an alarm may be shelved, in min
 MAX_LISTED = 20  # alarm rows drawn at most (the rest is counted)
 HISTORY_EVENTS = 50  # alarm log events shown
 HISTORY_RECHECK_S = 30.0  # history mode: how often to check whether a collector started
+ALL_TAGS = "all tags"
+METRICS_PER_ROW = 6
 
 
 def actor(action: str = "acknowledge") -> tuple[str, str | None]:
@@ -227,16 +231,18 @@ def alarm_history(root: str) -> None:
         st.dataframe(table, hide_index=True, key="alarm_history")
 
 
-def metrics(spec: PlantSpec, rows: pl.DataFrame, latest: pl.DataFrame) -> None:
-    """A metric per CV and MV: the current value and its change over the last minute."""
+def metrics(tags: list[Tag], rows: pl.DataFrame, latest: pl.DataFrame) -> None:
+    """A metric per CV and MV among ``tags``: the current value and its change over the last
+    minute, :data:`METRICS_PER_ROW` to a row."""
     values = {r["tag"]: r for r in latest.iter_rows(named=True)}
     newest = latest.get_column("ts").max() if latest.height else None
     before: dict[str, float | None] = {}
     if isinstance(newest, datetime):  # each tag's last value a minute before the newest sample
         ago = data.latest_values(rows.filter(pl.col("ts") <= newest - timedelta(minutes=1)))
         before = dict(zip(ago.get_column("tag"), ago.get_column("value"), strict=True))
-    shown = [*spec.cvs, *spec.mvs]
-    for col, tag in zip(st.columns(len(shown)), shown, strict=True):
+    shown = [t for t in tags if t.role in ("cv", "mv")]
+    cols = [c for i in range(0, len(shown), METRICS_PER_ROW) for c in st.columns(METRICS_PER_ROW)]
+    for col, tag in zip(cols, shown, strict=False):
         row = values.get(tag.name)
         if row is None or row["value"] is None:
             col.metric(style.axis_title(tag.name, tag.unit), "—")
@@ -270,15 +276,33 @@ def figure(
     slot: int,
     at: datetime | None,
     spec_key: str,
+    names: tuple[str, ...],
     _spec: PlantSpec,
 ) -> go.Figure:
-    """The trends of the refresh ``slot`` (live) or at the instant ``at`` (history), shared by
-    every session; returned as is (callers only draw it)."""
+    """The trends of the tags ``names`` for the refresh ``slot`` (live) or at the instant ``at``
+    (history), shared by every session; returned as is (callers only draw it)."""
     samples, _ = data.split_marks(read(root, _spec, minutes, at, version))
-    return trends.build(_spec, samples, dict(setpoints), at or datetime.now(UTC), minutes)
+    tags = [_spec.tag(n) for n in names]
+    return trends.build(_spec, samples, dict(setpoints), at or datetime.now(UTC), minutes, tags)
 
 
-def show(cfg: data.AppConfig, spec: PlantSpec, minutes: float, mode: modes.Mode) -> None:
+def chosen_tags(spec: PlantSpec) -> list[Tag]:
+    """The tags to trend: all (CVs, MVs, DVs) when they fit in one view; else those of the unit
+    picked (the spec's groups, or all tags), a page at a time."""
+    every = [*spec.cvs, *spec.mvs, *spec.dvs]
+    if len(every) <= charts.MAX_PANELS:
+        return every
+    groups = list(dict.fromkeys(t.group for t in every if t.group))
+    if groups:
+        unit = st.segmented_control("Unit", [ALL_TAGS, *groups], default=ALL_TAGS, key="plant_unit")
+        if unit and unit != ALL_TAGS:
+            every = [t for t in every if t.group == unit]
+    return page.paged(every, "plant_page", charts.MAX_PANELS)
+
+
+def show(
+    cfg: data.AppConfig, spec: PlantSpec, minutes: float, mode: modes.Mode, tags: list[Tag]
+) -> None:
     """One refresh: read the range, update alarms, draw everything."""
     assert cfg.historian is not None
     at = None if mode.live else modes.as_of() or mode.end
@@ -302,9 +326,12 @@ def show(cfg: data.AppConfig, spec: PlantSpec, minutes: float, mode: modes.Mode)
         st.caption(f"as of {now:%Y-%m-%d %H:%M:%S} UTC · the last sample before it: {stamp}")
     slot = int(now.timestamp() // cfg.refresh_s) if mode.live else 0
     key = f"{spec.name}:{spec.source}"
-    fig = figure(root, version, float(minutes), tuple(sorted(sp.items())), slot, at, key, spec)
+    names = tuple(t.name for t in tags)
+    fig = figure(
+        root, version, float(minutes), tuple(sorted(sp.items())), slot, at, key, names, spec
+    )
     st.plotly_chart(fig, key="plant_trends", config={"displaylogo": False})
-    metrics(spec, samples, latest)
+    metrics(tags, samples, latest)
     st.dataframe(values_table(spec, latest, sp, now), hide_index=True)
     alarm_history(root)
 
@@ -355,8 +382,9 @@ def main() -> None:
         )
         or 15
     )
+    tags = chosen_tags(spec)
     every = cfg.refresh_s if mode.live else HISTORY_RECHECK_S
-    st.fragment(run_every=every)(show)(cfg, spec, minutes, mode)
+    st.fragment(run_every=every)(show)(cfg, spec, minutes, mode, tags)
 
 
 main()

@@ -10,7 +10,6 @@ are kept per signed-in user under ``<historian>/trendsets/`` (:mod:`dashboards.t
 from __future__ import annotations
 
 import importlib
-import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -289,18 +288,7 @@ def main() -> None:
     if not names:
         style.note("Find a tag above and add it, or open a saved trend set.")
         return
-    pages = math.ceil(len(names) / charts.MAX_PANELS)
-    number = 1
-    if pages > 1:
-        if st.session_state.get(PAGE) not in range(1, pages + 1):
-            st.session_state[PAGE] = 1
-        number = st.segmented_control("Page", list(range(1, pages + 1)), key=PAGE) or 1
-        first = (number - 1) * charts.MAX_PANELS
-        st.caption(
-            f"{len(names)} tags, {charts.MAX_PANELS} panels per page: page {number} of {pages} "
-            f"shows tags {first + 1} to {min(first + charts.MAX_PANELS, len(names))}"
-        )
-    shown = names[(number - 1) * charts.MAX_PANELS : number * charts.MAX_PANELS]
+    shown = page.paged(names, PAGE, charts.MAX_PANELS)
     live = _modes("session_mode")
     refresh = cfg.refresh_s if live is None or live(cfg, spec).live else None
     st.fragment(run_every=refresh)(draw)(cfg, spec, shown, float(minutes), list(show or []))

@@ -156,7 +156,7 @@ def test_dashboard_command_binds_loopback_in_viewer_mode(tmp_path: Path) -> None
     )
     cmd = streamlit_command(args, 8123)
     flags = dict(zip(cmd[5::2], cmd[6::2], strict=False))
-    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboards/app.py")
+    assert cmd[1:4] == ["-m", "dashboards.serve", "run"] and cmd[4].endswith("dashboards/app.py")
     assert flags["--server.address"] == "127.0.0.1" and flags["--server.port"] == "8123"
     assert flags["--client.toolbarMode"] == "viewer"
     assert flags["--browser.gatherUsageStats"] == "false"

@@ -239,6 +239,29 @@ def test_overview_says_what_the_write_back_does(
 # --- trends -------------------------------------------------------------------------------
 
 
+def test_plant_page_of_a_wide_plant_shows_one_unit_a_page_at_a_time(
+    wide: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """53 tags are not drawn as 53 strips: at most 8 panels, paged, or one unit picked."""
+    historian, spec_file = wide
+    at = run_page(monkeypatch, "plant", historian, spec=spec_file)
+    spec = wide_spec()
+    names = [t.name for t in (*spec.cvs, *spec.mvs, *spec.dvs)]
+    drawn = [t.split("</b>")[0].split("<b>")[1] for t in panel_titles(figure(at))]
+    assert drawn == names[:8]
+    assert "53 tags, 8 panels per page: page 1 of 7 shows tags 1 to 8" in texts(at)
+    at.segmented_control(key="plant_unit").set_value("Stripper").run()
+    assert not at.exception, [e.message for e in at.exception]
+    drawn = [t.split("</b>")[0].split("<b>")[1] for t in panel_titles(figure(at))]
+    stripper = [t.name for t in (*spec.cvs, *spec.mvs, *spec.dvs) if t.group == "Stripper"]
+    assert len(stripper) == 14 and drawn == stripper[:8]
+    # the numbers under the trends are those of the CVs and MVs on the page
+    assert [m.label.split(" [")[0] for m in at.metric] == stripper[:6]
+    at.segmented_control(key="plant_page").set_value(2).run()
+    drawn = [t.split("</b>")[0].split("<b>")[1] for t in panel_titles(figure(at))]
+    assert drawn == stripper[8:] and not at.metric  # DVs only
+
+
 def test_trends_page_finds_a_tag_and_draws_its_trend(
     plant: pages_tests.PlantData, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,6 +1,6 @@
 """``twin dashboard``: start the operator app (Streamlit) on 127.0.0.1.
 
-Runs ``python -m streamlit run dashboards/app.py`` as a child process with the app's grey
+Runs ``python -m dashboards.serve run dashboards/app.py`` (``streamlit run`` with the code imported first) as a child process with the app's grey
 theme, the viewer toolbar, no usage statistics and no file watcher, prints the URL once the
 server answers, and stops it on Ctrl-C or SIGTERM.
 
@@ -80,13 +80,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def streamlit_command(args: argparse.Namespace, port: int) -> list[str]:
-    """The ``python -m streamlit run`` command line for ``args``."""
+    """The ``python -m dashboards.serve run`` command line for ``args``.
+
+    :mod:`dashboards.serve` is ``streamlit run`` with the pages' code (and the twin's, with a
+    model) imported before the server listens, so the first page opened is not the slow one.
+    """
     from dashboards.style import THEME
 
     cmd = [
         sys.executable,
         "-m",
-        "streamlit",
+        "dashboards.serve",
         "run",
         str(APP),
         "--server.address",

