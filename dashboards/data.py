@@ -155,8 +155,17 @@ def _preload() -> None:
 
 
 @st.cache_resource(show_spinner=False)
-def _spec(source: str) -> PlantSpec:
+def _cached_spec(source: str, mtime_ns: int) -> PlantSpec:
     return spec_from_arg(source)
+
+
+def _spec(source: str) -> PlantSpec:
+    """The spec of a file or built-in plant, read again when the file changes."""
+    try:
+        mtime_ns = Path(source).stat().st_mtime_ns
+    except OSError:  # a built-in plant's name, or a file spec_from_arg will name as missing
+        mtime_ns = 0
+    return _cached_spec(source, mtime_ns)
 
 
 def plant_spec(cfg: AppConfig) -> PlantSpec | None:

@@ -10,8 +10,11 @@ from typing import TypeVar
 import streamlit as st
 
 from dashboards import auth, data, style
+from twin.errors import TwinError
+from twin.spec import PlantSpec
 
 NO_HISTORIAN = "No historian: start the app with --historian DIR."
+NO_SPEC = "No plant spec: start the app with --model MODEL or --spec SPEC."
 T = TypeVar("T")
 
 
@@ -29,6 +32,29 @@ def open_page(
         style.note(NO_HISTORIAN)
         return None
     return cfg
+
+
+def open_plant_page(title: str) -> tuple[data.AppConfig, PlantSpec] | None:
+    """The app's configuration and the plant's spec (read without loading the twin) after the
+    page's title (``{plant}`` in it: the plant's name); None, with a note shown, when there is
+    no spec or no historian folder."""
+    cfg = data.app_config()
+    try:
+        spec = data.data_spec(cfg)
+    except TwinError as exc:
+        st.error(str(exc))
+        return None
+    st.subheader(title.format(plant=spec.name if spec is not None else ""))
+    if spec is None:
+        style.note(NO_SPEC)
+        return None
+    if cfg.historian is None:
+        style.note(NO_HISTORIAN)
+        return None
+    if not cfg.historian.is_dir():
+        st.error(f"historian folder {cfg.historian} does not exist")
+        return None
+    return cfg, spec
 
 
 def download_pair(content: Callable[[str], bytes], stem: str, key: str) -> None:

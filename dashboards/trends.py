@@ -18,7 +18,7 @@ import polars as pl
 import streamlit as st
 
 from dashboards import charts, compute, data
-from twin.spec import PlantSpec, Tag, load_spec
+from twin.spec import PlantSpec, Tag
 
 if TYPE_CHECKING:
     from twin.model.forecast import Forecast
@@ -81,21 +81,6 @@ def shared(
 
 
 # --- the plant spec and the twin's forecast ------------------------------------------------------------------
-
-
-@st.cache_resource(show_spinner=False)
-def _saved_spec(path: str, mtime_ns: int) -> PlantSpec:
-    return load_spec(path)
-
-
-def plant_spec(cfg: data.AppConfig) -> PlantSpec | None:
-    """The plant spec without loading the twin (a fast first paint): the model folder's
-    ``spec.toml`` (the spec the twin was trained for), else ``--spec``; None without both."""
-    if cfg.model is not None:
-        saved = cfg.model / "spec.toml"
-        if saved.is_file():
-            return _saved_spec(str(saved), saved.stat().st_mtime_ns)
-    return data.plant_spec(cfg)
 
 
 def forecast_samples(twin: Twin) -> int:

@@ -333,19 +333,10 @@ def live(cfg: data.AppConfig, spec: PlantSpec) -> None:
 
 
 def main() -> None:
-    cfg = data.app_config()
-    try:
-        spec = trends.plant_spec(cfg)
-    except TwinError as exc:
-        st.error(str(exc))
+    opened = page.open_plant_page("Overview {plant}")
+    if opened is None:
         return
-    if spec is None:
-        style.note("No plant spec: start the app with --model MODEL or --spec SPEC.")
-        return
-    st.subheader(f"Overview {spec.name}")
-    if cfg.historian is None or not cfg.historian.is_dir():
-        style.note(page.NO_HISTORIAN)
-        return
+    cfg, spec = opened
     session_mode = _optional("dashboards.modes", "session_mode")
     live_now = session_mode is None or session_mode(cfg, spec).live
     st.fragment(run_every=cfg.refresh_s if live_now else None)(live)(cfg, spec)

@@ -356,18 +356,10 @@ def cursor(mode: modes.Mode, spec: PlantSpec) -> None:
 
 
 def main() -> None:
-    cfg = data.app_config()
-    spec = data.data_spec(cfg)
-    if spec is None:
-        style.note("No plant spec: start the app with --model MODEL or --spec SPEC.")
+    opened = page.open_plant_page("Plant {plant}")
+    if opened is None:
         return
-    st.subheader(f"Plant {spec.name}")
-    if cfg.historian is None:
-        style.note(page.NO_HISTORIAN)
-        return
-    if not cfg.historian.is_dir():
-        st.error(f"historian folder {cfg.historian} does not exist")
-        return
+    cfg, spec = opened
     mode = modes.session_mode(cfg, spec)
     if not mode.live:
         style.note(f"**history**: {mode.why}")

@@ -239,19 +239,10 @@ def draw(
 
 
 def main() -> None:
-    cfg = data.app_config()
-    try:
-        spec = trends.plant_spec(cfg)
-    except TwinError as exc:
-        st.error(str(exc))
+    opened = page.open_plant_page("Trends")
+    if opened is None:
         return
-    st.subheader("Trends")
-    if spec is None:
-        style.note("No plant spec: start the app with --model MODEL or --spec SPEC.")
-        return
-    if cfg.historian is None or not cfg.historian.is_dir():
-        style.note(page.NO_HISTORIAN)
-        return
+    cfg, spec = opened
     trend_sets(cfg, spec)
     search_box(spec)
     known = [t for t in st.session_state.get(TAGS) or [] if t in spec.tag_names]
