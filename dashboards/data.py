@@ -344,19 +344,28 @@ def recommendations_stamp(root: Path) -> tuple[str, int, int]:
 
 
 @st.cache_data(ttl=300, max_entries=8, show_spinner=False)
-def latest_recommendation_dict(root: str, version: Any) -> dict[str, Any] | None:
-    """The newest recommendation ``twin run`` logged, as its dict (None: none yet)."""
+def latest_recommendation_dict(
+    root: str, version: Any, at: datetime | None = None
+) -> dict[str, Any] | None:
+    """The newest recommendation ``twin run`` logged (at or before ``at``), as its dict (None:
+    none yet)."""
     from twin.control.recommendation_log import RecommendationLog
 
-    rec = RecommendationLog(root).latest()
+    rec = RecommendationLog(root).latest(at)
     return rec.to_dict() if rec is not None else None
 
 
-def latest_setpoints(root: Path) -> dict[str, float]:
-    """The CV setpoints of the newest recommendation (empty without one)."""
-    version = recommendations_stamp(root)
-    doc = latest_recommendation_dict(str(root), version) if version[0] else None
-    return {str(k): float(v) for k, v in (doc or {}).get("setpoints", {}).items()}
+def setpoints_in_force(
+    cfg: AppConfig, spec: PlantSpec, at: datetime | None = None
+) -> dict[str, float]:
+    """CV setpoints in force (at the instant ``at`` in history): those of the controller's last
+    recommendation (``twin run``) then, else the spec's."""
+    out = {t.name: float(t.setpoint) for t in spec.cvs if t.setpoint is not None}
+    if cfg.historian is not None:
+        version = recommendations_stamp(cfg.historian)
+        doc = latest_recommendation_dict(str(cfg.historian), version, at) if version[0] else None
+        out.update({str(k): float(v) for k, v in (doc or {}).get("setpoints", {}).items()})
+    return out
 
 
 def latest_recommendation(root: Path) -> Recommendation | None:

@@ -142,14 +142,6 @@ def tile(tag: Tag, row: dict[str, Any] | None, setpoint: float | None) -> Tile:
     return Tile(tag, float(value), ts, quality, setpoint, deviation, abnormal, colour)
 
 
-def setpoints(cfg: data.AppConfig, spec: PlantSpec) -> dict[str, float]:
-    """CV setpoints in force: those the controller used last (``twin run``), else the spec's."""
-    out = {t.name: float(t.setpoint) for t in spec.cvs if t.setpoint is not None}
-    if cfg.historian is not None:
-        out.update(data.latest_setpoints(cfg.historian))
-    return out
-
-
 def groups(tags: list[Tag]) -> list[tuple[str, list[Tag]]]:
     """Tags by group in the order the spec first names each; those without one last."""
     out: dict[str, list[Tag]] = {}

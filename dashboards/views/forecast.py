@@ -70,8 +70,7 @@ def now_forecast(cfg: data.AppConfig, minutes: int, tags: list[Tag]) -> None:
     try:
         if plan == "hold MVs":
             fc = trends.hold_forecast(model, root, version)
-            sps = {t.name: float(t.setpoint) for t in spec.cvs if t.setpoint is not None}
-            sps.update(data.latest_setpoints(cfg.historian))
+            sps = data.setpoints_in_force(cfg, spec)
         else:  # the loop put its adaptive band on the forecast it logged
             assert rec is not None and rec.forecast is not None
             fc, sps = rec.forecast, dict(rec.setpoints)
@@ -124,7 +123,7 @@ def history_at(cfg: data.AppConfig, minutes: int, tags: list[Tag], at: datetime)
         return
     end = at + timedelta(minutes=ahead)
     rows = data.rows_until(root, tuple(t.name for t in tags), end, minutes + ahead, version)
-    sps = {t.name: float(t.setpoint) for t in spec.cvs if t.setpoint is not None}
+    sps = data.setpoints_in_force(cfg, spec, at)
     fig = charts.tag_panels(
         tags, rows, (end - timedelta(minutes=minutes + ahead), end), setpoints=sps, forecast=fc,
         uirevision="forecast", legend=True,

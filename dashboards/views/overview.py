@@ -41,7 +41,6 @@ from dashboards.overview_data import (
     groups,
     loop_state,
     read_view,
-    setpoints,
     tile,
 )
 from twin.errors import TwinError
@@ -294,7 +293,7 @@ def with_twin(cfg: data.AppConfig, view: View, slots: list[Slots], health_slot: 
 def live(cfg: data.AppConfig, spec: PlantSpec) -> None:
     """One redraw: the status row, the tiles by group, then what the twin says."""
     view = read_view(cfg, spec)
-    sp = setpoints(cfg, spec)
+    sp = data.setpoints_in_force(cfg, spec, None if view.live else view.end)
     latest = {r["tag"]: r for r in data.latest_values(view.rows).iter_rows(named=True)}
     cvs = list(spec.cvs)
     tiles = {t.name: tile(t, latest.get(t.name), sp.get(t.name)) for t in cvs}

@@ -58,14 +58,6 @@ def actor(action: str = "acknowledge") -> tuple[str, str | None]:
     return (str(user.name) if user else ""), auth.why_not(action) or f"not allowed: {action}"
 
 
-def setpoints(cfg: data.AppConfig, spec: PlantSpec) -> dict[str, float]:
-    """CV setpoints: those the controller used last (``twin run``), else the spec's."""
-    out = {t.name: float(t.setpoint) for t in spec.cvs if t.setpoint is not None}
-    if cfg.historian is not None:
-        out.update(data.latest_setpoints(cfg.historian))
-    return out
-
-
 def values_table(
     spec: PlantSpec, latest: pl.DataFrame, sp: dict[str, float], now: datetime
 ) -> pl.DataFrame:
@@ -314,7 +306,7 @@ def show(
     samples, _ = data.split_marks(rows)
     latest = data.latest_values(samples)
     book = alarms.refresh(root, spec, rows, now, mode)
-    sp = setpoints(cfg, spec)
+    sp = data.setpoints_in_force(cfg, spec, at)
     alarm_panel(book, now, mode.live)  # ISA-101: alarms first, then trends, then the numbers
     newest = latest.get_column("ts").max() if latest.height else None
     if mode.live:

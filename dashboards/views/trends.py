@@ -205,14 +205,6 @@ def forecast_for(cfg: data.AppConfig, show: list[str], cursor: datetime | None) 
         return None
 
 
-def setpoints(cfg: data.AppConfig, spec: PlantSpec) -> dict[str, float]:
-    """CV setpoints in force: those the controller used last (``twin run``), else the spec's."""
-    out = {t.name: float(t.setpoint) for t in spec.cvs if t.setpoint is not None}
-    if cfg.historian is not None:
-        out.update(data.latest_setpoints(cfg.historian))
-    return out
-
-
 def draw(
     cfg: data.AppConfig, spec: PlantSpec, names: list[str], minutes: float, show: list[str]
 ) -> None:
@@ -231,7 +223,7 @@ def draw(
         [spec.tag(n) for n in names],
         rows,
         trends.edge(rows, now, minutes),
-        setpoints=setpoints(cfg, spec),
+        setpoints=data.setpoints_in_force(cfg, spec, cursor),
         forecast=fc,
         show=show,
     )

@@ -184,6 +184,11 @@ def test_log_appends_reads_by_time_and_finds_the_latest(tmp_path: Path) -> None:
     latest = log.latest()
     assert latest is not None and latest.ts == times[-1]
     assert latest.move("Tc").recommended == pytest.approx(300.3)
+    # the one in force at an instant of the past: the last made at or before it, across days
+    assert [log.latest(t).ts for t in times] == times  # type: ignore[union-attr]
+    between = log.latest(times[2] + timedelta(seconds=3))
+    assert between is not None and between.move("Tc").recommended == pytest.approx(300.2)
+    assert log.latest(times[0] - timedelta(seconds=1)) is None
 
 
 def test_a_torn_last_line_is_skipped_and_sealed_off(tmp_path: Path) -> None:

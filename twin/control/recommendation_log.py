@@ -69,14 +69,20 @@ class RecommendationLog:
         out.sort(key=lambda r: r.ts)
         return out
 
-    def latest(self) -> Recommendation | None:
-        """The most recent recommendation (the last appended of equal times), or None.
+    def latest(self, at: datetime | None = None) -> Recommendation | None:
+        """The most recent recommendation (the last appended of equal times), or None; with
+        ``at``, the most recent made at or before ``at`` (the one in force then).
 
-        Reads only the end of the newest day file: the app asks every refresh, and a day of
-        recommendations with their forecasts runs to tens of MB.
+        Without ``at`` it reads only the end of the newest day file: the app asks every refresh,
+        and a day of recommendations with their forecasts runs to tens of MB.
         """
+        hi = None if at is None else as_utc(at)
         for path in reversed(self.files()):
-            recs = _read_tail(path)
+            day = _day_of(path)
+            if hi is not None and (day is None or day > hi.date()):
+                continue
+            recs = _read_tail(path) if hi is None else _read_lines(path)
+            recs = [r for r in recs if hi is None or r.ts <= hi]
             if recs:
                 return max(reversed(recs), key=lambda r: r.ts)
         return None
