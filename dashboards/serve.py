@@ -52,6 +52,11 @@ def model_configured(argv: list[str]) -> bool:
 def warm(argv: list[str]) -> float:
     """Import the pages' code (and the twin's when a model is configured); seconds taken."""
     t0 = time.perf_counter()
+    # st.cache_data checks its settings against a storage that exists only once the server
+    # runs; before it, it warns "No runtime found" once per cached function (harmless: the
+    # cache itself is looked up at call time, in the running server)
+    importlib.import_module("streamlit.runtime.caching.cache_data_api")  # sets its log level
+    logging.getLogger("streamlit.runtime.caching.cache_data_api").setLevel(logging.ERROR)
     for name in PAGE_MODULES:
         try:
             importlib.import_module(name)
