@@ -144,6 +144,11 @@ def test_lake_and_plant_resolve_to_the_plant_historian_for_import(tmp_path: Path
         ["evaluate", "--model", "m", "--lake", str(root), "--plant", "north", "--out", "r"],
         ["collect", "--spec", "cstr", "--endpoint", "opc.tcp://h:4840", "--lake", str(root),
          "--plant", "north"],
+        ["recommend", "--model", "m", "--lake", str(root), "--plant", "north", "--out", "o.csv"],
+        ["whatif", "--model", "m", "--lake", str(root), "--plant", "north", "--setpoint", "T=350",
+         "--out", "w.json"],
+        ["replay", "--spec", "cstr", "--from", "d", "--lake", str(root), "--plant", "north"],
+        ["dashboard", "--plant", "north", "--lake", str(root)],
     ):  # fmt: skip
         assert build_parser().parse_args(argv).historian == root / "plant=north"
     capsys.readouterr()

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from twin.cli.args import add_release_arg, aware_time
+from twin.cli.args import add_historian_arg, add_release_arg, aware_time
 from twin.control.setpoints import Setpoints
 from twin.errors import TwinError
 
@@ -90,7 +90,7 @@ def _add_recommend(sub: argparse._SubParsersAction) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, type=Path, help="saved twin folder")
-    p.add_argument("--historian", required=True, type=Path, metavar="DIR", help="historian folder")
+    add_historian_arg(p)
     p.add_argument(
         "--at", type=aware_time, metavar="T", help="use the history up to T (default: the newest)"
     )

@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from twin.cli.args import add_historian_arg
 from twin.errors import TwinError
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "collect` or `twin run`) and, optionally, a saved twin. The app only reads files: it "
         "opens no OPC-UA session. Stops on Ctrl-C.",
     )
-    p.add_argument("--historian", required=True, type=Path, metavar="DIR", help="historian folder")
+    add_historian_arg(p)
     p.add_argument("--model", type=Path, help="saved twin folder (forecast, what-if, model pages)")
     p.add_argument("--spec", help="plant spec (TOML file or built-in name) when no --model")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")

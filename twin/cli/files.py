@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--from", dest="source", required=True, type=Path, metavar="DIR", help="stored history"
     )
-    p.add_argument("--historian", required=True, type=Path, metavar="OUT_DIR", help="target")
+    add_historian_arg(p, help="target historian", metavar="OUT_DIR")
     p.add_argument("--speed", type=float, default=1.0, help="times real time (0: no waiting)")
     p.add_argument("--start", type=aware_time, metavar="T", help="ISO 8601 time with offset")
     p.add_argument("--end", type=aware_time, metavar="T", help="ISO 8601 time with offset")
