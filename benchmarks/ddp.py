@@ -3,8 +3,8 @@
 Records the CSTR's history once, then trains the same twin with the same command line, once as
 one process per seed and once under ``torchrun --nproc-per-node N`` (gloo on CPU, NCCL with
 ``--device cuda``), and prints for each run the validation NRMSE at H (mean over CVs), the
-optimiser steps per second and the training windows per second (steps x batch x members x
-processes). Target (issue 16): the N-process NRMSE lies within the spread (min..max) of the
+optimiser steps per second and the training windows per second (steps x batch x members; the
+batch is global, shared by the processes). Target (issue 16): the N-process NRMSE lies within the spread (min..max) of the
 single-process seeds. Writes ``benchmarks/results/ddp.json``.
 
     .venv/bin/python benchmarks/ddp.py                           # 24 h of history, 2 min budget
@@ -72,7 +72,7 @@ def train(hist: Path, out: Path, seed: int, nproc: int, args: argparse.Namespace
         "train_seconds": tr["seconds"],
         "wall_seconds": round(wall, 1),
         "steps_per_s": round(steps_s, 2),
-        "windows_per_s": round(steps_s * cfg["batch"] * cfg["ensemble"] * tr.get("processes", 1)),
+        "windows_per_s": round(steps_s * cfg["batch"] * cfg["ensemble"]),  # the global batch
         "stopped": tr["stopped"],
         "kept": (m.get("linear_init") or {}).get("kept", "trained"),  # or the linear start
     }

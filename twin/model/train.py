@@ -17,7 +17,11 @@ exponentially smoothed validation error. :attr:`TrainResult.reason` says which, 
 Under ``torchrun`` (:mod:`twin.model.distributed`) each rank draws its members' batches from its
 share of the epoch's shuffled windows (``DistributedSampler``'s split, seeded by the seed and the
 epoch), gradients are averaged over the ranks, and the clock, the validation error and so every
-decision are rank 0's: the ranks' weights stay identical. An epoch is then ``1 / N`` the steps.
+decision are rank 0's: the ranks' weights stay identical. The batch is global: each of N ranks
+draws ``batch / N`` windows per member and step, so a step averages the gradient of the same
+number of windows as in one process and an epoch has as many steps; N processes do each step's
+work in parallel instead of taking steps N times as large (which, under a time budget, gave fewer
+updates and a worse twin: ``benchmarks/ddp.py``).
 """
 
 from __future__ import annotations
@@ -143,7 +147,8 @@ def train_model(
         distributed.broadcast_module(model)
     # rank 0 draws as a single process does; the others from streams of their own
     draw = gen if rank == 0 else torch.Generator().manual_seed(cfg.seed + 100_003 * rank)
-    steps_per_epoch = max(1, math.ceil(n / (cfg.batch * world)))
+    batch = max(1, cfg.batch // world)  # this rank's share of the global batch
+    steps_per_epoch = max(1, math.ceil(n / cfg.batch))
     total_steps = cfg.max_epochs * steps_per_epoch
     budget = distributed.broadcast_float(cfg.minutes * 60.0, device)
     jepa_steps = sorted({*range(cfg.jepa_every - 1, cfg.horizon, cfg.jepa_every), cfg.horizon - 1})
@@ -185,9 +190,9 @@ def train_model(
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
             if shard is None:
-                pick = torch.randint(n, (model.k, cfg.batch), generator=draw)
+                pick = torch.randint(n, (model.k, batch), generator=draw)
             else:
-                pick = shard[torch.randint(len(shard), (model.k, cfg.batch), generator=draw)]
+                pick = shard[torch.randint(len(shard), (model.k, batch), generator=draw)]
             idx = pool.gather(1, pick).to(device)
             p, f = past[idx], future[idx]
             loss, parts = _loss(
