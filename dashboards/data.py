@@ -122,9 +122,12 @@ def load_twin(path: str) -> Twin:
 
 
 def import_model_code() -> Any:
-    """Import torch and the twin's code (seconds; a twin's weights then load in milliseconds)."""
+    """Import torch and the twin's code, the controller's (scipy.optimize) with it: seconds, after
+    which a twin's weights load in milliseconds and the What-if page's first run waits on none."""
     import torch
 
+    import twin.control.whatif
+    import twin.model.health
     import twin.model.twin  # noqa: F401
 
     return torch
