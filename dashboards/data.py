@@ -376,9 +376,7 @@ def latest_recommendation(root: Path) -> Recommendation | None:
     from twin.control.recommendation import Recommendation
 
     version = recommendations_stamp(root)
-    if not version[0]:
-        return None
-    doc = latest_recommendation_dict(str(root), version)
+    doc = latest_recommendation_dict(str(root), version) if version[0] else None
     return Recommendation.from_dict(doc) if doc else None
 
 
