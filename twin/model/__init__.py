@@ -7,7 +7,9 @@
 - ``train``: the training loop (ensemble, early stopping, progress bar).
 - ``twin``: ``Twin``: fit, save, load, forecast.
 - ``saved``: the saved folder's files, their JSON and checksums.
-- ``forecast``: ``Forecast`` (mean and band per tag per step) and the conformal calibration.
+- ``forecast``: ``Forecast`` (mean and band per tag per step) and the history window.
+- ``calibration``: ``Calibration``, the split-conformal band per step and tag (re-exported by
+  ``forecast``).
 - ``adaptive``: bands that adapt live per tag and step as outcomes arrive (adaptive conformal
   inference), saved beside the historian as ``bands.json``.
 - ``health``: the live forecast error against the validation error, and live band coverage.
