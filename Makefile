@@ -4,14 +4,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit clean browser
+.PHONY: demo test lint typecheck unit clean browser java
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The CPU build of torch first: a bare `torch` would pull a CUDA build of several GB.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	# scale: pyspark, for `twin frames build` and its test in Spark local mode
+	$(BIN)/python -m pip install -q -e '.[dev,scale]'
 	touch $@
 
 demo: $(STAMP)
@@ -31,7 +32,14 @@ browser:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 	@chromium --version 2>/dev/null
 
-test: lint typecheck browser
+# Spark (the frames test, Spark local mode) needs a Java runtime, 17 or newer.
+java:
+	@command -v java >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq default-jre-headless >/dev/null; }
+	@java -version 2>&1 | head -1
+
+test: lint typecheck browser java
 	$(BIN)/python -m pytest
 
 clean:

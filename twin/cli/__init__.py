@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "twin.cli.dashboard",  # twin dashboard
     "twin.cli.users",  # twin users add | list | remove | passwd | role
     "twin.cli.lake",  # twin lake add | list
+    "twin.cli.frames",  # twin frames build
 ]
 
 #: entry-point group of command modules that other packages add, declared in pyproject.toml:

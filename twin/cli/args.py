@@ -79,15 +79,26 @@ class _LakeAction(argparse.Action):
 
 
 def add_historian_arg(
-    p: argparse.ArgumentParser, help: str = "historian folder", metavar: str = "DIR"
+    p: argparse.ArgumentParser,
+    help: str = "historian folder",
+    metavar: str = "DIR",
+    *,
+    frames: bool = False,
 ) -> None:
     """``--historian DIR``, or ``--lake ROOT --plant NAME`` for the historian ``ROOT/plant=NAME``.
 
     Either way the command reads ``args.historian`` (a Path); :func:`check_lake_args` (called
     by ``twin``'s ``main``) refuses ``--lake`` without ``--plant`` and the other way round.
+    ``frames``: ``--frames DIR`` (frame shards built by ``twin frames build``) is a third
+    choice; ``args.historian`` is then None and ``--plant`` may name the plant in the shards.
     """
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--historian", type=Path, metavar=metavar, help=help)
+    if frames:
+        group.add_argument(
+            "--frames", type=Path, metavar="SHARDS",
+            help="frame shards built by `twin frames build` (Spark) instead of a historian",
+        )  # fmt: skip
     group.add_argument(
         "--lake", type=Path, action=_LakeAction, metavar="ROOT",
         help="a lake of many plants: with --plant, use the historian ROOT/plant=NAME",
@@ -103,4 +114,6 @@ def check_lake_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     lake, plant = getattr(args, "lake", None), getattr(args, "plant", None)
     if not hasattr(args, "lake") or (lake is None) == (plant is None):
         return
+    if plant is not None and getattr(args, "frames", None) is not None:
+        return  # the plant of the frame shards
     parser.error("--lake ROOT needs --plant NAME" if plant is None else "--plant needs --lake ROOT")

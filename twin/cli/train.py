@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from twin.cli.args import add_historian_arg, aware_time
 
@@ -25,10 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(weights, spec, normalisation, settings, validation metrics, and the historian and time "
         "range it learnt from, which `twin evaluate` fits its baselines on). Under "
         "`torchrun --nproc-per-node N -m twin train ...` it trains data-parallel on N processes "
-        "(gloo on CPU, NCCL on CUDA); rank 0 saves.",
+        "(gloo on CPU, NCCL on CUDA); rank 0 saves. With --frames SHARDS it reads the frames "
+        "`twin frames build` made with Spark instead of a historian.",
     )
     p.add_argument("--spec", required=True, help="spec TOML file, or a built-in plant name")
-    add_historian_arg(p, help="historian")
+    add_historian_arg(p, help="historian", frames=True)
     p.add_argument("--out", required=True, type=Path, metavar="MODEL", help="folder to write")
     p.add_argument("--minutes", type=float, default=None, help="training budget (default 2.5)")
     p.add_argument("--seed", type=int, default=0, help="seed: same data and seed, same twin")
@@ -54,6 +56,56 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_train)
 
 
+def _shard_frame(
+    folder: Path, spec: Any, plant: str, start: Any, end: Any
+) -> tuple[Any, Path | None]:
+    """The frame of ``plant`` over ``[start, end)`` from the shards in ``folder``, checked to be
+    built with ``spec``; and the historian they were built from (None: not here)."""
+    from twin.errors import DataQualityError
+    from twin.scale.shards import read_manifest, read_shards, spec_digest
+
+    doc = read_manifest(folder)
+    entry = doc.get("plants", {}).get(plant)
+    if entry is not None and entry.get("spec_sha256") != spec_digest(spec):
+        raise DataQualityError(
+            f"{folder}: the frames of {plant} were built with another spec "
+            f"({entry.get('spec_source')}) than {spec.source}: build them again with it"
+        )
+    frame = read_shards(folder, plant, start, end)
+    built_from = Path(doc["lake"]) / f"plant={plant}" if doc.get("lake") else None
+    return frame, (built_from if built_from is not None and built_from.is_dir() else None)
+
+
+def _training_frame(args: argparse.Namespace, spec: Any) -> tuple[Any, Any, Any, Path | None]:
+    """The frame to train on, its range, and the historian it comes from (None: unknown)."""
+    from datetime import timedelta
+
+    import polars as pl
+
+    from twin.errors import DataQualityError
+    from twin.store.historian import Historian
+
+    start, end = args.start, args.end
+    if args.frames is not None:
+        frame, source = _shard_frame(args.frames, spec, args.plant or spec.name, start, end)
+        if frame.is_empty():
+            raise DataQualityError(f"{args.frames} holds no frame rows of {spec.name} in the range")
+        start = start or frame.get_column("ts").min()
+        end = end or frame.get_column("ts").max() + timedelta(seconds=spec.sample_period)
+        return frame, start, end, source
+    hist = Historian(args.historian)
+    if start is None or end is None:
+        span = hist.scan(spec.tag_names).select(
+            pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi")
+        )
+        lo, hi = span.collect().row(0)
+        if lo is None:
+            raise DataQualityError(f"{args.historian} holds no samples of {spec.tag_names}")
+        start = start or lo
+        end = end or hi + timedelta(seconds=spec.sample_period)
+    return hist.frame(spec, start, end), start, end, args.historian
+
+
 def _train(args: argparse.Namespace) -> int:
     from twin.model import distributed
 
@@ -65,34 +117,18 @@ def _train(args: argparse.Namespace) -> int:
 
 def _train_in_session(args: argparse.Namespace, rank: int) -> int:
     import dataclasses
-    from datetime import timedelta
 
-    import polars as pl
-
-    from twin.errors import DataQualityError
     from twin.model import distributed
     from twin.model.network import TwinConfig
     from twin.model.provenance import KEY as TRAINING_DATA
     from twin.model.twin import Twin
     from twin.spec import spec_from_arg
-    from twin.store.historian import Historian
 
     spec = spec_from_arg(args.spec)
-    if not args.historian.is_dir():
+    if args.frames is None and not args.historian.is_dir():
         log.error("no historian at %s", args.historian)
         return 2
-    hist = Historian(args.historian)
-    start, end = args.start, args.end
-    if start is None or end is None:
-        span = hist.scan(spec.tag_names).select(
-            pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi")
-        )
-        lo, hi = span.collect().row(0)
-        if lo is None:
-            raise DataQualityError(f"{args.historian} holds no samples of {spec.tag_names}")
-        start = start or lo
-        end = end or hi + timedelta(seconds=spec.sample_period)
-    frame = hist.frame(spec, start, end)
+    frame, start, end, source = _training_frame(args, spec)
     changes = {
         k: getattr(args, k)
         for k in ("minutes", "horizon", "window", "ensemble", "threads", "device", "linear_init")
@@ -116,8 +152,8 @@ def _train_in_session(args: argparse.Namespace, rank: int) -> int:
     )
     twin = Twin.fit(spec, frame, config)
     record = twin.metrics.get(TRAINING_DATA)
-    if record:  # so that `twin evaluate` can fit its baselines on the same data
-        record["historian"] = str(args.historian.resolve())
+    if record and source is not None:  # so `twin evaluate` fits its baselines on the same data
+        record["historian"] = str(source.resolve())
     twin.save(args.out)
     m = twin.metrics
     h = str(twin.horizon)
