@@ -21,6 +21,18 @@ For each development plant (``benchmarks/zoo.py``; never the held-out set) and s
     nice -n 15 .venv/bin/python benchmarks/bands.py record --plants dev --seeds 1 --hours 24
     nice -n 15 .venv/bin/python benchmarks/bands.py record --plants dev --seeds 1 --hours 6
     nice -n 15 .venv/bin/python benchmarks/bands.py report --write
+
+- ``record --set FIELD=JSON --cache DIR`` records with a ``TwinConfig`` field changed into its
+  own cache (``--member0-full``: member 0 keeps the full-data linear fit; ``--uncentred``: the
+  resampled members are not centred on it), and
+  ``compare --caches A,B --labels a,b --write FILE`` puts the current calibration's per-tag
+  coverage and the ensemble mean's NRMSE at k = 1, 5, 10 and H side by side on the runs every
+  cache holds (``linear_bootstrap.md``)::
+
+    nice -n 15 .venv/bin/python benchmarks/bands.py record --plants cstr,woodberry \\
+        --cache /tmp/bands-boot --set linear_bootstrap=true
+    nice -n 15 .venv/bin/python benchmarks/bands.py compare --caches /tmp/bands-cache,\\
+        /tmp/bands-boot --labels before,bootstrap --write benchmarks/results/bands/linear_bootstrap.md
 """
 
 from __future__ import annotations
@@ -61,8 +73,16 @@ def _name(plant: str, seed: int, hours: float) -> str:
     return f"{plant}-s{seed}-{hours:g}h"
 
 
-def record_one(plant: str, seed: int, hours: float, minutes: float, cache: Path) -> Path:
-    """Train once and keep the arrays every variant is fitted and scored on."""
+def record_one(
+    plant: str,
+    seed: int,
+    hours: float,
+    minutes: float,
+    cache: Path,
+    settings: dict[str, Any] | None = None,
+) -> Path:
+    """Train once and keep the arrays every variant is fitted and scored on; ``settings``
+    override the twin's defaults (``TwinConfig`` fields; record them under their own cache)."""
     import torch
 
     from twin.evaluate.report import forecast_cases
@@ -92,7 +112,7 @@ def record_one(plant: str, seed: int, hours: float, minutes: float, cache: Path)
     if (out / "twin" / "calibration.json").exists():  # trained before the arrays were kept
         twin = Twin.load(out / "twin")
     else:
-        cfg = TwinConfig(seed=seed, minutes=minutes, device="cpu")
+        cfg = TwinConfig(seed=seed, minutes=minutes, device="cpu", **(settings or {}))
         twin = Twin.fit(spec, train, cfg, progress=False)
         twin.save(out / "twin")
     train_s = time.perf_counter() - t0
@@ -110,17 +130,34 @@ def record_one(plant: str, seed: int, hours: float, minutes: float, cache: Path)
     np.savez_compressed(out / "arrays.npz", **arrays)  # type: ignore[arg-type]
     meta = {"plant": plant, "seed": seed, "hours": hours, "minutes": minutes}
     meta |= {"train_seconds": round(train_s, 1), "tags": list(spec.tag_names)}
+    meta |= {"settings": settings or {}, "linear_init": twin.metrics.get("linear_init")}
+    meta["full_first"], meta["centred"] = _switches()
     (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     return out
 
 
+def _switches() -> tuple[bool, bool]:
+    import twin.model.linear_init as linear_init
+
+    return bool(linear_init.FULL_FIRST), bool(linear_init.CENTRED)
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     plants = [p for x in args.plants.split(",") if x for p in (DEVELOPMENT if x == "dev" else (x,))]
+    settings = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    if args.member0_full:  # a module switch, not a config field: measured, then fixed
+        import twin.model.linear_init as linear_init
+
+        linear_init.FULL_FIRST = True
+    if args.uncentred:
+        import twin.model.linear_init as linear_init
+
+        linear_init.CENTRED = False
     for plant in plants:
         for seed in (int(s) for s in args.seeds.split(",")):
             t0 = time.perf_counter()
             try:
-                out = record_one(plant, seed, args.hours, args.minutes, args.cache)
+                out = record_one(plant, seed, args.hours, args.minutes, args.cache, settings)
             except TwinError as exc:  # e.g. too little history to train or calibrate on
                 print(f"{_name(plant, seed, args.hours)}: refused: {exc}", flush=True)
                 continue
@@ -223,6 +260,19 @@ def _margin(splits: list[Split], z: float = 1.0) -> Calibration | None:
     return _per_cell(splits, p)
 
 
+def _eps_err(splits: list[Split], f: float = 0.5) -> Calibration | None:
+    """Per-cell, with ``eps`` = ``f`` times the median absolute error (all tags, steps and
+    windows of the splits) instead of a tenth of the median spread: a small bootstrap spread
+    (``linear_bootstrap``) then scales the band without making the score a pure ratio."""
+    err = np.concatenate([np.abs(a - m) for m, _, a in splits])
+    eps = max(float(f * np.median(err)), 1e-3)
+    s = _scores(splits, eps)
+    if len(s) < 10:
+        return None
+    level = min(1.0, np.ceil((len(s) + 1) * 0.9) / len(s))
+    return _cal(np.quantile(s, level, axis=0, method="higher"), eps)
+
+
 VARIANTS: dict[str, Variant] = {
     "old": _per_cell,
     "new": lambda sp: Calibration.fit_splits(sp),
@@ -232,6 +282,7 @@ VARIANTS: dict[str, Variant] = {
     "pooled-t": _pooled_t,
     "split-max": _split_max,
     "margin-1": _margin,
+    "eps-err": _eps_err,
 }
 REFERENCE = "reference: test's 1st half -> 2nd"
 """``old``: the calibration before; ``new``: ``Calibration.fit_splits`` as it stands; the
@@ -377,6 +428,94 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+STEPS = (1, 5, 10)
+"""forecast steps (1-based) whose NRMSE ``compare`` reports, with the horizon H"""
+
+
+def _nrmse(test: Split, cv: np.ndarray) -> list[float]:
+    """RMSE of the ensemble mean per step in :data:`STEPS` and H, in the twin's normalised
+    units (per CV over the test windows, then the mean over CVs)."""
+    mean, _, actual = test
+    err = np.sqrt(np.mean((mean[..., cv] - actual[..., cv]) ** 2, axis=0)).mean(axis=1)  # [H]
+    return [float(err[k - 1]) for k in (*STEPS, len(err))]
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Per-tag coverage of one calibration variant (``new``: as it stands) and the mean's
+    accuracy on the same runs recorded under several caches (a setting off and on), side by
+    side."""
+    caches = [Path(c) for c in args.caches.split(",")]
+    labels = args.labels.split(",") if args.labels else [c.name for c in caches]
+    names = [{p.name for p in c.iterdir() if (p / "arrays.npz").exists()} for c in caches]
+    runs = sorted(set.intersection(*names))
+    per: dict[str, dict[str, Any]] = {}
+    for label, cache in zip(labels, caches, strict=True):
+        per[label] = {}
+        for run in runs:
+            splits, test, cv = _load(cache / run)
+            meta = json.loads((cache / run / "meta.json").read_text(encoding="utf-8"))
+            saved = cache / run / "twin" / "metrics.json"
+            lin = meta.get("linear_init") or (
+                json.loads(saved.read_text(encoding="utf-8")).get("linear_init", {})
+                if saved.exists()
+                else {}
+            )
+            spread = float(np.median(test[1][..., cv]))
+            per[label][run] = score_run(VARIANTS[args.variant](splits), test, cv)
+            per[label][run] |= {"nrmse": _nrmse(test, cv), "spread": spread, "linear": lin}
+    steps = ", ".join(f"k={k}" for k in STEPS)
+    lines = [
+        "# Per-member linear starts (linear_bootstrap): band coverage and accuracy, side by side",
+        "",
+        f"Written by `benchmarks/bands.py compare`. {len(runs)} development runs recorded under "
+        f"each of: {', '.join(f'{lab} ({c})' for lab, c in zip(labels, caches, strict=True))}. "
+        "Coverage per CV over all H steps of the calm test 6 h after training, calibrated by "
+        f"variant `{args.variant}`; width against the first row's; NRMSE: "
+        f"RMSE of the ensemble mean in the twin's normalised units at {steps} and H, mean over "
+        "CVs and runs; spread: median ensemble std on the test (normalised).",
+        "",
+        "| setting | tags | in 85-95 % | below 75 % | below 85 / above 95 | lowest | median "
+        f"| width / {labels[0]} | NRMSE {steps}, H | median spread |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    base = per[labels[0]]
+    for label in labels:
+        got = per[label]
+        t = summarise([c for r in runs for c in got[r]["tags"]])
+        ratio = float(np.exp(np.mean([np.log(got[r]["width"] / base[r]["width"]) for r in runs])))
+        acc = np.mean([got[r]["nrmse"] for r in runs], axis=0)
+        spread = float(np.median([got[r]["spread"] for r in runs]))
+        lines.append(
+            f"| {label} | {t['n']} | {t['in_range']:.0%} | {t['below_75']} | "
+            f"{t['below_85']} / {t['above_95']} | {t['lowest']:.0%} | {t['median']:.1%} | "
+            f"{ratio:.3f} | {' / '.join(f'{a:.4f}' for a in acc)} | {spread:.4f} |"
+        )
+    lines += [
+        "",
+        "### per run",
+        "",
+        f"| run | setting | coverage per CV | NRMSE {steps}, H | spread | kept | identify s "
+        "| of which bootstrap s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        for label in labels:
+            r = per[label][run]
+            lin = r["linear"]
+            lines.append(
+                f"| {run} | {label} | {' '.join(f'{c:.2f}' for c in r['tags'])} | "
+                f"{' / '.join(f'{a:.3f}' for a in r['nrmse'])} | {r['spread']:.4f} | "
+                f"{lin.get('kept', '')} | {lin.get('identify_seconds', '')} | "
+                f"{lin.get('bootstrap_seconds', '')} |"
+            )
+    out = "\n".join(lines) + "\n"
+    print(out)
+    if args.write:
+        args.write.parent.mkdir(parents=True, exist_ok=True)
+        args.write.write_text(out, encoding="utf-8")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -385,12 +524,35 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seeds", default="1", help="comma-separated seeds")
     r.add_argument("--hours", type=float, default=24.0, help="hours of training history")
     r.add_argument("--minutes", type=float, default=1.0, help="training budget per twin")
+    r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="override a TwinConfig field, e.g. linear_bootstrap=true (use its own --cache)",
+    )
+    r.add_argument(
+        "--member0-full",
+        action="store_true",
+        help="with linear_bootstrap: member 0 keeps the full-data linear fit (FULL_FIRST)",
+    )
+    r.add_argument(
+        "--uncentred",
+        action="store_true",
+        help="with linear_bootstrap: do not shift the members' mean to the full fit (CENTRED)",
+    )
     r.set_defaults(func=cmd_record)
     s = sub.add_parser("report", help="fit the variants on the kept arrays and score them")
     s.add_argument("--variants", default="", help="comma-separated variants (default: all)")
     s.add_argument("--write", action="store_true", help=f"write bands.md and bands.json to {OUT}")
     s.add_argument("--out", type=Path, default=OUT, help="results folder")
     s.set_defaults(func=cmd_report)
+    c = sub.add_parser("compare", help="the same runs under several caches, side by side")
+    c.add_argument("--caches", required=True, help="comma-separated caches (first: reference)")
+    c.add_argument("--labels", default="", help="comma-separated names for the caches")
+    c.add_argument("--write", type=Path, default=None, help="also write the table to this file")
+    c.add_argument("--variant", default="new", help="the calibration variant (default new)")
+    c.set_defaults(func=cmd_compare)
     for q in (r, s):
         q.add_argument("--cache", type=Path, default=CACHE, help=f"kept runs (default {CACHE})")
     args = p.parse_args(argv)

@@ -31,7 +31,17 @@ from twin.model.dataset import (
     spans,
     split_by_time,
 )
-from twin.model.linear_init import KEEP_T, StateSpace, embed, from_arx, from_subspace, paired_t
+from twin.model.linear_init import (
+    CENTRED,
+    FULL_FIRST,
+    KEEP_T,
+    StateSpace,
+    embed,
+    from_arx,
+    from_subspace,
+    member_starts,
+    paired_t,
+)
 from twin.model.network import LatentDynamics, TwinConfig
 from twin.model.time_scales import step_times
 from twin.model.train import validation_error
@@ -97,6 +107,75 @@ def test_twin_at_init_forecasts_what_the_linear_model_does(
     # and the model is good: the linear forecast beats persistence over the horizon
     pers = np.repeat(past[:, -1:, cv], CFG.horizon, axis=1)
     assert np.mean((expected - future[..., cv]) ** 2) < np.mean((pers - future[..., cv]) ** 2)
+
+
+@pytest.mark.parametrize("kind", [ARX, Subspace])
+def test_bootstrap_starts_agree_on_the_data_and_spread_off_it(
+    kind: type[Baseline], lti: tuple[PlantSpec, pl.DataFrame]
+) -> None:
+    """linear_bootstrap: each member starts from its own resampled linear model, exactly; their
+    mean forecasts what the full-data fit does, and they disagree where the data say little."""
+    spec, frame = lti
+    cfg = dataclasses.replace(CFG, linear_bootstrap=True, seed=4)
+    parts = split_by_time(frame, cfg.fractions)
+    values, _ = frame_to_array(parts[0], spec)
+    norm = Normalizer.fit(values, fallback=0.1 * spans(spec))
+    linear = kind().fit(spec, parts[0], parts[1], horizon=cfg.horizon, window=cfg.window)
+    n_tags, cv, mv, dv = len(spec.tags), cv_columns(spec), mv_columns(spec), dv_columns(spec)
+    full = (
+        from_arx(linear, cfg.window, n_tags)
+        if isinstance(linear, ARX)
+        else from_subspace(linear, cfg.window, n_tags)  # type: ignore[arg-type]
+    )
+    starts = member_starts(spec, parts[0], linear, full, cfg, norm)  # type: ignore[arg-type]
+    assert len(starts) == cfg.ensemble and {s.order for s in starts} == {full.order}
+    again = member_starts(spec, parts[0], linear, full, cfg, norm)  # type: ignore[arg-type]
+    for s, t in zip(starts, again, strict=True):  # deterministic: seeded by the config's seed
+        np.testing.assert_array_equal(s.b, t.b)
+    assert (starts[0] is full) == FULL_FIRST
+    torch.manual_seed(0)
+    net = LatentDynamics(
+        dataclasses.replace(cfg, latent=max(cfg.latent, full.order + len(cv))), n_tags, mv, dv
+    )
+    embed(net, starts, cv)
+    vv, vok = frame_to_array(parts[1], spec)
+    val = make_windows(vv, vok, spec, cfg.window, cfg.horizon, norm)
+    past, future = val.past[::5], val.future[::5].copy()
+
+    def rollout(fut: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net.rollout(torch.as_tensor(past), torch.as_tensor(fut)).y.numpy()[..., cv]
+
+    y = rollout(future)
+    for member, ss in zip(y, starts, strict=True):  # each member is exactly its own start
+        np.testing.assert_allclose(member, ss.forecast(past, future, mv, dv), atol=2e-3)
+    assert not np.allclose(y[0], y[1], atol=1e-4)
+
+    def rmse(pred: np.ndarray) -> float:
+        return float(np.sqrt(np.mean((pred - future[..., cv]) ** 2)))
+
+    exact = full.forecast(past, future, mv, dv)
+    assert rmse(y.mean(axis=0)) < 1.02 * rmse(exact)
+    if CENTRED:  # the members' mean is the full-data fit's forecast, to first order
+        assert np.sqrt(np.mean((y.mean(axis=0) - exact) ** 2)) < 0.5 * y.std(axis=0).mean()
+    far = future.copy()  # an MV plan well outside the training range (normalised units)
+    far[..., mv] = 3.0 * future[..., mv] + 10.0
+    assert rollout(far).std(axis=0).mean() > 2.0 * y.std(axis=0).mean()
+
+
+def test_linear_bootstrap_in_fit_is_cheap_recorded_and_no_worse_than_one_start(
+    lti: tuple[PlantSpec, pl.DataFrame],
+) -> None:
+    spec, frame = lti
+    cfg = dataclasses.replace(CFG, max_epochs=1, seed=1)
+    one = Twin.fit(spec, frame, cfg, progress=False).metrics["linear_init"]
+    rec = Twin.fit(
+        spec, frame, dataclasses.replace(cfg, linear_bootstrap=True), progress=False
+    ).metrics["linear_init"]
+    assert "bootstrap_seconds" not in one
+    assert rec["bootstrap_fallbacks"] == 0 and rec["bootstrap_seconds"] < 5.0
+    # the members' mean at the start validates as well as the one full-data start
+    assert rec["val_nrmse_linear"] < 1.02 * one["val_nrmse_linear"]
 
 
 def test_trained_twin_is_no_worse_on_validation_than_its_linear_start(

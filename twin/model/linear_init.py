@@ -14,7 +14,11 @@ and embedded in every ensemble member (:func:`embed`): the latent is ``z = (s, o
 the encoder's linear path ``L`` (and ``o_0 = y_t``), the readout picks ``o``; the encoder MLP's
 and the predictor MLP's output layers and the bias-update gain start at zero. So at
 initialisation every member forecasts exactly what the linear model does; members differ only
-in their (random) hidden layers and what training does to them. After training, the linear
+in their (random) hidden layers and what training does to them. With ``linear_bootstrap`` each
+member instead starts from its own re-estimate of the linear model (same orders) on a
+moving-block bootstrap of the training rows (:func:`member_starts`): each member forecasts
+exactly its own start, and the members agree where the data pin the model down and disagree off
+them, so a kept linear start still has an ensemble spread for the band to scale with. After training, the linear
 weights are kept only if they validate better by more than the validation split's noise
 (:data:`KEEP_T` standard errors, :func:`paired_t`): the twin is never worse on validation than
 the linear model it started from, and a gain within the noise does not buy a nonlinear model.
@@ -36,7 +40,15 @@ import torch
 from twin.errors import DataQualityError
 from twin.evaluate.baseline import try_fit
 from twin.evaluate.linear import ARX, Subspace
-from twin.model.dataset import Normalizer, Windows, cv_columns, dv_columns, mv_columns
+from twin.model.dataset import (
+    Normalizer,
+    Windows,
+    cv_columns,
+    dv_columns,
+    frame_to_array,
+    mv_columns,
+)
+from twin.model.linear_members import centred, resampled
 from twin.model.network import LatentDynamics, TwinConfig
 from twin.model.train import TrainResult, train_model, validation_error, window_errors
 from twin.spec import PlantSpec
@@ -45,6 +57,13 @@ log = logging.getLogger(__name__)
 
 MAX_LATENT = 128
 """a linear model whose state (plus one slot per CV) needs a larger latent is not embedded"""
+FULL_FIRST = False
+"""member 0 starts from the full-data linear fit rather than a resample (linear_bootstrap).
+Measured: no more accurate than centring the resamples, and more tags above 95 %"""
+CENTRED = True
+"""the resampled members' parameters are shifted so that their mean is the full-data fit's.
+Measured on 7 development plants (benchmarks/results/bands/linear_bootstrap.md): the plain
+resample lost 2 % NRMSE at H (5-12 % on zoo-2 and zoo-4), centred gained 1.5 %"""
 KEEP_T = 2.0
 """the trained twin replaces its linear start only if its validation gain is this many standard
 errors above zero (paired over blocks of windows, see :func:`paired_t`): a gain within the
@@ -138,9 +157,17 @@ def identify(
     spec: PlantSpec, train: pl.DataFrame, val: pl.DataFrame, cfg: TwinConfig, norm: Normalizer
 ) -> tuple[StateSpace | None, dict[str, Any]]:
     """The better-validating of ARX and subspace as a :class:`StateSpace`, and what was tried."""
+    ss, _, tried = _identify(spec, train, val, cfg, norm)
+    return ss, tried
+
+
+def _identify(
+    spec: PlantSpec, train: pl.DataFrame, val: pl.DataFrame, cfg: TwinConfig, norm: Normalizer
+) -> tuple[StateSpace | None, ARX | Subspace | None, dict[str, Any]]:
+    """:func:`identify`, and the fitted baseline it converted (for :func:`member_starts`)."""
     n_tags, ncv = len(spec.tags), len(cv_columns(spec))
     tried: dict[str, Any] = {}
-    best: tuple[float, StateSpace] | None = None
+    best: tuple[float, StateSpace, ARX | Subspace] | None = None
     for model in (ARX(), Subspace()):  # the evaluation's baselines, orders and all
         reason = try_fit(model, spec, train, val, horizon=cfg.horizon, window=cfg.window)
         if reason is not None:
@@ -151,19 +178,53 @@ def identify(
         ):  # the same data and fallback give the same normaliser; say so if they ever differ
             tried[model.name] = {"skipped": "its normalisation differs from the twin's"}
             continue
-        ss = (
-            from_arx(model, cfg.window, n_tags)
-            if isinstance(model, ARX)
-            else from_subspace(model, cfg.window, n_tags)
-        )
+        ss = _convert(model, cfg.window, n_tags)
         score = float(model.val_nrmse_)
         tried[model.name] = {"model": ss.name, "val_nrmse": round(score, 5), "state": ss.order}
         if ss.order + ncv > MAX_LATENT:
             tried[model.name]["skipped"] = f"its state needs a latent over {MAX_LATENT}"
             continue
         if np.isfinite(score) and (best is None or score < best[0]):
-            best = (score, ss)
-    return (best[1] if best else None), tried
+            best = (score, ss, model)
+    return (best[1], best[2], tried) if best else (None, None, tried)
+
+
+def _convert(model: ARX | Subspace, window: int, n_tags: int) -> StateSpace:
+    if isinstance(model, ARX):
+        return from_arx(model, window, n_tags)
+    return from_subspace(model, window, n_tags)
+
+
+def _radius(a: np.ndarray) -> float:
+    return float(np.max(np.abs(np.linalg.eigvals(a)))) if len(a) else 0.0
+
+
+def member_starts(
+    spec: PlantSpec,
+    train: pl.DataFrame,
+    model: ARX | Subspace,
+    full: StateSpace,
+    cfg: TwinConfig,
+    norm: Normalizer,
+) -> list[StateSpace]:
+    """One linear start per member, each re-estimated on its own moving-block bootstrap of the
+    training rows (blocks of one horizon, seeded by ``cfg.seed`` and the member's index; see
+    :mod:`twin.model.linear_members`), centred on the full-data fit if :data:`CENTRED`; member 0
+    keeps the full-data fit if :data:`FULL_FIRST`. A resample whose model is less stable than the full-data one (spectral
+    radius above ``max(1, full's) + 1e-3``) or not finite falls back to the full-data fit."""
+    values, ok = frame_to_array(train, spec)
+    z = norm.norm(np.where(ok, values, np.nan))
+    limit = max(1.0, _radius(full.a)) + 1e-3
+    first = int(FULL_FIRST)
+    boots = [resampled(model, z, cfg.horizon, (cfg.seed, k)) for k in range(first, cfg.ensemble)]
+    if CENTRED and len(boots) > 1:
+        boots = centred(boots, model)
+    starts = [full] if first else []
+    for boot in boots:
+        ss = _convert(boot, cfg.window, len(spec.tags))
+        finite = all(np.isfinite(x).all() for x in (ss.a, ss.b, ss.c, ss.d, ss.enc, ss.enc_bias))
+        starts.append(ss if finite and _radius(ss.a) <= limit else full)
+    return starts
 
 
 def paired_t(before: np.ndarray, after: np.ndarray, block: int) -> float:
@@ -185,11 +246,42 @@ def paired_t(before: np.ndarray, after: np.ndarray, block: int) -> float:
 
 
 @torch.no_grad()
-def embed(net: LatentDynamics, ss: StateSpace, cv_cols: list[int]) -> None:
-    """Set every member of ``net`` to forecast exactly what ``ss`` does (module docstring)."""
+def embed(net: LatentDynamics, ss: StateSpace | list[StateSpace], cv_cols: list[int]) -> None:
+    """Set each member of ``net`` to forecast exactly what its state space does (module
+    docstring): one ``ss`` for every member alike, or a list of one per member."""
     lat, h = net.pred_z.shape[1], net.hidden
     if net.pred_z.shape[2] != h + lat or net.encoder.skip is None:
         raise ValueError("linear_init needs linear_core=True and encoder_skip=True")
+    members = ss if isinstance(ss, list) else [ss]
+    if len(members) not in (1, net.pred_z.shape[0]):
+        raise ValueError(f"{len(members)} state spaces for {net.pred_z.shape[0]} members")
+    parts = [_weights(net, m, cv_cols) for m in members]
+    stacked = {key: np.stack([p[key] for p in parts]) for key in parts[0]}
+
+    def put(param: torch.Tensor, value: np.ndarray | float) -> None:
+        v = torch.as_tensor(value, dtype=param.dtype)
+        if len(members) > 1 and v.numel() == param.numel():  # one slice per member
+            v = v.reshape(param.shape)
+        param.copy_(v.expand_as(param))
+
+    put(net.pred_z[..., h:], stacked["pred_z"])
+    put(net.pred_in.weight[..., h:], stacked["pred_in"])
+    put(net.pred_in.bias[..., h:], stacked["pred_bias"])
+    put(net.pred_out.weight, 0.0)
+    put(net.pred_out.bias, 0.0)
+    put(net.encoder.l3.weight, 0.0)
+    put(net.encoder.l3.bias, 0.0)
+    put(net.encoder.skip.weight, stacked["enc"])
+    put(net.encoder.skip.bias, stacked["enc_bias"])
+    put(net.readout.weight, stacked["readout"])
+    put(net.readout.bias, 0.0)
+    if net.bias_gain.requires_grad:  # learnt: 0, the state estimate already uses y_t (held at
+        put(net.bias_gain, 0.0)  # 1 it changes nothing at init either: y0 reconstructs the CVs)
+
+
+def _weights(net: LatentDynamics, ss: StateSpace, cv_cols: list[int]) -> dict[str, np.ndarray]:
+    """One member's linear-path weights for :func:`embed`, in the parameters' layout."""
+    lat = net.pred_z.shape[1]
     n, ncv, n_mv = ss.order, len(cv_cols), len(net.mv_cols)
     if n + ncv > lat:
         raise ValueError(f"the latent ({lat}) cannot hold a state of {n} and {ncv} CVs")
@@ -202,7 +294,7 @@ def embed(net: LatentDynamics, ss: StateSpace, cv_cols: list[int]) -> None:
     bx[:, 2 * n_mv : 2 * n_mv + len(net.dv_cols)] = bv[:, n_mv:]
     bias = np.zeros(lat)
     bias[:n], bias[n : n + ncv] = ss.bc, ss.dc
-    enc = np.zeros((net.encoder.skip.weight.shape[1], lat))
+    enc = np.zeros((net.encoder.skip.weight.shape[1], lat))  # type: ignore[union-attr]
     enc[:, :n] = ss.enc.T
     n_tags = net.readout.weight.shape[2]
     readout = np.zeros((lat, n_tags))
@@ -211,23 +303,14 @@ def embed(net: LatentDynamics, ss: StateSpace, cv_cols: list[int]) -> None:
         readout[n + i, col] = 1.0
     enc_bias = np.zeros(lat)
     enc_bias[:n] = ss.enc_bias
-
-    def put(param: torch.Tensor, value: np.ndarray | float) -> None:
-        param.copy_(torch.as_tensor(value, dtype=param.dtype).expand_as(param))
-
-    put(net.pred_z[..., h:], (m - np.eye(lat)).T)
-    put(net.pred_in.weight[..., h:], bx.T)
-    put(net.pred_in.bias[..., h:], bias)
-    put(net.pred_out.weight, 0.0)
-    put(net.pred_out.bias, 0.0)
-    put(net.encoder.l3.weight, 0.0)
-    put(net.encoder.l3.bias, 0.0)
-    put(net.encoder.skip.weight, enc)
-    put(net.encoder.skip.bias, enc_bias)
-    put(net.readout.weight, readout)
-    put(net.readout.bias, 0.0)
-    if net.bias_gain.requires_grad:  # learnt: 0, the state estimate already uses y_t (held at
-        put(net.bias_gain, 0.0)  # 1 it changes nothing at init either: y0 reconstructs the CVs)
+    return {
+        "pred_z": (m - np.eye(lat)).T,
+        "pred_in": bx.T,
+        "pred_bias": bias,
+        "enc": enc,
+        "enc_bias": enc_bias,
+        "readout": readout,
+    }
 
 
 def fit_network(
@@ -249,22 +332,28 @@ def fit_network(
     mv, dv, cv = mv_columns(spec), dv_columns(spec), cv_columns(spec)
     t0 = time.perf_counter()
     ss: StateSpace | None = None
+    starts: list[StateSpace] = []
     record: dict[str, Any] | None = None
     if cfg.linear_init and not (cfg.linear_core and cfg.encoder_skip):
         log.warning("linear_init needs linear_core and encoder_skip: starting from scratch")
     elif cfg.linear_init:
         try:
-            ss, tried = identify(spec, parts[0], parts[1], cfg, norm)
+            ss, fitted, tried = _identify(spec, parts[0], parts[1], cfg, norm)
         except DataQualityError as exc:  # e.g. the normaliser refuses: train from scratch
-            ss, tried = None, {"error": str(exc)}
+            ss, fitted, tried = None, None, {"error": str(exc)}
         record = {"candidates": tried, "model": ss.name if ss else None}
+        if ss is not None and fitted is not None and cfg.linear_bootstrap and cfg.ensemble > 1:
+            t1 = time.perf_counter()
+            starts = member_starts(spec, parts[0], fitted, ss, cfg, norm)
+            record["bootstrap_seconds"] = round(time.perf_counter() - t1, 2)
+            record["bootstrap_fallbacks"] = sum(s is ss for s in starts[int(FULL_FIRST) :])
         if ss is not None and ss.order + len(cv) > cfg.latent:
             cfg = dataclasses.replace(cfg, latent=ss.order + len(cv))
             log.info("latent grown to %d to hold %s", cfg.latent, ss.name)
     model = LatentDynamics(cfg, len(spec.tags), mv, dv)
     initial, linear, budget = None, float("nan"), cfg
     if ss is not None and record is not None:
-        embed(model, ss, cv)
+        embed(model, starts or ss, cv)
         initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
         linear = validation_error(model, val, cv)
         record["val_nrmse_linear"] = round(linear, 5)
