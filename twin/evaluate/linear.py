@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -259,17 +260,27 @@ class Subspace(Baseline):
 
     @staticmethod
     def _regress(
-        x: np.ndarray, t_idx: np.ndarray, y: np.ndarray, u: np.ndarray
+        x: np.ndarray,
+        t_idx: np.ndarray,
+        y: np.ndarray,
+        u: np.ndarray,
+        rows: Callable[[int], np.ndarray] | None = None,
     ) -> tuple[np.ndarray, ...]:
-        """``(A, B, b, K, C, D, d)`` from the state sequence by least squares."""
+        """``(A, B, b, K, C, D, d)`` from the state sequence by least squares.
+
+        ``rows(m)``: which of the ``m`` rows each of the two regressions uses (repeats allowed;
+        :mod:`twin.model.linear_members` passes a block bootstrap); default all of them."""
+        pick = rows or np.arange
         one = np.ones((len(t_idx), 1))
         reg = np.hstack([x.T, u[t_idx], one])
-        cdd = _lstsq(reg, y[t_idx])
+        used = pick(len(t_idx))
+        cdd = _lstsq(reg[used], y[t_idx][used])
         e = y[t_idx] - reg @ cdd
         n, nu = len(x), u.shape[1]
         c, d, dc = cdd[:n].T, cdd[n : n + nu].T, cdd[-1]
         pos = {t: j for j, t in enumerate(t_idx)}
         pairs = np.array([(pos[t], pos[t + 1]) for t in t_idx if t + 1 in pos])
+        pairs = pairs[pick(len(pairs))]
         j0, j1 = pairs[:, 0], pairs[:, 1]
         reg1 = np.hstack([x[:, j0].T, u[t_idx[j0]], e[j0], one[j0]])
         abk = _lstsq(reg1, x[:, j1].T)

@@ -216,7 +216,7 @@ def member_starts(
     z = norm.norm(np.where(ok, values, np.nan))
     limit = max(1.0, _radius(full.a)) + 1e-3
     first = int(FULL_FIRST)
-    boots = [resampled(model, z, cfg.horizon, (cfg.seed, k)) for k in range(first, cfg.ensemble)]
+    boots = resampled(model, z, cfg.horizon, [(cfg.seed, k) for k in range(first, cfg.ensemble)])
     if CENTRED and len(boots) > 1:
         boots = centred(boots, model)
     starts = [full] if first else []

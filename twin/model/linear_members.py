@@ -34,52 +34,35 @@ def block_rows(n: int, block: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def resampled(
-    model: ARX | Subspace, z: np.ndarray, block: int, seed: tuple[int, ...]
-) -> ARX | Subspace:
-    """A copy of the fitted ``model`` with its parameters re-estimated on a block bootstrap of
-    the normalised training array ``z [T, n_tags]`` (orders as chosen on the full data)."""
-    rng = np.random.default_rng(list(seed))
+    model: ARX | Subspace, z: np.ndarray, block: int, seeds: list[tuple[int, ...]]
+) -> list[ARX | Subspace]:
+    """Copies of the fitted ``model``, one per seed, with the parameters re-estimated on a
+    block bootstrap of the normalised training array ``z [T, n_tags]`` (orders as chosen on the
+    full data). What does not depend on the resample (the ARX design, the subspace state
+    sequence) is computed once for all of them."""
     ridge = max(float(getattr(model, "ridge_", 0.0)), RIDGE)
+    out: list[ARX | Subspace] = []
     if isinstance(model, ARX):
         phi, y = model._design(z, *model.orders_)
-        idx = block_rows(len(phi), block, rng)
-        arx = copy.copy(model)
-        arx.theta_ = _lstsq(phi[idx], y[idx], ridge)
-        return arx
-    out = copy.copy(model)
+        for seed in seeds:
+            idx = block_rows(len(phi), block, np.random.default_rng(list(seed)))
+            arx = copy.copy(model)
+            arx.theta_ = _lstsq(phi[idx], y[idx], ridge)
+            out.append(arx)
+        return out
     i, n = model.orders_
     y, u = z[:, model.cv_], z[:, model.mv_ + model.dv_]
     x_all, t_idx = Subspace._states(y, u, i, ridge)
-    out.model_ = _regress(x_all[:n], t_idx, y, u, block, rng)
+    for seed in seeds:
+        rng = np.random.default_rng(list(seed))
+
+        def rows(m: int, rng: np.random.Generator = rng) -> np.ndarray:
+            return block_rows(m, block, rng)
+
+        sub = copy.copy(model)
+        sub.model_ = Subspace._regress(x_all[:n], t_idx, y, u, rows=rows)
+        out.append(sub)
     return out
-
-
-def _regress(
-    x: np.ndarray,
-    t_idx: np.ndarray,
-    y: np.ndarray,
-    u: np.ndarray,
-    block: int,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, ...]:
-    """:meth:`Subspace._regress` on block-resampled rows: ``(A, B, b, K, C, D, d)``."""
-    one = np.ones((len(t_idx), 1))
-    reg = np.hstack([x.T, u[t_idx], one])
-    rows = block_rows(len(t_idx), block, rng)
-    cdd = _lstsq(reg[rows], y[t_idx][rows])
-    e = y[t_idx] - reg @ cdd
-    n, nu = len(x), u.shape[1]
-    c, d, dc = cdd[:n].T, cdd[n : n + nu].T, cdd[-1]
-    pos = {t: j for j, t in enumerate(t_idx)}
-    pairs = np.array([(pos[t], pos[t + 1]) for t in t_idx if t + 1 in pos])
-    pairs = pairs[block_rows(len(pairs), block, rng)]
-    j0, j1 = pairs[:, 0], pairs[:, 1]
-    reg1 = np.hstack([x[:, j0].T, u[t_idx[j0]], e[j0], one[j0]])
-    abk = _lstsq(reg1, x[:, j1].T)
-    a, b, k, bc = abk[:n].T, abk[n : n + nu].T, abk[n + nu : -1].T, abk[-1]
-    if np.max(np.abs(np.linalg.eigvals(a - k @ c))) >= 1.0:
-        k = np.zeros_like(k)  # as the full-data fit: an unstable predictor runs open loop
-    return a, b, bc, k, c, d, dc
 
 
 def centred(members: list[ARX | Subspace], full: ARX | Subspace) -> list[ARX | Subspace]:
