@@ -51,7 +51,7 @@ import polars as pl
 
 from twin.errors import TwinError
 from twin.scale.chunks import US, PlantJob, chunk_frame, micros
-from twin.scale.shards import shard_name, spec_digest, write_manifest, write_shard
+from twin.scale.shards import FORMAT, shard_name, spec_digest, write_manifest, write_shard
 from twin.spec import PlantSpec
 from twin.store.outages import GAPS_FILE, read_gaps
 
@@ -191,7 +191,7 @@ def write_manifest_of(out: Path, root: Path, jobs: Sequence[PlantJob], done: lis
         "plants": plants,
     }
     write_manifest(out, doc)
-    return {"format": "twin-frames/1", **doc}
+    return {"format": FORMAT, **doc}
 
 
 def _rows(spark: Any, root: Path, jobs: Sequence[PlantJob], params: Any) -> Any:
