@@ -111,6 +111,8 @@ class HeatedTank:
         self.proc: subprocess.Popen[str] | None = None
         self.ready_at: datetime | None = None
         """when the current process said it serves (UTC)"""
+        self.started_at: datetime | None = None
+        """when the current process was spawned (UTC): no sample of it is stamped earlier"""
         self.written: list[float] = []
         """values of the MV that clients wrote, in order, over every start"""
         self._reader: threading.Thread | None = None
@@ -119,6 +121,7 @@ class HeatedTank:
         """Start the server; return once it prints its ready line (or fail with its output)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.ready_at = None
+        self.started_at = datetime.now(UTC)
         cmd = [self.node, "server.js", "--port", str(self.port), "--pki", str(self.pki)]
         proc = subprocess.Popen(
             cmd,
