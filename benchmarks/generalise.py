@@ -145,7 +145,7 @@ def run_one(plant: str, seed: int, hours: float, minutes: float, folder: Path) -
         "stopped": metrics["training"].get("reason") or metrics["training"].get("stopped"),
         "linear_init": {
             k: metrics.get("linear_init", {}).get(k)
-            for k in ("model", "kept", "val_nrmse_linear", "val_nrmse_trained")
+            for k in ("model", "kept", "val_nrmse_linear", "val_nrmse_trained", "stack")
         },
     }
 

@@ -26,9 +26,9 @@ the linear model it started from, and a gain within the noise does not buy a non
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +50,13 @@ from twin.model.dataset import (
 )
 from twin.model.linear_members import centred, resampled
 from twin.model.network import LatentDynamics, TwinConfig
-from twin.model.train import TrainResult, train_model, validation_error, window_errors
+from twin.model.train import (
+    TrainResult,
+    paired_t,
+    train_model,
+    validation_error,
+    window_errors,
+)
 from twin.spec import PlantSpec
 
 log = logging.getLogger(__name__)
@@ -157,17 +163,22 @@ def identify(
     spec: PlantSpec, train: pl.DataFrame, val: pl.DataFrame, cfg: TwinConfig, norm: Normalizer
 ) -> tuple[StateSpace | None, dict[str, Any]]:
     """The better-validating of ARX and subspace as a :class:`StateSpace`, and what was tried."""
-    ss, _, tried = _identify(spec, train, val, cfg, norm)
-    return ss, tried
+    found, tried = _identify(spec, train, val, cfg, norm)
+    return (found[0][0] if found else None), tried
+
+
+Identified = list[tuple[StateSpace, ARX | Subspace]]
+"""the linear models that could be embedded, best-validating first, each with its fit"""
 
 
 def _identify(
     spec: PlantSpec, train: pl.DataFrame, val: pl.DataFrame, cfg: TwinConfig, norm: Normalizer
-) -> tuple[StateSpace | None, ARX | Subspace | None, dict[str, Any]]:
-    """:func:`identify`, and the fitted baseline it converted (for :func:`member_starts`)."""
+) -> tuple[Identified, dict[str, Any]]:
+    """:func:`identify`'s candidates, each with the fitted baseline it converted (for
+    :func:`member_starts`), best first."""
     n_tags, ncv = len(spec.tags), len(cv_columns(spec))
     tried: dict[str, Any] = {}
-    best: tuple[float, StateSpace, ARX | Subspace] | None = None
+    found: list[tuple[float, StateSpace, ARX | Subspace]] = []
     for model in (ARX(), Subspace()):  # the evaluation's baselines, orders and all
         reason = try_fit(model, spec, train, val, horizon=cfg.horizon, window=cfg.window)
         if reason is not None:
@@ -184,9 +195,10 @@ def _identify(
         if ss.order + ncv > MAX_LATENT:
             tried[model.name]["skipped"] = f"its state needs a latent over {MAX_LATENT}"
             continue
-        if np.isfinite(score) and (best is None or score < best[0]):
-            best = (score, ss, model)
-    return (best[1], best[2], tried) if best else (None, None, tried)
+        if np.isfinite(score):
+            found.append((score, ss, model))
+    found.sort(key=lambda f: f[0])
+    return [(ss, model) for _, ss, model in found], tried
 
 
 def _convert(model: ARX | Subspace, window: int, n_tags: int) -> StateSpace:
@@ -225,24 +237,6 @@ def member_starts(
         finite = all(np.isfinite(x).all() for x in (ss.a, ss.b, ss.c, ss.d, ss.enc, ss.enc_bias))
         starts.append(ss if finite and _radius(ss.a) <= limit else full)
     return starts
-
-
-def paired_t(before: np.ndarray, after: np.ndarray, block: int) -> float:
-    """How many standard errors ``after``'s errors lie below ``before``'s (0 if undecidable).
-
-    The windows overlap (a window and the next ``block`` share samples), so the differences
-    are averaged in consecutive blocks of ``block`` windows and the t statistic is taken over
-    the block means: positive when ``after`` is better.
-    """
-    d = np.asarray(before, dtype=float) - np.asarray(after, dtype=float)
-    n = len(d) // max(block, 1)
-    if n < 3:
-        return 0.0
-    blocks = d[: n * block].reshape(n, -1).mean(axis=1)
-    sd = float(blocks.std(ddof=1))
-    if sd == 0.0:
-        return math.copysign(math.inf, float(blocks.mean())) if blocks.mean() else 0.0
-    return float(blocks.mean() / (sd / math.sqrt(n)))
 
 
 @torch.no_grad()
@@ -313,6 +307,23 @@ def _weights(net: LatentDynamics, ss: StateSpace, cv_cols: list[int]) -> dict[st
     }
 
 
+@dataclass
+class Fitted:
+    """What :func:`fit_network` made."""
+
+    model: LatentDynamics
+    """the chosen network (CPU, eval mode): trained, or its linear start if that validates"""
+    result: TrainResult
+    cfg: TwinConfig
+    """the config it was built with (its latent may have grown to hold the linear state)"""
+    record: dict[str, Any] | None
+    """linear first's record for ``metrics.json`` (None without linear first)"""
+    identified: Identified
+    """the identified linear models (for :mod:`twin.model.stack`)"""
+    rejected: LatentDynamics | None = None
+    """the trained network when its linear start was kept instead"""
+
+
 def fit_network(
     spec: PlantSpec,
     parts: tuple[pl.DataFrame, ...],
@@ -323,24 +334,22 @@ def fit_network(
     device: torch.device,
     *,
     progress: bool = True,
-) -> tuple[LatentDynamics, TrainResult, TwinConfig, dict[str, Any] | None]:
-    """Build (linear first, if ``cfg.linear_init``), train and choose the network.
-
-    Returns the CPU model, the training summary, the config it was built with (its latent may
-    have grown to hold the linear state) and the linear record for ``metrics.json`` (or None).
-    """
+) -> Fitted:
+    """Build (linear first, if ``cfg.linear_init``), train and choose the network."""
     mv, dv, cv = mv_columns(spec), dv_columns(spec), cv_columns(spec)
     t0 = time.perf_counter()
     ss: StateSpace | None = None
+    identified: Identified = []
     starts: list[StateSpace] = []
     record: dict[str, Any] | None = None
     if cfg.linear_init and not (cfg.linear_core and cfg.encoder_skip):
         log.warning("linear_init needs linear_core and encoder_skip: starting from scratch")
     elif cfg.linear_init:
         try:
-            ss, fitted, tried = _identify(spec, parts[0], parts[1], cfg, norm)
+            identified, tried = _identify(spec, parts[0], parts[1], cfg, norm)
         except DataQualityError as exc:  # e.g. the normaliser refuses: train from scratch
-            ss, fitted, tried = None, None, {"error": str(exc)}
+            tried = {"error": str(exc)}
+        ss, fitted = identified[0] if identified else (None, None)
         record = {"candidates": tried, "model": ss.name if ss else None}
         if ss is not None and fitted is not None and cfg.linear_bootstrap and cfg.ensemble > 1:
             t1 = time.perf_counter()
@@ -351,7 +360,7 @@ def fit_network(
             cfg = dataclasses.replace(cfg, latent=ss.order + len(cv))
             log.info("latent grown to %d to hold %s", cfg.latent, ss.name)
     model = LatentDynamics(cfg, len(spec.tags), mv, dv)
-    initial, linear, budget = None, float("nan"), cfg
+    initial, linear, budget, rejected = None, float("nan"), cfg, None
     if ss is not None and record is not None:
         embed(model, starts or ss, cv)
         initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -373,6 +382,9 @@ def fit_network(
         record["kept"] = "trained" if t > KEEP_T else "linear"
         if record["kept"] == "trained":
             model.load_state_dict(result_state)
+        else:
+            rejected = copy.deepcopy(model)
+            rejected.load_state_dict(result_state)
         log.info(
             "linear first: %s validates %.4f, the trained twin %.4f (paired t %.1f, needs > %g): "
             "kept the %s",
@@ -385,4 +397,4 @@ def fit_network(
         )
     elif record is not None:
         log.warning("linear first: no linear model identified (%s)", record["candidates"])
-    return model.eval(), result, cfg, record
+    return Fitted(model.eval(), result, cfg, record, identified, rejected)

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -137,6 +138,13 @@ class TwinConfig:
     """conformal score: error / ensemble spread, error alone, or chosen on the calibration split"""
     max_gap: int = 3
     """forecast: gaps up to this many samples in the history are carried forward"""
+    stack: bool = True
+    """with ``linear_init``, forecast each CV at each step as a combination of the kept network
+    and the identified linear models, weights fitted on validation (``twin.model.stack``)"""
+    stack_latents: tuple[int, ...] = ()
+    """set by training: the latent size of each stacked part after the first (for loading)"""
+    stack_hidden: tuple[int, ...] = ()
+    """set by training: the hidden width of each stacked part after the first (for loading)"""
 
     def __post_init__(self) -> None:
         for name in ("window", "horizon", "latent", "hidden", "ensemble", "batch", "jepa_every"):
@@ -173,8 +181,9 @@ class TwinConfig:
         """Inverse of :meth:`to_dict`; unknown keys are ignored (older or newer versions)."""
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
-        if "fractions" in kw:
-            kw["fractions"] = tuple(kw["fractions"])
+        for name in ("fractions", "stack_latents", "stack_hidden"):
+            if name in kw:
+                kw[name] = tuple(kw[name])
         return cls(**kw)
 
 
@@ -226,6 +235,22 @@ class Rollout:
     """``[K, B, latent]`` the encoder's embedding of the past window"""
     y0: Tensor
     """``[K, B, n_tags]`` the readout of ``z0`` (reconstruction of sample t)"""
+
+
+class Forecaster(Protocol):
+    """What forecasting asks of a model: a :class:`LatentDynamics`, or a stack of them
+    (:class:`twin.model.stack.Stacked`)."""
+
+    k: int
+    horizon: int
+    mv_cols: list[int]
+    dv_cols: list[int]
+
+    def rollout(self, past: Tensor, future_inputs: Tensor) -> Rollout: ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+    def eval(self) -> Any: ...
 
 
 class LatentDynamics(nn.Module):

@@ -41,6 +41,7 @@ from tqdm import tqdm
 from twin.model import distributed
 from twin.model.dataset import Windows
 from twin.model.network import (
+    Forecaster,
     LatentDynamics,
     TwinConfig,
     ema_copy,
@@ -90,7 +91,7 @@ def torch_threads(n: int) -> Iterator[None]:
 
 @torch.no_grad()
 def predict(
-    model: LatentDynamics,
+    model: Forecaster,
     past: np.ndarray | Tensor,
     future: np.ndarray | Tensor,
     *,
@@ -295,14 +296,14 @@ def _step(opt: torch.optim.Optimizer, model: LatentDynamics, linear_lr: float) -
             p.lerp_(old, 1.0 - linear_lr)
 
 
-def validation_error(model: LatentDynamics, val: Windows, cv_cols: list[int]) -> float:
+def validation_error(model: Forecaster, val: Windows, cv_cols: list[int]) -> float:
     """NRMSE of the ensemble mean over CVs and every step, on at most 2,000 windows."""
     take = np.linspace(0, len(val) - 1, min(len(val), 2000)).astype(int)
     return float(np.sqrt(window_errors(model, val.past[take], val.future[take], cv_cols).mean()))
 
 
 def window_errors(
-    model: LatentDynamics, past: np.ndarray, future: np.ndarray, cv_cols: list[int]
+    model: Forecaster, past: np.ndarray, future: np.ndarray, cv_cols: list[int]
 ) -> np.ndarray:
     """Mean squared error ``[N]`` of the ensemble mean over CVs and steps, per window."""
     mean, _ = predict(model, past, future)
@@ -348,3 +349,21 @@ def _loss(
         reg = vicreg(roll.z0) if cfg.anti_collapse == "vicreg" else sigreg(roll.z0, gen)
         loss = loss + cfg.w_reg * reg
     return loss, [float(readout.detach()), float(jepa.detach()), float(reg.detach())]
+
+
+def paired_t(before: np.ndarray, after: np.ndarray, block: int) -> float:
+    """How many standard errors ``after``'s errors lie below ``before``'s (0 if undecidable).
+
+    The windows overlap (a window and the next ``block`` share samples), so the differences
+    are averaged in consecutive blocks of ``block`` windows and the t statistic is taken over
+    the block means: positive when ``after`` is better.
+    """
+    d = np.asarray(before, dtype=float) - np.asarray(after, dtype=float)
+    n = len(d) // max(block, 1)
+    if n < 3:
+        return 0.0
+    blocks = d[: n * block].reshape(n, -1).mean(axis=1)
+    sd = float(blocks.std(ddof=1))
+    if sd == 0.0:
+        return math.copysign(math.inf, float(blocks.mean())) if blocks.mean() else 0.0
+    return float(blocks.mean() / (sd / math.sqrt(n)))

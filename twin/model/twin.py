@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from twin.errors import DataQualityError, SpecError, TwinError
-from twin.model import distributed, provenance, time_scales
+from twin.model import distributed, provenance, stack, time_scales
 from twin.model.dataset import (
     Normalizer,
     Windows,
@@ -78,7 +78,7 @@ class Twin:
         spec: PlantSpec,
         config: TwinConfig,
         normalizer: Normalizer,
-        model: LatentDynamics,
+        model: LatentDynamics | stack.Stacked,
         calibration: Calibration,
         metrics: dict[str, Any] | None = None,
     ) -> None:
@@ -165,9 +165,11 @@ class Twin:
         np.random.seed(cfg.seed)
         device = resolve_device(cfg.device)
         with torch_threads(cfg.threads):
-            model, result, cfg, linear = fit_network(
-                spec, parts, norm, train, val, cfg, device, progress=progress
-            )
+            fitted = fit_network(spec, parts, norm, train, val, cfg, device, progress=progress)
+            result, cfg, linear = fitted.result, fitted.cfg, fitted.record
+            model: LatentDynamics | stack.Stacked = fitted.model
+            if cfg.stack and linear is not None and fitted.identified:
+                model, cfg, linear["stack"] = stack.combine(fitted, spec, parts[0], val, norm)
             # fitted on validation + calibration windows; metrics state its held-out check
             held = [(*predict(model, w.past, w.future), w.future) for w in (val, cal)]
             calibration = Calibration.fit_splits(held, cfg.coverage, cfg.band_score)
@@ -259,7 +261,7 @@ class Twin:
         cfg = _from_json(folder / "config.json", TwinConfig.from_dict)
         norm = _from_json(folder / "normalizer.json", Normalizer.from_dict)
         try:
-            model = LatentDynamics(cfg, len(saved.tags), mv_columns(saved), dv_columns(saved))
+            model = stack.build_model(cfg, len(saved.tags), mv_columns(saved), dv_columns(saved))
         except (TypeError, ValueError, RuntimeError) as exc:
             raise TwinError(f"{folder}/config.json holds unusable settings: {exc}") from exc
         try:

@@ -1,0 +1,97 @@
+"""Per-step stacking of the twin's network with its identified linear models (issue 12)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from connectors.sim.plants import make_plant
+from connectors.sim.record import record
+from twin.model.dataset import cv_columns, frame_to_array, make_windows, split_by_time
+from twin.model.network import TwinConfig
+from twin.model.stack import Stacked, fit_weights
+from twin.model.train import validation_error
+from twin.model.twin import Twin
+from twin.spec import PlantSpec
+from twin.store.historian import Historian
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+CFG = TwinConfig(window=16, horizon=20, latent=8, hidden=16, ensemble=3, max_epochs=2, seed=1)
+
+
+def test_weights_recover_a_known_mix_per_step_and_stay_on_the_simplex() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 800, 12, 3))
+    truth = a.copy()
+    truth[..., 0] = 0.3 * a[..., 0] + 0.7 * b[..., 0]  # column 0: a mix; column 1: a alone
+    truth[:, 6:, 1] = b[:, 6:, 1]  # ... up to step 6, then b alone
+    truth += 0.05 * rng.standard_normal(truth.shape)
+    w = fit_weights([a, b], truth, [0, 1])  # column 2 is not a CV (an MV, say)
+    assert w.shape == (2, 12, 3)
+    assert (w >= 0).all() and np.allclose(w.sum(axis=0), 1.0)
+    np.testing.assert_allclose(w[1, :, 0], 0.7, atol=0.03)
+    assert (w[0, :2, 1] > 0.97).all() and (w[1, -2:, 1] > 0.97).all()  # smoothed at the switch
+    assert (w[0, :, 2] == 1.0).all()
+
+
+@pytest.fixture(scope="module")
+def stacked(tmp_path_factory: pytest.TempPathFactory) -> tuple[PlantSpec, pl.DataFrame, Twin]:
+    root = tmp_path_factory.mktemp("cstr")
+    sim = make_plant("cstr", seed=3)
+    record(sim, 4.0, root, seed=3, start=START, progress=False)
+    frame = Historian(root).frame(sim.spec, START, START + timedelta(hours=4))
+    return sim.spec, frame, Twin.fit(sim.spec, frame, CFG, progress=False)
+
+
+def test_a_stacked_twin_forecasts_its_parts_weighted_and_validates_no_worse_than_any(
+    stacked: tuple[PlantSpec, pl.DataFrame, Twin],
+) -> None:
+    spec, frame, twin = stacked
+    rec = twin.metrics["linear_init"]["stack"]
+    assert isinstance(twin.model, Stacked), rec
+    assert len(rec["used"]) == len(twin.model.parts) >= 2
+    assert all(sum(w.values()) == pytest.approx(1.0, abs=2e-3) for w in rec["weight"].values())
+    parts = split_by_time(frame, twin.config.fractions)
+    values, ok = frame_to_array(parts[1], spec)
+    val = make_windows(values, ok, spec, twin.window, twin.horizon, twin.normalizer)
+    past, future = torch.as_tensor(val.past[:50]), torch.as_tensor(val.future[:50])
+    with torch.no_grad():
+        ys = [p.rollout(past, future).y for p in twin.model.parts]
+        y = twin.model.rollout(past, future).y
+    mix = sum(twin.model.weights[m] * ys[m] for m in range(len(ys)))
+    torch.testing.assert_close(y, mix)
+    cv = cv_columns(spec)
+    alone = [validation_error(p, val, cv) for p in twin.model.parts]
+    assert validation_error(twin.model, val, cv) <= min(alone) * 1.005, (alone, rec)
+
+
+def test_a_stacked_twin_saves_loads_and_plans_with_gradients(
+    stacked: tuple[PlantSpec, pl.DataFrame, Twin], tmp_path: Path
+) -> None:
+    spec, frame, twin = stacked
+    loaded = Twin.load(twin.save(tmp_path / "m"), spec)
+    assert isinstance(loaded.model, Stacked)
+    assert loaded.config.stack_latents == twin.config.stack_latents
+    history = frame.tail(twin.window + 5)
+    plan = np.tile(frame.select([t.name for t in spec.mvs]).tail(1).to_numpy(), (twin.horizon, 1))
+    a, b = twin.forecast(history, plan), loaded.forecast(history, plan)
+    np.testing.assert_allclose(a.mean, b.mean, atol=1e-5)
+    np.testing.assert_allclose(a.upper, b.upper, atol=1e-5)
+    mv = torch.as_tensor(plan, dtype=torch.float32).requires_grad_(True)
+    mean, half = loaded.torch_rollout(loaded.past_tensor(history), mv)
+    (mean[:, cv_columns(spec)].sum() + half.sum()).backward()
+    assert mv.grad is not None and bool(torch.isfinite(mv.grad).all())
+    assert float(mv.grad.abs().sum()) > 0.0  # the controller sees the plan's effect
+
+
+def test_stack_off_keeps_the_network_alone(stacked: tuple[PlantSpec, pl.DataFrame, Twin]) -> None:
+    spec, frame, _ = stacked
+    twin = Twin.fit(spec, frame, dataclasses.replace(CFG, stack=False), progress=False)
+    assert "stack" not in twin.metrics["linear_init"]
+    assert not isinstance(twin.model, Stacked) and twin.config.stack_latents == ()

@@ -1,0 +1,202 @@
+"""Per-step stacking: the twin's forecast as a validated combination of its network and the
+linear models it was identified with (issue 12).
+
+Linear first (:mod:`twin.model.linear_init`) starts the twin from the better-validating of an
+ARX and a subspace model, and keeps the trained network only where it validates better as a
+whole. On plants it was not shaped on that left the twin a few per cent behind whichever linear
+model happened to be better at a given step on the test (the other linear model, or the start
+at short steps where the trained network was better at long ones).
+
+Here every identified linear model becomes a *part* beside the kept network: a small
+:class:`~twin.model.network.LatentDynamics` (one hidden unit, its MLPs at zero) that forecasts
+exactly what the linear model does, member by member (each member its own bootstrap start, as
+in linear first). The twin's forecast of CV ``c`` at step ``k`` is ``sum_m w[m, k, c] y_m``
+with the weights on the simplex (non-negative, summing to one), fitted by least squares on the
+validation windows (:func:`fit_weights`, scipy's NNLS) and smoothed over neighbouring steps.
+Member ``j`` of the stack is the same combination of the parts' members ``j``, so the ensemble
+spread, and the band calibrated on it afterwards, is that of the combination. Parts whose
+weight stays below :data:`WEIGHT_FLOOR` everywhere are dropped; with none left the network is
+returned as it was. Every part is differentiable in the MV plan, so the controller plans on the
+combination as it would on one network. Persistence is deliberately not a part: it would say
+that moving an MV changes nothing, and a controller planning on a shrunken gain over-moves.
+
+The weights are fitted on the same validation windows that the twin's reported validation
+metrics use, so those metrics flatter the stack slightly; the benchmarks score on later data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any, cast
+
+import numpy as np
+import polars as pl
+import torch
+from scipy.optimize import nnls
+from torch import Tensor, nn
+
+from twin.model.dataset import Normalizer, Windows, cv_columns, dv_columns, mv_columns
+from twin.model.linear_init import Fitted, embed, member_starts
+from twin.model.network import LatentDynamics, Rollout, TwinConfig
+from twin.model.train import predict, validation_error
+from twin.spec import PlantSpec
+
+log = logging.getLogger(__name__)
+
+WEIGHT_FLOOR = 0.02
+"""a linear part whose weight stays below this at every step and CV is dropped"""
+SMOOTH = 5
+"""steps in the moving average of each part's weights (noise of one step's fit)"""
+REJECTED = os.environ.get("TWIN_STACK_REJECTED", "0") == "1"
+"""the trained network joins the stack even where linear first kept its start (measuring)"""
+MAX_WINDOWS = 4000
+"""validation windows the weights are fitted on (evenly spaced), at most"""
+
+
+class Stacked(nn.Module):
+    """Parts (the kept network first, then linear models) combined per step and tag."""
+
+    weights: Tensor
+    """``[M, H, n_tags]`` each part's weight per step and tag (a buffer: saved, not trained)"""
+
+    def __init__(self, parts: list[LatentDynamics], weights: Tensor) -> None:
+        super().__init__()
+        first = parts[0]
+        if weights.shape[:2] != (len(parts), first.horizon):
+            raise ValueError(f"weights {tuple(weights.shape)} for {len(parts)} parts")
+        self.parts = nn.ModuleList(parts)
+        self.register_buffer("weights", weights.to(torch.float32))
+        self.k, self.window, self.horizon = first.k, first.window, first.horizon
+        self.mv_cols, self.dv_cols = first.mv_cols, first.dv_cols
+
+    def encode(self, past: Tensor) -> Tensor:
+        """The first part's embedding (the latent the other parts' forecasts are blended into)."""
+        return cast(LatentDynamics, self.parts[0]).encode(past)
+
+    def rollout(self, past: Tensor, future_inputs: Tensor) -> Rollout:
+        """The parts' rollouts combined: ``y`` is the weighted sum, the latents the first's."""
+        outs = [cast(LatentDynamics, part).rollout(past, future_inputs) for part in self.parts]
+        w = self.weights[:, : future_inputs.shape[-2]]
+        y = outs[0].y * w[0]
+        for m in range(1, len(outs)):
+            y = y + outs[m].y * w[m]
+        return dataclasses.replace(outs[0], y=y)
+
+
+def part_config(cfg: TwinConfig, latent: int, hidden: int = 1) -> TwinConfig:
+    """The config of a stacked part: the twin's, with the part's latent and hidden width (a
+    linear part has one hidden unit: its MLPs are held at zero)."""
+    return dataclasses.replace(cfg, hidden=hidden, latent=latent, stack_latents=(), stack_hidden=())
+
+
+def build_model(
+    cfg: TwinConfig, n_tags: int, mv: list[int], dv: list[int]
+) -> LatentDynamics | Stacked:
+    """An untrained model of the shape ``cfg`` describes (for loading saved weights)."""
+    net = LatentDynamics(cfg, n_tags, mv, dv)
+    if not cfg.stack_latents:
+        return net
+    hidden = cfg.stack_hidden or (1,) * len(cfg.stack_latents)
+    parts = [
+        net,
+        *(
+            LatentDynamics(part_config(cfg, n, h), n_tags, mv, dv)
+            for n, h in zip(cfg.stack_latents, hidden, strict=True)
+        ),
+    ]
+    return Stacked(parts, torch.zeros(len(parts), cfg.horizon, n_tags))
+
+
+def fit_weights(means: list[np.ndarray], future: np.ndarray, cols: list[int]) -> np.ndarray:
+    """Simplex weights ``[M, H, n_tags]`` minimising the squared error of ``sum_m w_m means_m``
+    per step and column of ``cols`` (other columns: all weight on the first part).
+
+    NNLS with a heavily weighted row ``sum w = 1`` appended (the usual way to put an equality
+    into NNLS), then normalised exactly; then a centred moving average over :data:`SMOOTH`
+    steps, which keeps them on the simplex.
+    """
+    m, (n, h, n_tags) = len(means), future.shape
+    w = np.zeros((m, h, n_tags))
+    w[0] = 1.0
+    big = 1e3 * np.sqrt(n)
+    for c in cols:
+        for k in range(h):
+            x = np.stack([p[:, k, c] for p in means], axis=1)
+            a = np.vstack([x, np.full((1, m), big)])
+            b = np.append(future[:, k, c], big)
+            sol = nnls(a, b)[0]
+            w[:, k, c] = sol / sol.sum() if sol.sum() > 0 else np.eye(m)[0]
+    if h > 1 and SMOOTH > 1:
+        kernel = np.ones(SMOOTH)
+        norm = np.convolve(np.ones(h), kernel, mode="same")
+        for c in cols:
+            for j in range(m):
+                w[j, :, c] = np.convolve(w[j, :, c], kernel, mode="same") / norm
+    return w
+
+
+def combine(
+    fitted: Fitted, spec: PlantSpec, train: pl.DataFrame, val: Windows, norm: Normalizer
+) -> tuple[LatentDynamics | Stacked, TwinConfig, dict[str, Any]]:
+    """The chosen network stacked with the identified linear models (module docstring), and
+    with the trained network where linear first kept its start instead, if :data:`REJECTED`.
+    The start is the first identified model itself, so it is not stacked twice. Returns the
+    model, its config (``stack_latents`` set) and a record."""
+    cfg, net = fitted.cfg, fitted.model
+    kept = fitted.record["kept"] if fitted.record else "trained"
+    cv, mv, dv = cv_columns(spec), mv_columns(spec), dv_columns(spec)
+    n_tags = len(spec.tags)
+    names = ["network" if kept == "trained" else f"{fitted.identified[0][0].name} (start)"]
+    parts: list[LatentDynamics] = [net]
+    if REJECTED and fitted.rejected is not None:
+        parts.append(fitted.rejected.eval())
+        names.append("network (not kept)")
+    for i, (ss, model) in enumerate(fitted.identified):
+        if i == 0 and kept == "linear":
+            continue
+        starts = (
+            member_starts(spec, train, model, ss, cfg, norm)
+            if cfg.linear_bootstrap and cfg.ensemble > 1
+            else [ss]
+        )
+        part = LatentDynamics(part_config(cfg, ss.order + len(cv)), n_tags, mv, dv)
+        embed(part, starts, cv)
+        parts.append(part.eval())
+        names.append(ss.name)
+    record: dict[str, Any] = {"parts": names}
+    if len(parts) == 1:
+        return net, cfg, {**record, "used": [names[0]]}
+    take = np.linspace(0, len(val) - 1, min(len(val), MAX_WINDOWS)).astype(int)
+    past, future = val.past[take], val.future[take]
+    means = [predict(p, past, future)[0] for p in parts]
+    weights = fit_weights(means, future, cv)
+    used = [0, *(j for j in range(1, len(parts)) if weights[j][:, cv].max() >= WEIGHT_FLOOR)]
+    if len(used) < len(parts):
+        parts, names = [parts[j] for j in used], [names[j] for j in used]
+        means = [means[j] for j in used]
+        weights = fit_weights(means, future, cv)
+    record["used"] = names
+    if len(parts) == 1:
+        return net, cfg, record
+    stacked = Stacked(parts, torch.as_tensor(weights)).eval()
+    for p in stacked.parameters():
+        p.requires_grad_(False)
+    latents = tuple(int(p.pred_z.shape[1]) for p in parts[1:])
+    hidden = tuple(int(p.hidden) for p in parts[1:])
+    steps = sorted({s for s in (1, 5, 10, cfg.horizon) if s <= cfg.horizon})
+    record["weight"] = {
+        str(s): dict(zip(names, weights[:, s - 1, cv].mean(axis=1).round(3).tolist(), strict=True))
+        for s in steps
+    }
+    record["val_nrmse_network"] = round(validation_error(net, val, cv), 5)
+    record["val_nrmse_stacked"] = round(validation_error(stacked, val, cv), 5)
+    log.info(
+        "stacked %s: validation NRMSE %.4f (the %s alone %.4f)",
+        " + ".join(names),
+        record["val_nrmse_stacked"],
+        names[0],
+        record["val_nrmse_network"],
+    )
+    return stacked, dataclasses.replace(cfg, stack_latents=latents, stack_hidden=hidden), record
