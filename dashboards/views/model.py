@@ -80,6 +80,21 @@ def evaluation(report: dict[str, Any] | None) -> None:
     )
 
 
+def structure(metrics: dict[str, Any]) -> str:
+    """One line on what forecasts: the linear model identified first, what was kept, and the
+    stack's weights at the last step."""
+    lin = metrics.get("linear_init")
+    if not lin or not lin.get("model"):
+        return "no linear model was identified first: trained from a random start"
+    line = f"linear first: {lin['model']} identified; kept the {lin.get('kept', '?')} network"
+    weights = (lin.get("stack") or {}).get("weight") or {}
+    if weights:
+        step = max(weights, key=int)
+        mix = " + ".join(f"{w:.2f} {name}" for name, w in weights[step].items() if w >= 0.005)
+        line += f"; forecasts are a per-step combination, at step {step}: {mix}"
+    return line
+
+
 def training(metrics: dict[str, Any], config: dict[str, Any] | None) -> None:
     st.markdown("**Training**")
     info = metrics.get("training", {})
@@ -89,6 +104,7 @@ def training(metrics: dict[str, Any], config: dict[str, Any] | None) -> None:
     windows = info.get("windows", {})
     cols[2].metric("training windows", windows.get("train", "—"), delta_color="off")
     cols[3].metric("stopped by", info.get("stopped", "—"), delta_color="off")
+    st.caption(structure(metrics))
     if config:
         keys = (
             "window",

@@ -556,6 +556,9 @@ def test_model_page_shows_validation_training_and_health(
     assert (val["twin NRMSE"].iloc[-2:] < val["persistence NRMSE"].iloc[-2:]).all()
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["epochs"] == str(plant.twin.metrics["training"]["epochs"])
+    # what forecasts (the shipped twin predates linear first; test_stack checks a stacked one)
+    assert "linear_init" not in plant.twin.metrics
+    assert "no linear model was identified first: trained from a random start" in texts(at)
     # the twin forecasts the recorded plant about as well as it did in validation
     assert 0.3 < float(metrics["live / validation NRMSE, last hour (mean)"]) < 3
     assert 0 < float(metrics["health ratio, last samples (worst CV)"]) < 10

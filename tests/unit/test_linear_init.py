@@ -280,6 +280,8 @@ def test_train_command_says_what_linear_first_and_the_time_scales_chose(
     metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
     assert "linear first: " in out and f"kept the {metrics['linear_init']['kept']}" in out
     assert "stopped: " in out and metrics["training"]["reason"] in out
+    stack = metrics["linear_init"].get("stack", {})
+    assert ("stacked: " in out) == (len(stack.get("used", ())) > 1), (out, stack)
     window = metrics["time_scales"]["window"]
     assert f"window {window}, horizon 12 samples" in out and "horizon given" in out
     assert Twin.load(tmp_path / "model").window == window

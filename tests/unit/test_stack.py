@@ -90,6 +90,20 @@ def test_a_stacked_twin_saves_loads_and_plans_with_gradients(
     assert float(mv.grad.abs().sum()) > 0.0  # the controller sees the plan's effect
 
 
+def test_the_model_page_says_what_the_stack_combines(
+    stacked: tuple[PlantSpec, pl.DataFrame, Twin],
+) -> None:
+    from dashboards.views.model import structure
+
+    _, _, twin = stacked
+    lin = twin.metrics["linear_init"]
+    line = structure(twin.metrics)
+    assert line.startswith(f"linear first: {lin['model']} identified; kept the {lin['kept']}")
+    at_h = lin["stack"]["weight"][str(twin.horizon)]
+    assert f"at step {twin.horizon}: " in line
+    assert all(name in line for name, w in at_h.items() if w >= 0.005), (line, at_h)
+
+
 def test_stack_off_keeps_the_network_alone(stacked: tuple[PlantSpec, pl.DataFrame, Twin]) -> None:
     spec, frame, _ = stacked
     twin = Twin.fit(spec, frame, dataclasses.replace(CFG, stack=False), progress=False)

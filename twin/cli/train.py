@@ -53,6 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="identify a linear model first and start the twin from it (default: on)",
     )
+    p.add_argument(
+        "--stack",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="forecast each CV and step as a combination of the network and the identified "
+        "linear models, weighted on validation (default: on; needs linear first)",
+    )
     p.set_defaults(func=_train)
 
 
@@ -129,11 +136,8 @@ def _train_in_session(args: argparse.Namespace, rank: int) -> int:
         log.error("no historian at %s", args.historian)
         return 2
     frame, start, end, source = _training_frame(args, spec)
-    changes = {
-        k: getattr(args, k)
-        for k in ("minutes", "horizon", "window", "ensemble", "threads", "device", "linear_init")
-        if getattr(args, k) is not None
-    }
+    options = ("minutes", "horizon", "window", "ensemble", "threads", "device", "linear_init")
+    changes = {k: getattr(args, k) for k in (*options, "stack") if getattr(args, k) is not None}
     if args.time_scales == "auto":
         given = (args.window is not None, args.horizon is not None)
         changes["time_scales"] = {(True, False): "auto_horizon", (False, True): "auto_window"}.get(
@@ -168,6 +172,13 @@ def _train_in_session(args: argparse.Namespace, rank: int) -> int:
             f"  linear first: {lin['model']} validates {lin['val_nrmse_linear']:.4f}, the trained "
             f"twin {lin['val_nrmse_trained']:.4f}: kept the {lin['kept']}"
         )
+        stack = lin.get("stack", {})
+        if len(stack.get("used", ())) > 1:
+            weights = stack["weight"][h]
+            print(
+                f"  stacked: {' + '.join(f'{w:.2f} {n}' for n, w in weights.items())} at step {h}"
+                f"; validates {stack['val_nrmse_stacked']:.4f}"
+            )
     elif lin:
         print(f"  linear first: no linear model identified ({lin['candidates']})")
     print("validation:")
