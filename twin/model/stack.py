@@ -10,7 +10,9 @@ at short steps where the trained network was better at long ones).
 Here every identified linear model becomes a *part* beside the kept network: a small
 :class:`~twin.model.network.LatentDynamics` (one hidden unit, its MLPs at zero) that forecasts
 exactly what the linear model does, member by member (each member its own bootstrap start, as
-in linear first). The twin's forecast of CV ``c`` at step ``k`` is ``sum_m w[m, k, c] y_m``
+in linear first). Where linear first kept its start, the trained network it set aside is a part
+too: its gain on validation was within the noise as a whole, but it may be the better model at
+some steps and CVs, and the weights find out where. The twin's forecast of CV ``c`` at step ``k`` is ``sum_m w[m, k, c] y_m``
 with the weights on the simplex (non-negative, summing to one), fitted by least squares on the
 validation windows (:func:`fit_weights`, scipy's NNLS) and smoothed over neighbouring steps.
 Member ``j`` of the stack is the same combination of the parts' members ``j``, so the ensemble
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Any, cast
 
 import numpy as np
@@ -49,8 +50,6 @@ WEIGHT_FLOOR = 0.02
 """a linear part whose weight stays below this at every step and CV is dropped"""
 SMOOTH = 5
 """steps in the moving average of each part's weights (noise of one step's fit)"""
-REJECTED = os.environ.get("TWIN_STACK_REJECTED", "0") == "1"
-"""the trained network joins the stack even where linear first kept its start (measuring)"""
 MAX_WINDOWS = 4000
 """validation windows the weights are fitted on (evenly spaced), at most"""
 
@@ -141,16 +140,16 @@ def combine(
     fitted: Fitted, spec: PlantSpec, train: pl.DataFrame, val: Windows, norm: Normalizer
 ) -> tuple[LatentDynamics | Stacked, TwinConfig, dict[str, Any]]:
     """The chosen network stacked with the identified linear models (module docstring), and
-    with the trained network where linear first kept its start instead, if :data:`REJECTED`.
-    The start is the first identified model itself, so it is not stacked twice. Returns the
-    model, its config (``stack_latents`` set) and a record."""
+    with the trained network where linear first kept its start instead (that start is the first
+    identified model itself, so it is not stacked twice). Returns the model, its config
+    (``stack_latents``, ``stack_hidden`` set) and a record."""
     cfg, net = fitted.cfg, fitted.model
     kept = fitted.record["kept"] if fitted.record else "trained"
     cv, mv, dv = cv_columns(spec), mv_columns(spec), dv_columns(spec)
     n_tags = len(spec.tags)
     names = ["network" if kept == "trained" else f"{fitted.identified[0][0].name} (start)"]
     parts: list[LatentDynamics] = [net]
-    if REJECTED and fitted.rejected is not None:
+    if fitted.rejected is not None:
         parts.append(fitted.rejected.eval())
         names.append("network (not kept)")
     for i, (ss, model) in enumerate(fitted.identified):
