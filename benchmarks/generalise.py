@@ -20,6 +20,7 @@ the tables and the target checks, written to ``<out>/generalise.md``.
     .venv/bin/python benchmarks/generalise.py run --set held-out --seeds 1,2,3 --shard 0/2
     .venv/bin/python benchmarks/generalise.py run --plants zoo-3,cstr --seeds 1 --hours 6,24
     .venv/bin/python benchmarks/generalise.py report
+    .venv/bin/python benchmarks/generalise.py compare BEFORE_DIR AFTER_DIR
 """
 
 from __future__ import annotations
@@ -200,6 +201,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from benchmarks.generalise_report import compare
+
+    print(compare(args.before, args.after))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -214,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(func=cmd_report)
     for q in (r, s):
         q.add_argument("--out", type=Path, default=OUT, help=f"results folder (default {OUT})")
+    c = sub.add_parser("compare", help="the twin's NRMSE in one results folder over another's")
+    c.add_argument("before", type=Path)
+    c.add_argument("after", type=Path)
+    c.set_defaults(func=cmd_compare)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return int(args.func(args))

@@ -173,3 +173,33 @@ def report(paths: list[Path]) -> str:
     if refused:
         lines += ["## Runs the twin refused", "", *refused, ""]
     return "\n".join(lines) + "\n"
+
+
+def compare(before: Path, after: Path) -> str:
+    """The twin's NRMSE after / before per plant and step, on the runs both folders hold (same
+    plant, seed and hours), with the geometric mean over them."""
+    pairs = []
+    for path in sorted((after / "runs").glob("*.json")):
+        old = before / "runs" / path.name
+        if not old.is_file():
+            continue
+        a, b = (json.loads(p.read_text(encoding="utf-8")) for p in (path, old))
+        if "refused" not in a and "refused" not in b:
+            pairs.append((path.stem, a, b))
+    if not pairs:
+        return f"no runs in both {before} and {after}"
+    lines = [
+        f"Twin NRMSE on the shifted test, {after.name} / {before.name} (below 1: better)",
+        "",
+        "| run | k=1 | k=5 | k=10 | k=H |",
+        "|---|---|---|---|---|",
+    ]
+    ratios = []
+    for name, a, b in pairs:
+        steps = ("1", "5", "10", str(a["horizon"]))
+        r = [a["nrmse"]["twin"][s] / b["nrmse"]["twin"][s] for s in steps]
+        ratios.append(r)
+        lines.append(f"| {name} | " + " | ".join(f"{x:.3f}" for x in r) + " |")
+    geo = np.exp(np.log(np.array(ratios)).mean(axis=0))
+    lines.append(f"| geometric mean ({len(pairs)}) | " + " | ".join(f"{x:.3f}" for x in geo) + " |")
+    return "\n".join(lines) + "\n"
