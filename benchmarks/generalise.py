@@ -75,7 +75,9 @@ def _record_test(plant: str, seed: int, folder: Path, start: Any, shifted: bool)
     return out
 
 
-def run_one(plant: str, seed: int, hours: float, minutes: float, folder: Path) -> dict[str, Any]:
+def run_one(
+    plant: str, seed: int, hours: float, minutes: float, folder: Path, stack: bool = True
+) -> dict[str, Any]:
     """Everything measured for one plant, seed and length of training history."""
     sim = make_plant(plant, seed=seed)
     spec = sim.spec
@@ -93,7 +95,7 @@ def run_one(plant: str, seed: int, hours: float, minutes: float, folder: Path) -
     train = Historian(train_dir).frame(spec, DEFAULT_START, DEFAULT_START + timedelta(hours=hours))
     record_s = time.perf_counter() - t_rec
 
-    cfg = TwinConfig(seed=seed, minutes=minutes, device="cpu")
+    cfg = TwinConfig(seed=seed, minutes=minutes, device="cpu", stack=stack)
     t0 = time.perf_counter()
     twin = Twin.fit(spec, train, cfg, progress=False)
     train_s = time.perf_counter() - t0
@@ -176,7 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="generalise-") as tmp:
             t0 = time.perf_counter()
             try:
-                res = run_one(plant, seed, hours, args.minutes, Path(tmp))
+                res = run_one(plant, seed, hours, args.minutes, Path(tmp), not args.no_stack)
             except TwinError as exc:  # e.g. too little history to train or calibrate on
                 res = {"plant": plant, "seed": seed, "hours": hours, "refused": str(exc)}
                 tqdm.write(f"{plant} seed {seed} {hours:g} h: refused: {exc}")
@@ -217,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--hours", default="24", help="comma-separated hours of training history")
     r.add_argument("--minutes", type=float, default=1.0, help="training budget per model")
     r.add_argument("--shard", default="0/1", metavar="I/N", help="this process's share of runs")
+    r.add_argument("--no-stack", action="store_true", help="train the twin with stack=False")
     r.set_defaults(func=cmd_run)
     s = sub.add_parser("report", help="tables and target checks from the stored runs")
     s.set_defaults(func=cmd_report)
