@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (solves use 1)")
     p.add_argument("--scaling-steps", type=int, default=120, help="samples per scaling run")
     p.add_argument("--no-scaling", action="store_true", help="skip the solve-time scaling runs")
+    p.add_argument("--no-stack", action="store_true", help="zoo mode: twins with stack=False")
     p.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -263,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                 loop_seed=args.seed,
                 baselines=args.baselines,
                 steps=args.steps,
+                stack=not args.no_stack,
             )
         if args.step == "report" or not args.shard:
             print(write_report(plants, seeds, out, command))

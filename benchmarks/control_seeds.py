@@ -80,7 +80,14 @@ def run_file(out: Path, plant: str, seed: int) -> Path:
 
 
 def run_seed(
-    plant: str, seed: int, *, minutes: float, loop_seed: int, baselines: bool, steps: int | None
+    plant: str,
+    seed: int,
+    *,
+    minutes: float,
+    loop_seed: int,
+    baselines: bool,
+    steps: int | None,
+    stack: bool = True,
 ) -> dict[str, Any]:
     """One plant and training seed: train the twin, run the MPCs, score them (plain data)."""
     t0 = time.perf_counter()
@@ -91,7 +98,8 @@ def run_seed(
     with tempfile.TemporaryDirectory(prefix="control-zoo-") as tmp:
         frame = training_frame(plant, TRAIN_HOURS, Path(tmp), seed)
     timing["record_s"] = time.perf_counter() - t0
-    twin = Twin.fit(spec, frame, TwinConfig(minutes=minutes, seed=seed), progress=True)
+    cfg = TwinConfig(minutes=minutes, seed=seed, stack=stack)
+    twin = Twin.fit(spec, frame, cfg, progress=True)
     timing["train_s"] = time.perf_counter() - t0 - timing["record_s"]
     weights = scenario.weights(spec)
     h = twin.horizon
@@ -139,6 +147,7 @@ def run_seed(
             "window": twin.window,
             "minutes": minutes,
             "training": twin.metrics.get("training", {}),
+            "linear_init": twin.metrics.get("linear_init"),
         },
         "oracle_substeps": substeps,
         "results": results,
