@@ -38,6 +38,9 @@ def test_weights_recover_a_known_mix_per_step_and_stay_on_the_simplex() -> None:
     np.testing.assert_allclose(w[1, :, 0], 0.7, atol=0.03)
     assert (w[0, :2, 1] > 0.97).all() and (w[1, -2:, 1] > 0.97).all()  # smoothed at the switch
     assert (w[0, :, 2] == 1.0).all()
+    short = fit_weights([a[:, :3], b[:, :3]], truth[:, :3], [0, 1])  # fewer steps than smoothed
+    assert short.shape == (2, 3, 3) and np.allclose(short.sum(axis=0), 1.0)
+    np.testing.assert_allclose(short[1, :, 0], 0.7, atol=0.03)
 
 
 @pytest.fixture(scope="module")
