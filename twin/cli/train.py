@@ -136,8 +136,17 @@ def _train_in_session(args: argparse.Namespace, rank: int) -> int:
         log.error("no historian at %s", args.historian)
         return 2
     frame, start, end, source = _training_frame(args, spec)
-    options = ("minutes", "horizon", "window", "ensemble", "threads", "device", "linear_init")
-    changes = {k: getattr(args, k) for k in (*options, "stack") if getattr(args, k) is not None}
+    options = (
+        "minutes",
+        "horizon",
+        "window",
+        "ensemble",
+        "threads",
+        "device",
+        "linear_init",
+        "stack",
+    )
+    changes = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
     if args.time_scales == "auto":
         given = (args.window is not None, args.horizon is not None)
         changes["time_scales"] = {(True, False): "auto_horizon", (False, True): "auto_window"}.get(

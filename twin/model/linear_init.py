@@ -18,10 +18,11 @@ in their (random) hidden layers and what training does to them. With ``linear_bo
 member instead starts from its own re-estimate of the linear model (same orders) on a
 moving-block bootstrap of the training rows (:func:`member_starts`): each member forecasts
 exactly its own start, and the members agree where the data pin the model down and disagree off
-them, so a kept linear start still has an ensemble spread for the band to scale with. After training, the linear
-weights are kept only if they validate better by more than the validation split's noise
-(:data:`KEEP_T` standard errors, :func:`paired_t`): the twin is never worse on validation than
-the linear model it started from, and a gain within the noise does not buy a nonlinear model.
+them, so a kept linear start still has an ensemble spread for the band to scale with. After
+training, the linear weights are kept only if they validate better by more than the validation
+split's noise (:data:`KEEP_T` standard errors, :func:`paired_t`): the twin is never worse on
+validation than the linear model it started from, and a gain within the noise does not buy a
+nonlinear model.
 """
 
 from __future__ import annotations
@@ -50,13 +51,7 @@ from twin.model.dataset import (
 )
 from twin.model.linear_members import centred, resampled
 from twin.model.network import LatentDynamics, TwinConfig
-from twin.model.train import (
-    TrainResult,
-    paired_t,
-    train_model,
-    validation_error,
-    window_errors,
-)
+from twin.model.train import TrainResult, paired_t, train_model, validation_error, window_errors
 from twin.spec import PlantSpec
 
 log = logging.getLogger(__name__)
@@ -222,8 +217,9 @@ def member_starts(
     """One linear start per member, each re-estimated on its own moving-block bootstrap of the
     training rows (blocks of one horizon, seeded by ``cfg.seed`` and the member's index; see
     :mod:`twin.model.linear_members`), centred on the full-data fit if :data:`CENTRED`; member 0
-    keeps the full-data fit if :data:`FULL_FIRST`. A resample whose model is less stable than the full-data one (spectral
-    radius above ``max(1, full's) + 1e-3``) or not finite falls back to the full-data fit."""
+    keeps the full-data fit if :data:`FULL_FIRST`. A resample whose model is less stable than the
+    full-data one (spectral radius above ``max(1, full's) + 1e-3``) or not finite falls back to
+    the full-data fit."""
     values, ok = frame_to_array(train, spec)
     z = norm.norm(np.where(ok, values, np.nan))
     limit = max(1.0, _radius(full.a)) + 1e-3
@@ -320,6 +316,8 @@ class Fitted:
     """linear first's record for ``metrics.json`` (None without linear first)"""
     identified: Identified
     """the identified linear models (for :mod:`twin.model.stack`)"""
+    starts: list[StateSpace]
+    """the first identified model's start per member ([]: every member started from it)"""
     rejected: LatentDynamics | None = None
     """the trained network when its linear start was kept instead"""
 
@@ -397,4 +395,4 @@ def fit_network(
         )
     elif record is not None:
         log.warning("linear first: no linear model identified (%s)", record["candidates"])
-    return Fitted(model.eval(), result, cfg, record, identified, rejected)
+    return Fitted(model.eval(), result, cfg, record, identified, starts, rejected)

@@ -241,8 +241,6 @@ class Forecaster(Protocol):
     """What forecasting asks of a model: a :class:`LatentDynamics`, or a stack of them
     (:class:`twin.model.stack.Stacked`)."""
 
-    k: int
-    horizon: int
     mv_cols: list[int]
     dv_cols: list[int]
 

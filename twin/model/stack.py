@@ -72,7 +72,6 @@ class Stacked(nn.Module):
             raise ValueError(f"weights {tuple(weights.shape)} for {len(parts)} parts")
         self.parts = nn.ModuleList(parts)
         self.register_buffer("weights", weights.to(torch.float32))
-        self.k, self.window, self.horizon = first.k, first.window, first.horizon
         self.mv_cols, self.dv_cols = first.mv_cols, first.dv_cols
 
     def encode(self, past: Tensor) -> Tensor:
@@ -102,12 +101,11 @@ def build_model(
     net = LatentDynamics(cfg, n_tags, mv, dv)
     if not cfg.stack_latents:
         return net
-    hidden = cfg.stack_hidden or (1,) * len(cfg.stack_latents)
     parts = [
         net,
         *(
             LatentDynamics(part_config(cfg, n, h), n_tags, mv, dv)
-            for n, h in zip(cfg.stack_latents, hidden, strict=True)
+            for n, h in zip(cfg.stack_latents, cfg.stack_hidden, strict=True)
         ),
     ]
     return Stacked(parts, torch.zeros(len(parts), cfg.horizon, n_tags))
@@ -158,11 +156,12 @@ def combine(
     for i, (ss, model) in enumerate(fitted.identified):
         if i == 0 and kept == "linear":
             continue
-        starts = (
-            member_starts(spec, train, model, ss, cfg, norm)
-            if cfg.linear_bootstrap and cfg.ensemble > 1
-            else [ss]
-        )
+        if i == 0:  # the network's linear start, as linear first made it
+            starts = fitted.starts or [ss]
+        elif cfg.linear_bootstrap and cfg.ensemble > 1:
+            starts = member_starts(spec, train, model, ss, cfg, norm)
+        else:
+            starts = [ss]
         part = LatentDynamics(part_config(cfg, ss.order + len(cv)), n_tags, mv, dv)
         embed(part, starts, cv)
         parts.append(part.eval())
@@ -192,7 +191,7 @@ def combine(
         str(s): dict(zip(names, weights[:, s - 1, cv].mean(axis=1).round(3).tolist(), strict=True))
         for s in steps
     }
-    record["val_nrmse_network"] = round(validation_error(net, val, cv), 5)
+    record["val_nrmse_network"] = (fitted.record or {}).get(f"val_nrmse_{kept}")
     record["val_nrmse_stacked"] = round(validation_error(stacked, val, cv), 5)
     log.info(
         "stacked %s: validation NRMSE %.4f (the %s alone %.4f)",
