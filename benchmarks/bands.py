@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.generalise import PAUSE_HOURS, TEST_HOURS, _record_test  # noqa: E402
+from benchmarks.settings import add_set_option, parse_settings  # noqa: E402
 from benchmarks.zoo import DEVELOPMENT, HELD_OUT  # noqa: E402
 from connectors.sim.plants import make_plant  # noqa: E402
 from connectors.sim.record import DEFAULT_START, record  # noqa: E402
@@ -144,7 +145,7 @@ def _switches() -> tuple[bool, bool]:
 
 def cmd_record(args: argparse.Namespace) -> int:
     plants = [p for x in args.plants.split(",") if x for p in (DEVELOPMENT if x == "dev" else (x,))]
-    settings = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    settings = parse_settings(args.set)
     if args.member0_full:  # a module switch, not a config field: measured, then fixed
         import twin.model.linear_init as linear_init
 
@@ -524,13 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seeds", default="1", help="comma-separated seeds")
     r.add_argument("--hours", type=float, default=24.0, help="hours of training history")
     r.add_argument("--minutes", type=float, default=1.0, help="training budget per twin")
-    r.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=JSON",
-        help="override a TwinConfig field, e.g. linear_bootstrap=true (use its own --cache)",
-    )
+    add_set_option(r)
     r.add_argument(
         "--member0-full",
         action="store_true",

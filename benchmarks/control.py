@@ -76,6 +76,7 @@ from benchmarks.control_seeds import (  # noqa: E402
     write_report,
 )
 from benchmarks.pid import DecentralisedPI, PITuning, tune  # noqa: E402
+from benchmarks.settings import add_set_option, parse_settings  # noqa: E402
 from benchmarks.zoo import SETS  # noqa: E402
 from connectors.sim.base import SimPlant  # noqa: E402
 from connectors.sim.plants import PLANTS, is_plant_name, make_plant  # noqa: E402
@@ -239,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scaling-steps", type=int, default=120, help="samples per scaling run")
     p.add_argument("--no-scaling", action="store_true", help="skip the solve-time scaling runs")
     p.add_argument("--no-stack", action="store_true", help="zoo mode: twins with stack=False")
+    add_set_option(p)
     p.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -264,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                 loop_seed=args.seed,
                 baselines=args.baselines,
                 steps=args.steps,
-                stack=not args.no_stack,
+                settings=parse_settings(args.set) | ({"stack": False} if args.no_stack else {}),
             )
         if args.step == "report" or not args.shard:
             print(write_report(plants, seeds, out, command))

@@ -87,7 +87,7 @@ def run_seed(
     loop_seed: int,
     baselines: bool,
     steps: int | None,
-    stack: bool = True,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One plant and training seed: train the twin, run the MPCs, score them (plain data)."""
     t0 = time.perf_counter()
@@ -98,7 +98,7 @@ def run_seed(
     with tempfile.TemporaryDirectory(prefix="control-zoo-") as tmp:
         frame = training_frame(plant, TRAIN_HOURS, Path(tmp), seed)
     timing["record_s"] = time.perf_counter() - t0
-    cfg = TwinConfig(minutes=minutes, seed=seed, stack=stack)
+    cfg = TwinConfig(minutes=minutes, seed=seed, **(settings or {}))
     twin = Twin.fit(spec, frame, cfg, progress=True)
     timing["train_s"] = time.perf_counter() - t0 - timing["record_s"]
     weights = scenario.weights(spec)
@@ -155,6 +155,7 @@ def run_seed(
         "timing_s": {k: round(v, 1) for k, v in timing.items()},
         "meta": {
             "loop_seed": loop_seed,
+            "settings": settings or {},
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             "load_average": round(os.getloadavg()[0], 2),
         },

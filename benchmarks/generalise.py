@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.forecast import DISTURBANCE_GAIN, TEST_EXCITATION  # noqa: E402
+from benchmarks.settings import add_set_option, parse_settings  # noqa: E402
 from benchmarks.zoo import DEVELOPMENT, HELD_OUT, character  # noqa: E402
 from connectors.sim.plants import is_plant_name, make_plant  # noqa: E402
 from connectors.sim.record import DEFAULT_START, record  # noqa: E402
@@ -76,9 +77,15 @@ def _record_test(plant: str, seed: int, folder: Path, start: Any, shifted: bool)
 
 
 def run_one(
-    plant: str, seed: int, hours: float, minutes: float, folder: Path, stack: bool = True
+    plant: str,
+    seed: int,
+    hours: float,
+    minutes: float,
+    folder: Path,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything measured for one plant, seed and length of training history."""
+    """Everything measured for one plant, seed and length of training history; ``settings``
+    override the twin's defaults (``TwinConfig`` fields)."""
     sim = make_plant(plant, seed=seed)
     spec = sim.spec
     t_rec = time.perf_counter()
@@ -95,7 +102,7 @@ def run_one(
     train = Historian(train_dir).frame(spec, DEFAULT_START, DEFAULT_START + timedelta(hours=hours))
     record_s = time.perf_counter() - t_rec
 
-    cfg = TwinConfig(seed=seed, minutes=minutes, device="cpu", stack=stack)
+    cfg = TwinConfig(seed=seed, minutes=minutes, device="cpu", **(settings or {}))
     t0 = time.perf_counter()
     twin = Twin.fit(spec, train, cfg, progress=False)
     train_s = time.perf_counter() - t0
@@ -121,6 +128,8 @@ def run_one(
         t: {
             "calm": calm["tags"][t]["coverage_all_steps"],
             "calm_min": calm["tags"][t]["coverage_min"]["value"],
+            "calm_adapted": calm["tags"][t]["adaptive"]["coverage_all_steps"],
+            "calm_adapted_min": calm["tags"][t]["adaptive"]["coverage_min"]["value"],
             "shifted": d["coverage_all_steps"],
             "shifted_min": d["coverage_min"]["value"],
             "adapted": d["adaptive"]["coverage_all_steps"],
@@ -135,6 +144,7 @@ def run_one(
         "hours": hours,
         "minutes": minutes,
         "set": "held-out" if plant in HELD_OUT else "dev",
+        "settings": settings or {},
         "nonlinear": not character(plant).nonlinearity.startswith("linear"),
         "window": twin.window,
         "horizon": twin.horizon,
@@ -173,12 +183,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     runs = args.out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
+    settings = parse_settings(args.set) | ({"stack": False} if args.no_stack else {})
     todo = [j for j in _jobs(args) if not (runs / _name(*j)).exists()]
     for plant, seed, hours in tqdm(todo, desc="generalise", unit="run"):
         with tempfile.TemporaryDirectory(prefix="generalise-") as tmp:
             t0 = time.perf_counter()
             try:
-                res = run_one(plant, seed, hours, args.minutes, Path(tmp), not args.no_stack)
+                res = run_one(plant, seed, hours, args.minutes, Path(tmp), settings)
             except TwinError as exc:  # e.g. too little history to train or calibrate on
                 res = {"plant": plant, "seed": seed, "hours": hours, "refused": str(exc)}
                 tqdm.write(f"{plant} seed {seed} {hours:g} h: refused: {exc}")
@@ -220,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--minutes", type=float, default=1.0, help="training budget per model")
     r.add_argument("--shard", default="0/1", metavar="I/N", help="this process's share of runs")
     r.add_argument("--no-stack", action="store_true", help="train the twin with stack=False")
+    add_set_option(r)
     r.set_defaults(func=cmd_run)
     s = sub.add_parser("report", help="tables and target checks from the stored runs")
     s.set_defaults(func=cmd_report)
