@@ -15,7 +15,7 @@ from connectors.sim.plants import make_plant
 from connectors.sim.record import record
 from twin.model.dataset import cv_columns, frame_to_array, make_windows, split_by_time
 from twin.model.network import TwinConfig
-from twin.model.stack import Stacked, fit_weights
+from twin.model.stack import FullMean, Stacked, fit_weights
 from twin.model.train import validation_error
 from twin.model.twin import Twin
 from twin.spec import PlantSpec
@@ -116,3 +116,32 @@ def test_stack_off_keeps_the_network_alone(stacked: tuple[PlantSpec, pl.DataFram
     twin = Twin.fit(spec, frame, dataclasses.replace(CFG, stack=False), progress=False)
     assert "stack" not in twin.metrics["linear_init"]
     assert not isinstance(twin.model, Stacked) and twin.config.stack_latents == ()
+
+
+def test_full_mean_plans_on_the_full_fit_and_keeps_the_resamples_spread(
+    stacked: tuple[PlantSpec, pl.DataFrame, Twin], tmp_path: Path
+) -> None:
+    spec, frame, _ = stacked
+    twin = Twin.fit(spec, frame, dataclasses.replace(CFG, linear_mean="full"), progress=False)
+    model = twin.model
+    parts = list(model.parts) if isinstance(model, Stacked) else [model]
+    wrapped = [p for p in parts if isinstance(p, FullMean)]
+    assert twin.config.stack_full_mean == tuple(isinstance(p, FullMean) for p in parts)
+    assert wrapped, twin.metrics["linear_init"]  # a kept start or a linear part, resampled
+    values, ok = frame_to_array(frame.tail(400), spec)
+    w = make_windows(values, ok, spec, twin.window, twin.horizon, twin.normalizer)
+    past, future = torch.as_tensor(w.past[:40]), torch.as_tensor(w.future[:40])
+    with torch.no_grad():
+        for part in wrapped:
+            y = part.rollout(past, future).y
+            members = part.members.rollout(past, future).y
+            full = part.full.rollout(past, future).y[0]
+            torch.testing.assert_close(y.mean(0), full, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(y.std(0), members.std(0), atol=1e-5, rtol=1e-5)
+            assert float(members.std(0).mean()) > 0  # the resamples do disagree
+    loaded = Twin.load(twin.save(tmp_path / "m"), spec)
+    history = frame.tail(twin.window + 5)
+    plan = np.tile(frame.select([t.name for t in spec.mvs]).tail(1).to_numpy(), (twin.horizon, 1))
+    a, b = twin.forecast(history, plan), loaded.forecast(history, plan)
+    np.testing.assert_allclose(a.mean, b.mean, atol=1e-5)
+    np.testing.assert_allclose(a.upper, b.upper, atol=1e-5)

@@ -95,6 +95,11 @@ class TwinConfig:
     the 14 development plants (24 h, seed 1, with the calibration's error-scaled eps): tags with
     90 % bands in 85-95 % on later data 80 -> 84 %, below 75 % 5 -> 1, lowest 27 -> 70 %, band
     1.10x as wide, NRMSE at k = 1 / H +1.4 / -1.1 % (benchmarks/results/bands/linear_bootstrap.md)"""
+    linear_mean: Literal["members", "full"] = "members"
+    """with ``linear_bootstrap`` and ``stack``: what a linear part's ensemble mean (the forecast the
+    controller plans on) is. 'members': the mean of its resampled members; 'full': the full-data
+    fit's forecast, the members' deviations from their mean added for the spread
+    (``twin.model.stack.FullMean``)"""
     balance_steps: bool = True
     """weight each rollout step and CV by 1 / persistence MSE there, so step 1 counts"""
     minutes: float = 2.5
@@ -145,6 +150,8 @@ class TwinConfig:
     """set by training: the latent size of each stacked part after the first (for loading)"""
     stack_hidden: tuple[int, ...] = ()
     """set by training: the hidden width of each stacked part after the first (for loading)"""
+    stack_full_mean: tuple[bool, ...] = ()
+    """set by training: which parts (the first included) are a :class:`FullMean` (for loading)"""
 
     def __post_init__(self) -> None:
         for name in ("window", "horizon", "latent", "hidden", "ensemble", "batch", "jepa_every"):
@@ -162,6 +169,10 @@ class TwinConfig:
             raise ValueError(
                 "TwinConfig.time_scales must be given|auto|auto_window|auto_horizon, "
                 f"got {self.time_scales!r}"
+            )
+        if self.linear_mean not in ("members", "full"):
+            raise ValueError(
+                f"TwinConfig.linear_mean must be members|full, got {self.linear_mean!r}"
             )
         if self.stop not in ("patience", "smoothed"):
             raise ValueError(f"TwinConfig.stop must be patience|smoothed, got {self.stop!r}")
@@ -181,7 +192,7 @@ class TwinConfig:
         """Inverse of :meth:`to_dict`; unknown keys are ignored (older or newer versions)."""
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
-        for name in ("fractions", "stack_latents", "stack_hidden"):
+        for name in ("fractions", "stack_latents", "stack_hidden", "stack_full_mean"):
             if name in kw:
                 kw[name] = tuple(kw[name])
         return cls(**kw)

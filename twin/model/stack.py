@@ -44,7 +44,7 @@ from scipy.optimize import nnls
 from torch import Tensor, nn
 
 from twin.model.dataset import Normalizer, Windows, cv_columns, dv_columns, mv_columns
-from twin.model.linear_init import Fitted, embed, member_starts
+from twin.model.linear_init import Fitted, StateSpace, embed, member_starts
 from twin.model.network import LatentDynamics, Rollout, TwinConfig
 from twin.model.train import predict, validation_error
 from twin.spec import PlantSpec
@@ -65,7 +65,7 @@ class Stacked(nn.Module):
     weights: Tensor
     """``[M, H, n_tags]`` each part's weight per step and tag (a buffer: saved, not trained)"""
 
-    def __init__(self, parts: list[LatentDynamics], weights: Tensor) -> None:
+    def __init__(self, parts: list[Part], weights: Tensor) -> None:
         super().__init__()
         first = parts[0]
         if weights.shape[:2] != (len(parts), first.horizon):
@@ -88,24 +88,84 @@ class Stacked(nn.Module):
         return dataclasses.replace(outs[0], y=y)
 
 
+class FullMean(nn.Module):
+    """A linear model whose members are its bootstrap re-estimates and whose ensemble mean is
+    the full-data fit's forecast (``TwinConfig.linear_mean = "full"``): member ``j`` forecasts
+    ``y_full + y_j - mean_i y_i``. The spread, which the band scales with, is the resamples';
+    the mean, which the controller plans on, is not shifted by averaging them (their parameters
+    are centred on the full fit, their forecasts, nonlinear in the parameters, are not)."""
+
+    def __init__(self, members: LatentDynamics, full: LatentDynamics) -> None:
+        super().__init__()
+        if full.k != 1:
+            raise ValueError(f"the full-data fit is one member, got {full.k}")
+        self.members, self.full = members, full
+        self.mv_cols, self.dv_cols = members.mv_cols, members.dv_cols
+        self.k, self.horizon = members.k, members.horizon
+
+    def encode(self, past: Tensor) -> Tensor:
+        """The members' embedding."""
+        return self.members.encode(past)
+
+    def rollout(self, past: Tensor, future_inputs: Tensor) -> Rollout:
+        """The members' rollout with the full fit's forecast as their mean."""
+        out = self.members.rollout(past, future_inputs)
+        y = out.y - out.y.mean(0, keepdim=True) + self.full.rollout(past, future_inputs).y
+        return dataclasses.replace(out, y=y)
+
+
+Part = LatentDynamics | FullMean
+"""one part of a stack"""
+
+
 def part_config(cfg: TwinConfig, latent: int, hidden: int = 1) -> TwinConfig:
     """The config of a stacked part: the twin's, with the part's latent and hidden width (a
     linear part has one hidden unit: its MLPs are held at zero)."""
-    return dataclasses.replace(cfg, hidden=hidden, latent=latent, stack_latents=(), stack_hidden=())
+    return dataclasses.replace(
+        cfg, hidden=hidden, latent=latent, stack_latents=(), stack_hidden=(), stack_full_mean=()
+    )
 
 
-def build_model(
-    cfg: TwinConfig, n_tags: int, mv: list[int], dv: list[int]
-) -> LatentDynamics | Stacked:
-    """An untrained model of the shape ``cfg`` describes (for loading saved weights)."""
+def _part(cfg: TwinConfig, n_tags: int, mv: list[int], dv: list[int], full_mean: bool) -> Part:
     net = LatentDynamics(cfg, n_tags, mv, dv)
+    if not full_mean:
+        return net
+    return FullMean(net, LatentDynamics(dataclasses.replace(cfg, ensemble=1), n_tags, mv, dv))
+
+
+def linear_part(
+    cfg: TwinConfig,
+    starts: list[StateSpace],
+    full: StateSpace,
+    cv: list[int],
+    n_tags: int,
+    mv: list[int],
+    dv: list[int],
+) -> Part:
+    """A part that forecasts exactly what linear model ``full`` does, member ``j`` from
+    ``starts[j]`` (one start: every member alike); a :class:`FullMean` where there are several
+    and ``cfg.linear_mean`` is 'full'."""
+    wrap = len(starts) > 1 and cfg.linear_mean == "full"
+    part = _part(cfg, n_tags, mv, dv, wrap)
+    if isinstance(part, FullMean):
+        embed(part.members, starts, cv)
+        embed(part.full, full, cv)
+    else:
+        embed(part, starts, cv)
+    return part.eval()
+
+
+def build_model(cfg: TwinConfig, n_tags: int, mv: list[int], dv: list[int]) -> Part | Stacked:
+    """An untrained model of the shape ``cfg`` describes (for loading saved weights)."""
+    wrapped = cfg.stack_full_mean or (False,) * (1 + len(cfg.stack_latents))
+    net = _part(cfg, n_tags, mv, dv, wrapped[0])
     if not cfg.stack_latents:
         return net
     parts = [
         net,
         *(
-            LatentDynamics(part_config(cfg, n, h), n_tags, mv, dv)
-            for n, h in zip(cfg.stack_latents, cfg.stack_hidden, strict=True)
+            _part(part_config(cfg, n, h), n_tags, mv, dv, w)
+            for n, h, w in zip(cfg.stack_latents, cfg.stack_hidden, wrapped[1:], strict=True)
         ),
     ]
     return Stacked(parts, torch.zeros(len(parts), cfg.horizon, n_tags))
@@ -139,7 +199,7 @@ def fit_weights(means: list[np.ndarray], future: np.ndarray, cols: list[int]) ->
 
 def combine(
     fitted: Fitted, spec: PlantSpec, train: pl.DataFrame, val: Windows, norm: Normalizer
-) -> tuple[LatentDynamics | Stacked, TwinConfig, dict[str, Any]]:
+) -> tuple[Part | Stacked, TwinConfig, dict[str, Any]]:
     """The chosen network stacked with the identified linear models (module docstring), and
     with the trained network where linear first kept its start instead (that start is the first
     identified model itself, so it is not stacked twice). Returns the model, its config
@@ -149,7 +209,12 @@ def combine(
     cv, mv, dv = cv_columns(spec), mv_columns(spec), dv_columns(spec)
     n_tags = len(spec.tags)
     names = ["network" if kept == "trained" else f"{fitted.identified[0][0].name} (start)"]
-    parts: list[LatentDynamics] = [net]
+    first: Part = net
+    if kept == "linear" and len(fitted.starts) > 1 and cfg.linear_mean == "full":
+        full = LatentDynamics(dataclasses.replace(cfg, ensemble=1), n_tags, mv, dv)
+        embed(full, fitted.identified[0][0], cv)
+        first = FullMean(net, full.eval()).eval()
+    parts: list[Part] = [first]
     if fitted.rejected is not None:
         parts.append(fitted.rejected.eval())
         names.append("network (not kept)")
@@ -162,13 +227,13 @@ def combine(
             starts = member_starts(spec, train, model, ss, cfg, norm)
         else:
             starts = [ss]
-        part = LatentDynamics(part_config(cfg, ss.order + len(cv)), n_tags, mv, dv)
-        embed(part, starts, cv)
-        parts.append(part.eval())
+        part_cfg = part_config(cfg, ss.order + len(cv))
+        parts.append(linear_part(part_cfg, starts, ss, cv, n_tags, mv, dv))
         names.append(ss.name)
     record: dict[str, Any] = {"parts": names}
+    cfg = dataclasses.replace(cfg, stack_full_mean=(isinstance(first, FullMean),))
     if len(parts) == 1:
-        return net, cfg, {**record, "used": [names[0]]}
+        return first, cfg, {**record, "used": [names[0]]}
     take = np.linspace(0, len(val) - 1, min(len(val), MAX_WINDOWS)).astype(int)
     past, future = val.past[take], val.future[take]
     means = [predict(p, past, future)[0] for p in parts]
@@ -180,12 +245,14 @@ def combine(
         weights = fit_weights(means, future, cv)
     record["used"] = names
     if len(parts) == 1:
-        return net, cfg, record
+        return first, cfg, record
     stacked = Stacked(parts, torch.as_tensor(weights)).eval()
     for p in stacked.parameters():
         p.requires_grad_(False)
-    latents = tuple(int(p.pred_z.shape[1]) for p in parts[1:])
-    hidden = tuple(int(p.hidden) for p in parts[1:])
+    nets = [p.members if isinstance(p, FullMean) else p for p in parts[1:]]
+    latents = tuple(int(p.pred_z.shape[1]) for p in nets)
+    hidden = tuple(int(p.hidden) for p in nets)
+    wrapped = tuple(isinstance(p, FullMean) for p in parts)
     steps = sorted({s for s in (1, 5, 10, cfg.horizon) if s <= cfg.horizon})
     record["weight"] = {
         str(s): dict(zip(names, weights[:, s - 1, cv].mean(axis=1).round(3).tolist(), strict=True))
@@ -200,4 +267,7 @@ def combine(
         names[0],
         record["val_nrmse_network"],
     )
-    return stacked, dataclasses.replace(cfg, stack_latents=latents, stack_hidden=hidden), record
+    cfg = dataclasses.replace(
+        cfg, stack_latents=latents, stack_hidden=hidden, stack_full_mean=wrapped
+    )
+    return stacked, cfg, record

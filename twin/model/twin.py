@@ -44,7 +44,7 @@ from twin.model.dataset import (
 )
 from twin.model.forecast import Calibration, Forecast, history_window
 from twin.model.linear_init import fit_network
-from twin.model.network import LatentDynamics, TwinConfig
+from twin.model.network import TwinConfig
 from twin.model.saved import (
     CHECKSUMMED,
     CHECKSUMS,
@@ -78,7 +78,7 @@ class Twin:
         spec: PlantSpec,
         config: TwinConfig,
         normalizer: Normalizer,
-        model: LatentDynamics | stack.Stacked,
+        model: stack.Part | stack.Stacked,
         calibration: Calibration,
         metrics: dict[str, Any] | None = None,
     ) -> None:
@@ -167,7 +167,7 @@ class Twin:
         with torch_threads(cfg.threads):
             fitted = fit_network(spec, parts, norm, train, val, cfg, device, progress=progress)
             result, cfg, linear = fitted.result, fitted.cfg, fitted.record
-            model: LatentDynamics | stack.Stacked = fitted.model
+            model: stack.Part | stack.Stacked = fitted.model
             if cfg.stack and linear is not None and fitted.identified:
                 model, cfg, linear["stack"] = stack.combine(fitted, spec, parts[0], val, norm)
             # fitted on validation + calibration windows; metrics state its held-out check
