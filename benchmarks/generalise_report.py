@@ -55,6 +55,7 @@ def _accuracy(plants: dict[str, list[dict[str, Any]]]) -> tuple[list[str], list[
     ]
     wins = {k: 0 for k in labels}
     near = {k: 0 for k in labels}
+    to_linear: dict[str, list[float]] = {k: [] for k in labels}
     ratios_nl, spreads = [], []
     for plant, runs in sorted(plants.items(), key=lambda kv: _order(kv[0])):
         cells = []
@@ -71,6 +72,9 @@ def _accuracy(plants: dict[str, list[dict[str, Any]]]) -> tuple[list[str], list[
             near[k] += not best or twin <= 1.02 * bval
             mark = "" if ok else "**"
             cells.append(f"{mark}{twin:.3f}{mark} / {bval:.3f} {best or ''}")
+            linear = [base[m] for m in ("arx", "subspace") if m in base]
+            if linear:
+                to_linear[k].append(twin / min(linear))
             if k == "H" and runs[0]["nonlinear"] and best:
                 ratios_nl.append(twin / bval)
         at_h = [r["nrmse"]["twin"][steps["H"]] for r in runs]
@@ -88,6 +92,15 @@ def _accuracy(plants: dict[str, list[dict[str, Any]]]) -> tuple[list[str], list[
         + "; within 2%: "
         + ", ".join(f"k={k} {near[k]}/{n}" for k in labels),
     ]
+    if to_linear["1"]:
+        r = {k: np.asarray(v) for k, v in to_linear.items()}
+        checks.append(
+            "- twin / the better linear model (ARX, subspace) at each step, geometric mean over "
+            "plants (small data must not make the twin worse than the linear model): "
+            + ", ".join(f"k={k} {np.exp(np.log(r[k]).mean()):.3f}" for k in labels)
+            + "; no worse on "
+            + ", ".join(f"k={k} {(r[k] <= 1 + 1e-9).sum()}/{len(r[k])}" for k in labels)
+        )
     if ratios_nl:
         med = float(np.median(ratios_nl))
         checks.append(
