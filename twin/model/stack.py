@@ -126,11 +126,23 @@ def part_config(cfg: TwinConfig, latent: int, hidden: int = 1) -> TwinConfig:
     )
 
 
+def _full_mean(
+    members: LatentDynamics, cfg: TwinConfig, full: StateSpace | None, cv: list[int]
+) -> FullMean:
+    """``members`` wrapped with a one-member network, set to ``full`` if given (else untrained,
+    for loading saved weights)."""
+    n_tags = int(members.readout.weight.shape[2])
+    one = LatentDynamics(
+        dataclasses.replace(cfg, ensemble=1), n_tags, members.mv_cols, members.dv_cols
+    )
+    if full is not None:
+        embed(one, full, cv)
+    return FullMean(members, one.eval()).eval()
+
+
 def _part(cfg: TwinConfig, n_tags: int, mv: list[int], dv: list[int], full_mean: bool) -> Part:
     net = LatentDynamics(cfg, n_tags, mv, dv)
-    if not full_mean:
-        return net
-    return FullMean(net, LatentDynamics(dataclasses.replace(cfg, ensemble=1), n_tags, mv, dv))
+    return _full_mean(net, cfg, None, []) if full_mean else net
 
 
 def linear_part(
@@ -145,14 +157,11 @@ def linear_part(
     """A part that forecasts exactly what linear model ``full`` does, member ``j`` from
     ``starts[j]`` (one start: every member alike); a :class:`FullMean` where there are several
     and ``cfg.linear_mean`` is 'full'."""
-    wrap = len(starts) > 1 and cfg.linear_mean == "full"
-    part = _part(cfg, n_tags, mv, dv, wrap)
-    if isinstance(part, FullMean):
-        embed(part.members, starts, cv)
-        embed(part.full, full, cv)
-    else:
-        embed(part, starts, cv)
-    return part.eval()
+    net = LatentDynamics(cfg, n_tags, mv, dv)
+    embed(net, starts, cv)
+    if len(starts) > 1 and cfg.linear_mean == "full":
+        return _full_mean(net, cfg, full, cv)
+    return net.eval()
 
 
 def build_model(cfg: TwinConfig, n_tags: int, mv: list[int], dv: list[int]) -> Part | Stacked:
@@ -211,9 +220,7 @@ def combine(
     names = ["network" if kept == "trained" else f"{fitted.identified[0][0].name} (start)"]
     first: Part = net
     if kept == "linear" and len(fitted.starts) > 1 and cfg.linear_mean == "full":
-        full = LatentDynamics(dataclasses.replace(cfg, ensemble=1), n_tags, mv, dv)
-        embed(full, fitted.identified[0][0], cv)
-        first = FullMean(net, full.eval()).eval()
+        first = _full_mean(net, cfg, fitted.identified[0][0], cv)
     parts: list[Part] = [first]
     if fitted.rejected is not None:
         parts.append(fitted.rejected.eval())
