@@ -204,9 +204,17 @@ def test_no_password_appears_in_any_log(
             wrong = client_security(pki, "Aes128Sha256RsaOaep", "Sign", WRONG)
             await read_temperature(secured.endpoint, wrong)
         collector = OpcUaCollector(secured.spec, secured.endpoint, security=good)
-        asyncio.get_running_loop().call_later(1.0, collector.stop)
-        frames = [b async for b in collector.stream() if isinstance(b, pl.DataFrame)]
-        return pl.concat(frames).filter(~is_liveness(pl.col("tag")))  # samples, not marks
+        # until every tag has a sample (a fixed second was too short on a loaded machine, where
+        # the encrypted handshake with DEBUG dumps of every request takes longer), at most 30 s
+        asyncio.get_running_loop().call_later(30.0, collector.stop)
+        frames, seen = [], set()
+        async for batch in collector.stream():
+            if isinstance(batch, pl.DataFrame):
+                frames.append(batch.filter(~is_liveness(pl.col("tag"))))  # samples, not marks
+                seen |= set(frames[-1]["tag"])
+                if seen >= set(secured.spec.tag_names):
+                    collector.stop()
+        return pl.concat(frames) if frames else pl.DataFrame({"tag": []})
 
     handler = logging.StreamHandler()  # a console handler too, as the CLI has
     logging.getLogger().addHandler(handler)
