@@ -59,7 +59,7 @@ from benchmarks.zoo import DEVELOPMENT, HELD_OUT  # noqa: E402
 from connectors.sim.plants import make_plant  # noqa: E402
 from connectors.sim.record import DEFAULT_START, record  # noqa: E402
 from twin.errors import TwinError  # noqa: E402
-from twin.model.dataset import cv_columns, split_by_time  # noqa: E402
+from twin.model.dataset import cv_columns, split_with_context  # noqa: E402
 from twin.model.forecast import Calibration  # noqa: E402
 
 log = logging.getLogger("benchmarks.bands")
@@ -118,7 +118,7 @@ def record_one(
         twin.save(out / "twin")
     train_s = time.perf_counter() - t0
     arrays: dict[str, np.ndarray] = {}
-    _, val_part, cal_part = split_by_time(train, twin.config.fractions)
+    _, val_part, cal_part = split_with_context(train, twin.config.fractions, twin.window)
     for name, part in (("val", val_part), ("cal", cal_part)):
         w = _windows(part, spec, twin.config, twin.normalizer)
         arrays[f"{name}_mean"], arrays[f"{name}_std"] = predict(twin.model, w.past, w.future)

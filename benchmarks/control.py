@@ -82,7 +82,7 @@ from connectors.sim.base import SimPlant  # noqa: E402
 from connectors.sim.plants import PLANTS, is_plant_name, make_plant  # noqa: E402
 from twin.control.controller import Controller, Predictor  # noqa: E402
 from twin.evaluate.linear import ARX  # noqa: E402
-from twin.model.dataset import split_by_time  # noqa: E402
+from twin.model.dataset import split_with_context  # noqa: E402
 from twin.model.network import TwinConfig  # noqa: E402
 from twin.model.twin import Twin  # noqa: E402
 from twin.spec import PlantSpec  # noqa: E402
@@ -118,7 +118,7 @@ def run_plant(plant: str, args: argparse.Namespace, folder: Path) -> dict[str, A
     scenario = SCENARIOS[plant].with_steps(args.steps or _default_steps(plant, args.quick))
     frame = training_frame(plant, 4.0 if args.quick else TRAIN_HOURS, folder)
     twin, twin_from = load_twin(plant, spec, frame, args)
-    fit, val, _ = split_by_time(frame, twin.config.fractions)
+    fit, val, _ = split_with_context(frame, twin.config.fractions, twin.window)
     arx = ARX().fit(spec, fit, val, horizon=twin.horizon, window=twin.window)
     loops = tune(plant)
     weights = scenario.weights(spec)

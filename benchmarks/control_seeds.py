@@ -35,7 +35,7 @@ from connectors.sim.plants import make_plant
 from connectors.sim.record import DEFAULT_START, record
 from twin.control.controller import Controller, Predictor
 from twin.evaluate.linear import ARX
-from twin.model.dataset import split_by_time
+from twin.model.dataset import split_with_context
 from twin.model.network import TwinConfig
 from twin.model.twin import Twin
 from twin.store.historian import Historian
@@ -114,7 +114,7 @@ def run_seed(
     }
     skipped: dict[str, str] = {}
     if baselines:
-        fit, val, _ = split_by_time(frame, twin.config.fractions)
+        fit, val, _ = split_with_context(frame, twin.config.fractions, twin.window)
         try:
             arx = ARX().fit(spec, fit, val, horizon=h, window=twin.window)
             makers["arx"] = lambda p: mpc("arx", ARXPredictor(arx))

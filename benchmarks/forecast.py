@@ -44,7 +44,7 @@ from twin.evaluate.baseline import Persistence  # noqa: E402
 from twin.evaluate.gru import DirectGRU  # noqa: E402
 from twin.evaluate.linear import ARX, Subspace  # noqa: E402
 from twin.evaluate.report import effective_rank, evaluate, parameter_count  # noqa: E402
-from twin.model.dataset import split_by_time  # noqa: E402
+from twin.model.dataset import split_with_context  # noqa: E402
 from twin.model.network import TwinConfig  # noqa: E402
 from twin.model.twin import Twin  # noqa: E402
 from twin.store.historian import Historian  # noqa: E402
@@ -106,7 +106,7 @@ def run_one(plant: str, seed: int, args: argparse.Namespace, folder: Path) -> di
     t0 = time.perf_counter()
     twin = Twin.fit(spec, train, cfg, progress=False)
     train_s = time.perf_counter() - t0
-    fit_part, val_part, _ = split_by_time(train, cfg.fractions)
+    fit_part, val_part, _ = split_with_context(train, cfg.fractions, twin.window)
     makers = {
         "persistence": Persistence,
         "arx": ARX,

@@ -51,7 +51,7 @@ from twin.evaluate.baseline import Baseline, Persistence, try_fit  # noqa: E402
 from twin.evaluate.gru import DirectGRU  # noqa: E402
 from twin.evaluate.linear import ARX, Subspace  # noqa: E402
 from twin.evaluate.report import evaluate, parameter_count  # noqa: E402
-from twin.model.dataset import split_by_time  # noqa: E402
+from twin.model.dataset import split_with_context  # noqa: E402
 from twin.model.network import TwinConfig  # noqa: E402
 from twin.model.twin import Twin  # noqa: E402
 from twin.store.historian import Historian  # noqa: E402
@@ -106,7 +106,7 @@ def run_one(
     t0 = time.perf_counter()
     twin = Twin.fit(spec, train, cfg, progress=False)
     train_s = time.perf_counter() - t0
-    fit_part, val_part, _ = split_by_time(train, twin.config.fractions)
+    fit_part, val_part, _ = split_with_context(train, twin.config.fractions, twin.window)
     candidates: list[Baseline] = [
         Persistence(),
         ARX(),

@@ -41,7 +41,7 @@ from twin.model.dataset import (  # noqa: E402
     frame_to_array,
     make_windows,
     mv_columns,
-    split_by_time,
+    split_with_context,
 )
 from twin.model.linear_init import identify  # noqa: E402
 from twin.model.network import TwinConfig  # noqa: E402
@@ -96,7 +96,7 @@ def run_plant(
             out["linear"] = lin.get("model")
             out["kept"] = lin.get("kept")
             out["init s"] = out[f"{name} s"]
-            parts = split_by_time(train_frame, cfg.fractions)
+            parts = split_with_context(train_frame, cfg.fractions, twin.window)
             t1 = time.perf_counter()
             ss, _ = identify(spec, parts[0], parts[1], cfg, twin.normalizer)
             out["identify s"] = round(time.perf_counter() - t1, 1)

@@ -18,6 +18,7 @@ from twin.model.dataset import (
     mv_columns,
     spans,
     split_by_time,
+    split_with_context,
 )
 from twin.spec import builtin_spec
 
@@ -100,3 +101,20 @@ def test_split_by_time_is_contiguous_and_ordered() -> None:
     assert train["ts"].max() < val["ts"].min() and val["ts"].max() < cal["ts"].min()
     with pytest.raises(ValueError, match="sum to 1"):
         split_by_time(f, (0.5, 0.2))
+
+
+def test_validation_windows_take_their_past_from_the_split_before_and_forecast_their_own() -> None:
+    """A short history's validation split (15 rows here, fewer than window + horizon) still
+    holds windows: their past comes from the end of the training split, their targets are the
+    validation rows only, every one of them forecast at some step."""
+    window, horizon = 8, 5
+    train, val, cal = split_with_context(frame(100), (0.7, 0.15, 0.15), window)
+    assert train.height == 70 and val.height == cal.height == 15 + window
+    norm = Normalizer(np.zeros(4), np.ones(4))
+    w = make_windows(*frame_to_array(val, SPEC), SPEC, window, horizon, norm)
+    assert len(w) == 15 - horizon + 1  # without the context: 15 - 8 - 5 + 1 = 2
+    rows = w.future[:, :, 0]  # column 0 holds the row number
+    assert rows.min() == 70 and rows.max() == 84  # the validation rows, all of them, no others
+    np.testing.assert_array_equal(w.past[0, :, 0], np.arange(62, 70))  # training's last 8 rows
+    c = make_windows(*frame_to_array(cal, SPEC), SPEC, window, horizon, norm)
+    assert c.future[:, :, 0].min() == 85 and c.past[0, 0, 0] == 77  # past from validation

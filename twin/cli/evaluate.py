@@ -66,7 +66,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from twin.evaluate.linear import ARX, Subspace
     from twin.evaluate.render import write_report
     from twin.evaluate.report import evaluate, forecast_cases, parameter_count
-    from twin.model.dataset import split_by_time
+    from twin.model.dataset import split_with_context
     from twin.model.twin import Twin
     from twin.store.historian import Historian
 
@@ -90,7 +90,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     forecast_cases(test, spec, cfg.window, cfg.horizon, max_origins=1)  # too short: say so now
     # the baselines' own train / validation split in the twin's proportions
     share = cfg.fractions[0] / (cfg.fractions[0] + cfg.fractions[1])
-    train, val = split_by_time(fit, (share, 1 - share))
+    train, val = split_with_context(fit, (share, 1 - share), cfg.window)
     gru_minutes = cfg.minutes if args.gru_minutes is None else args.gru_minutes
     makers: dict[str, type[Baseline]] = {
         "persistence": Persistence,

@@ -3,6 +3,7 @@
 The pipeline, for any plant a spec describes::
 
     train, val, cal = split_by_time(frame)             # contiguous in time: 70 / 15 / 15 %
+    train, val, cal = with_context((train, val, cal), window)  # val, cal: their forecasts' past
     values, ok = frame_to_array(train, spec)            # [T, n_tags] float (NaN = missing), bool
     norm = Normalizer.fit(values, fallback=spans(spec)) # per tag: mean and scale (> 0)
     w = make_windows(values, ok, spec, window=32, horizon=30, normalizer=norm, ts=ts)
@@ -293,3 +294,28 @@ def split_by_time(
     n = frame.height
     edges = np.round(np.cumsum((0.0, *fractions)) * n).astype(int)
     return tuple(frame.slice(int(a), int(b - a)) for a, b in itertools.pairwise(edges))
+
+
+def with_context(parts: Sequence[pl.DataFrame], window: int) -> tuple[pl.DataFrame, ...]:
+    """Each split after the first preceded by the last ``window`` rows of the split before it.
+
+    A window's past is conditioning, not a target: the forecasts made at a split's first rows
+    take their past from the end of the split before, and only the split's own rows are ever
+    forecast. So a validation or calibration split of ``n`` rows holds ``n - horizon + 1``
+    windows instead of ``n - window - horizon + 1``: on a short history (6 h of 1-min samples,
+    54 rows of validation for ``window + horizon = 54``) that is 25 windows instead of one.
+    """
+    if window < 0:
+        raise ValueError(f"window must be >= 0, got {window}")
+    out = [parts[0]]
+    for before, part in itertools.pairwise(parts):
+        out.append(pl.concat([before.tail(window), part], how="vertical_relaxed"))
+    return tuple(out)
+
+
+def split_with_context(
+    frame: pl.DataFrame, fractions: tuple[float, ...], window: int
+) -> tuple[pl.DataFrame, ...]:
+    """:func:`split_by_time`, then :func:`with_context`: the splits the twin fits on (the
+    benchmarks fit the baselines on the same ones)."""
+    return with_context(split_by_time(frame, fractions), window)

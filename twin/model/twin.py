@@ -41,6 +41,7 @@ from twin.model.dataset import (
     mv_columns,
     spans,
     split_by_time,
+    with_context,
 )
 from twin.model.forecast import Calibration, Forecast, history_window
 from twin.model.linear_init import fit_network
@@ -140,11 +141,14 @@ class Twin:
     ) -> Twin:
         """Train on a wide frame (``Historian.frame``): 70 % train, 15 % validation, 15 % cal."""
         cfg = config or TwinConfig()
-        parts = split_by_time(frame, cfg.fractions)
-        train_values, _ = frame_to_array(parts[0], spec)
+        plain = split_by_time(frame, cfg.fractions)
+        train_values, _ = frame_to_array(plain[0], spec)
         norm = Normalizer.fit(train_values, fallback=FLAT_SCALE * spans(spec), names=spec.tag_names)
-        scales = None if cfg.time_scales == "given" else time_scales.choose(spec, parts, cfg, norm)
-        cfg = scales[0] if scales else cfg
+        scales = None
+        if cfg.time_scales != "given":
+            scales = time_scales.choose(spec, with_context(plain, cfg.window), cfg, norm)
+            cfg = scales[0]
+        parts = with_context(plain, cfg.window)  # validation and calibration: their past too
         train, val, cal = (_windows(p, spec, cfg, norm) for p in parts)
         for name, w in (("training", train), ("validation", val), ("calibration", cal)):
             if len(w) == 0:
@@ -191,7 +195,7 @@ class Twin:
             twin.metrics["linear_init"] = linear
         if scales:
             twin.metrics["time_scales"] = scales[1]
-        twin.metrics[provenance.KEY] = provenance.training_record(frame, parts, spec.sample_period)
+        twin.metrics[provenance.KEY] = provenance.training_record(frame, plain, spec.sample_period)
         return twin
 
     def evaluate_windows(self, windows: Windows) -> dict[str, Any]:
