@@ -226,7 +226,8 @@ def test_evaluate_cli_reports_a_baseline_it_cannot_fit_and_completes(
     )
     md = (out / "report.md").read_text()
     assert "Skipped (could not be fitted):" in md
-    assert "- arx: neither the validation frame (3 samples) nor the training frame (12" in md
+    # the validation frame: its 3 samples and the window (8) before them, the past it forecasts from
+    assert "- arx: neither the validation frame (11 samples) nor the training frame (12" in md
     assert "arx skipped: neither" in capsys.readouterr().out
 
 

@@ -30,6 +30,7 @@ from twin.model.dataset import (
     mv_columns,
     spans,
     split_by_time,
+    split_with_context,
 )
 from twin.model.linear_init import (
     CENTRED,
@@ -188,7 +189,7 @@ def test_trained_twin_is_no_worse_on_validation_than_its_linear_start(
     assert rec["model"].startswith(("arx", "subspace"))
     assert set(rec["candidates"]) == {"arx", "subspace"}
     assert rec["kept"] in ("trained", "linear")
-    parts = split_by_time(frame, cfg.fractions)
+    parts = split_with_context(frame, cfg.fractions, cfg.window)  # the twin's own split
     vv, vok = frame_to_array(parts[1], spec)
     val = make_windows(vv, vok, spec, cfg.window, cfg.horizon, twin.normalizer)
     score = validation_error(twin.model, val, cv_columns(spec))
