@@ -12,6 +12,7 @@ from twin.model.dataset import (
     Normalizer,
     cv_columns,
     dv_columns,
+    evenly,
     frame_to_array,
     frame_ts,
     make_windows,
@@ -118,3 +119,14 @@ def test_validation_windows_take_their_past_from_the_split_before_and_forecast_t
     np.testing.assert_array_equal(w.past[0, :, 0], np.arange(62, 70))  # training's last 8 rows
     c = make_windows(*frame_to_array(cal, SPEC), SPEC, window, horizon, norm)
     assert c.future[:, :, 0].min() == 85 and c.past[0, 0, 0] == 77  # past from validation
+
+
+def test_a_long_split_is_thinned_to_evenly_spaced_windows_from_its_first_to_its_last() -> None:
+    norm = Normalizer(np.zeros(4), np.ones(4))
+    w = make_windows(*frame_to_array(frame(1000), SPEC), SPEC, 8, 5, norm)
+    few = evenly(w, 100)
+    starts = few.past[:, 0, 0]  # column 0 holds the row number
+    assert len(few) == 100 and starts[0] == 0 and starts[-1] == len(w) - 1
+    assert np.ptp(np.diff(starts)) <= 1  # evenly spaced
+    np.testing.assert_array_equal(few.future[:, 0, 0], starts + 8)  # pasts and futures together
+    assert evenly(w, len(w)) is w

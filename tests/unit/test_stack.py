@@ -13,7 +13,7 @@ import torch
 
 from connectors.sim.plants import make_plant
 from connectors.sim.record import record
-from twin.model.dataset import cv_columns, frame_to_array, make_windows, split_by_time
+from twin.model.dataset import cv_columns, frame_to_array, make_windows, split_with_context
 from twin.model.network import TwinConfig
 from twin.model.stack import FullMean, Stacked, fit_weights
 from twin.model.train import validation_error
@@ -64,7 +64,7 @@ def test_a_stacked_twin_forecasts_its_parts_weighted_and_validates_no_worse_than
     assert len(rec["parts"]) == 3 and rec["parts"][0] in ("network", f"{lin['model']} (start)")
     assert len(rec["used"]) == len(twin.model.parts) >= 2
     assert all(sum(w.values()) == pytest.approx(1.0, abs=2e-3) for w in rec["weight"].values())
-    parts = split_by_time(frame, twin.config.fractions)
+    parts = split_with_context(frame, twin.config.fractions, twin.window)
     values, ok = frame_to_array(parts[1], spec)
     val = make_windows(values, ok, spec, twin.window, twin.horizon, twin.normalizer)
     past, future = torch.as_tensor(val.past[:50]), torch.as_tensor(val.future[:50])

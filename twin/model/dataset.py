@@ -157,6 +157,20 @@ class Windows:
         return len(self.past)
 
 
+def evenly(windows: Windows, n: int) -> Windows:
+    """At most ``n`` of ``windows``, evenly spaced in time (all of them if there are fewer).
+
+    Neighbouring windows share all but one sample, so on a long history a validation or
+    calibration split says hardly more with all its windows than with a few thousand of them,
+    and forecasting every one (with every ensemble member, for every part of a stack) is what
+    made a 7-day history overrun the training budget.
+    """
+    if len(windows) <= n:
+        return windows
+    take = np.linspace(0, len(windows) - 1, n).round().astype(int)
+    return Windows(windows.past[take], windows.future[take], windows.ts[take], windows.dropped)
+
+
 def cv_columns(spec: PlantSpec) -> list[int]:
     """Indices of the CV tags in spec order."""
     return [i for i, t in enumerate(spec.tags) if t.role == "cv"]
