@@ -10,7 +10,7 @@ import pytest
 
 from twin.evaluate.baseline import Baseline, Persistence, try_fit
 from twin.evaluate.gru import DirectGRU
-from twin.evaluate.linear import ARX, Subspace
+from twin.evaluate.linear import ARX, IntegratedARX, Subspace
 from twin.model.dataset import cv_columns, frame_to_array, mv_columns, split_by_time
 from twin.spec import PlantSpec, parse_spec
 
@@ -113,6 +113,54 @@ def _two_state(n: int, seed: int, noise: float = 0.005) -> tuple[pl.DataFrame, n
     gain = c @ np.linalg.solve(np.eye(2) - a, b)
     frame = _frame({"y1": 5.0 + y[:, 0], "y2": y[:, 1], "valve": u[:, 0], "feed": 10.0 + u[:, 1]})
     return frame, gain
+
+
+def _offset_plant(n: int, seed: int, offset: float = 0.0) -> pl.DataFrame:
+    """A second-order plant; ``offset``: an unmeasured disturbance (a fouling, a feed quality)
+    has moved its output to a level the training data never had."""
+    rng = np.random.default_rng(seed)
+    u = _steps(n, rng)
+    x = np.zeros(n)
+    for t in range(2, n):
+        x[t] = 1.2 * x[t - 1] - 0.35 * x[t - 2] + 0.3 * u[t - 1]
+    return _frame({"level": offset + x + 0.005 * rng.standard_normal(n), "pump": u})
+
+
+def test_integrated_arx_is_an_arx_in_levels_and_carries_an_unmeasured_offset() -> None:
+    """ARX on increments forecasts as the ARX in levels it converts to (orders one higher, no
+    constant), and on a stretch where an unmeasured disturbance moved the output to a level the
+    training never saw it forecasts from the measurement: at step 1 it beats an ARX in levels,
+    which pulls back towards the training data's level, and persistence, which ignores the
+    moves."""
+    spec = _spec(["level"], ["pump"])
+    train, val = split_by_time(_offset_plant(4000, seed=1), (0.8, 0.2))
+    iarx = IntegratedARX(na=(2,), nb=(3,)).fit(spec, train, val, horizon=10, window=8)
+    assert iarx.describe() == "iarx(na=2, nb=3)" and iarx.orders_ == (3, 4)
+    theta = iarx.theta_[:, 0]  # [y lags 1..3, u lags 0..3, constant] in levels
+    assert theta[-1] == 0.0 and theta[:3].sum() == pytest.approx(1.0)  # an integrator
+    assert theta[3:7].sum() == pytest.approx(0.0, abs=1e-12)  # inputs act through increments
+    # the forecast is the recursion on increments: y(t) = y(t-1) + sum A dy + sum B du
+    z = iarx.norm_.norm(frame_to_array(val, spec)[0])
+    raw = np.linalg.lstsq(*iarx._design(iarx.norm_.norm(frame_to_array(train, spec)[0]), 2, 3))[0]
+    past, fut = z[None, :8], z[None, 8:18]
+    series = list(past[0, :, 0])
+    for k in range(10):
+        t, dy = 8 + k, np.diff(series)
+        du = np.diff(np.concatenate([past[0, :, 1], fut[0, :, 1]]))
+        step = (
+            raw[0, 0] * dy[-1]
+            + raw[1, 0] * dy[-2]
+            + sum(raw[2 + b, 0] * du[t - 1 - b] for b in range(3))
+        )
+        series.append(series[-1] + step)
+    np.testing.assert_allclose(iarx._predict_z(past, fut)[0, :, 0], series[8:], atol=1e-6)
+
+    test = _offset_plant(1500, seed=2, offset=3.0)
+    arx = ARX().fit(spec, train, val, horizon=10, window=8)
+    pers = Persistence().fit(spec, train, val, horizon=10, window=8)
+    for steps in (1, 10):
+        err = {m.name: _rmse(m, spec, test, 8, steps) for m in (arx, iarx, pers)}
+        assert err["iarx"] < 0.5 * min(err["arx"], err["persistence"]), (steps, err)
 
 
 def test_subspace_recovers_poles_and_steady_state_gain() -> None:

@@ -2,7 +2,7 @@
 does, every ensemble member alike, and after training it is no worse on validation.
 
 Two plants: a linear one (2 CVs, 1 MV) and the simulated CSTR recorded into a real historian
-(2 CVs, 1 MV, 1 DV), for both identified models (ARX and subspace).
+(2 CVs, 1 MV, 1 DV), for each identified model (ARX, subspace and ARX on increments).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from test_twin import lti_spec, simulate
 from connectors.sim.plants import make_plant
 from connectors.sim.record import record
 from twin.evaluate.baseline import Baseline
-from twin.evaluate.linear import ARX, Subspace
+from twin.evaluate.linear import ARX, IntegratedARX, Subspace
 from twin.model.dataset import (
     Normalizer,
     cv_columns,
@@ -71,7 +71,7 @@ CFG = TwinConfig(window=16, horizon=20, latent=8, hidden=16, ensemble=3)
 
 
 @pytest.mark.parametrize("plant", ["lti", "cstr"])
-@pytest.mark.parametrize("kind", [ARX, Subspace])
+@pytest.mark.parametrize("kind", [ARX, Subspace, IntegratedARX])
 def test_twin_at_init_forecasts_what_the_linear_model_does(
     plant: str, kind: type[Baseline], request: pytest.FixtureRequest
 ) -> None:
@@ -109,7 +109,7 @@ def test_twin_at_init_forecasts_what_the_linear_model_does(
     assert np.mean((expected - future[..., cv]) ** 2) < np.mean((pers - future[..., cv]) ** 2)
 
 
-@pytest.mark.parametrize("kind", [ARX, Subspace])
+@pytest.mark.parametrize("kind", [ARX, Subspace, IntegratedARX])
 def test_bootstrap_starts_agree_on_the_data_and_spread_off_it(
     kind: type[Baseline], lti: tuple[PlantSpec, pl.DataFrame]
 ) -> None:
@@ -186,8 +186,8 @@ def test_trained_twin_is_no_worse_on_validation_than_its_linear_start(
     cfg = dataclasses.replace(CFG, max_epochs=3, minutes=5.0, seed=1, stack=False)
     twin = Twin.fit(spec, frame, cfg, progress=False)  # the network alone (test_stack: stacked)
     rec = twin.metrics["linear_init"]
-    assert rec["model"].startswith(("arx", "subspace"))
-    assert set(rec["candidates"]) == {"arx", "subspace"}
+    assert rec["model"].startswith(("arx", "subspace", "iarx"))
+    assert set(rec["candidates"]) == {"arx", "subspace", "iarx"}
     assert rec["kept"] in ("trained", "linear")
     parts = split_with_context(frame, cfg.fractions, cfg.window)  # the twin's own split
     vv, vok = frame_to_array(parts[1], spec)

@@ -61,7 +61,8 @@ def test_a_stacked_twin_forecasts_its_parts_weighted_and_validates_no_worse_than
     assert isinstance(twin.model, Stacked), rec
     # the network linear first set aside is offered to the stack; its start is not offered twice
     assert ("network (not kept)" in rec["parts"]) == (lin["kept"] == "linear"), lin
-    assert len(rec["parts"]) == 3 and rec["parts"][0] in ("network", f"{lin['model']} (start)")
+    # three identified linear models (ARX, subspace, ARX on increments) and the network
+    assert len(rec["parts"]) == 4 and rec["parts"][0] in ("network", f"{lin['model']} (start)")
     assert len(rec["used"]) == len(twin.model.parts) >= 2
     assert all(sum(w.values()) == pytest.approx(1.0, abs=2e-3) for w in rec["weight"].values())
     parts = split_with_context(frame, twin.config.fractions, twin.window)

@@ -65,10 +65,10 @@ class ARX(Baseline):
         self.na, self.nb = na, nb
 
     def _fit(self, z: np.ndarray, val: Windows) -> None:
-        orders = [(na, nb) for na in self.na for nb in self.nb if max(na, nb - 1) < self.window_]
+        orders = [(na, nb) for na in self.na for nb in self.nb if self._fits_window(na, nb)]
         if not orders:
             raise DataQualityError(
-                f"arx: no order (na in {self.na}, nb in {self.nb}) fits a past window of "
+                f"{self.name}: no order (na in {self.na}, nb in {self.nb}) fits a past window of "
                 f"{self.window_} samples"
             )
         self.ridge_ = 0.0
@@ -79,11 +79,12 @@ class ARX(Baseline):
             if len(phi) < _ROWS_PER_TERM * phi.shape[1]:
                 continue
             fits.append((na, nb))
-            self.orders_, self.theta_ = (na, nb), _lstsq(phi, y)
+            raw = _lstsq(phi, y)
+            self._use(na, nb, raw)
             score = self._val_score(val)
-            log.debug("arx na=%d nb=%d: validation NRMSE %.4f", na, nb, score)
+            log.debug("%s na=%d nb=%d: validation NRMSE %.4f", self.name, na, nb, score)
             if best is None or score < best[0]:
-                best = (score, na, nb, self.theta_)
+                best = (score, na, nb, raw)
         n_in = len(self.mv_ + self.dv_)
         small = min(orders, key=lambda o: o[0] * len(self.cv_) + o[1] * n_in)
         if best is None:  # not even the smallest order is affordable: regularise it
@@ -95,8 +96,18 @@ class ARX(Baseline):
                 f"afford ({rows} complete rows, {_ROWS_PER_TERM} needed per term); it chose "
                 f"among na in {sorted({o[0] for o in fits})}, nb in {sorted({o[1] for o in fits})}"
             )
-        self.val_nrmse_, na, nb, self.theta_ = best
-        self.orders_ = (na, nb)
+        self.val_nrmse_, na, nb, raw = best
+        self._use(na, nb, raw)
+
+    def _fits_window(self, na: int, nb: int) -> bool:
+        """Whether the lags of orders ``(na, nb)`` lie inside the past window."""
+        return max(na, nb - 1) < self.window_
+
+    def _use(self, na: int, nb: int, raw: np.ndarray) -> None:
+        """Set the model from a least-squares solution of :meth:`_design` at ``(na, nb)``:
+        ``fit_orders_`` are those, ``orders_`` and ``theta_`` the ARX in levels it is."""
+        self.fit_orders_ = self.orders_ = (na, nb)
+        self.theta_ = raw
 
     def _design(self, z: np.ndarray, na: int, nb: int) -> tuple[np.ndarray, np.ndarray]:
         """Complete rows of the regressors ``[rows, n_terms]`` and of the CVs ``[rows, n_cv]``."""
@@ -112,16 +123,17 @@ class ARX(Baseline):
         (rows, terms), (na, nb) = design[0].shape, order
         if rows < terms:
             raise DataQualityError(
-                f"arx: {rows} complete rows for {terms} terms even at na={na}, nb={nb} "
+                f"{self.name}: {rows} complete rows for {terms} terms even at na={na}, nb={nb} "
                 f"({len(self.cv_)} CVs, {len(self.mv_ + self.dv_)} inputs): too few to fit, "
                 "even with ridge regularisation"
             )
         best: tuple[float, int, int, np.ndarray] | None = None
         for ridge in _RIDGE:
-            self.orders_, self.theta_ = order, _lstsq(*design, ridge=ridge)
+            raw = _lstsq(*design, ridge=ridge)
+            self._use(na, nb, raw)
             score = self._val_score(val)
             if best is None or score < best[0]:
-                best, self.ridge_ = (score, na, nb, self.theta_), ridge
+                best, self.ridge_ = (score, na, nb, raw), ridge
         assert best is not None
         self.notes_.append(
             f"ridge regression (strength {self.ridge_:g}) at its smallest orders: {rows} complete "
@@ -148,6 +160,48 @@ class ARX(Baseline):
             ys.append(phi @ self.theta_)
             out.append(ys[-1])
         return np.stack(out, axis=1)
+
+
+class IntegratedARX(ARX):
+    """ARX on increments (velocity form): ``dy(t) = sum_a A_a dy(t-a) + sum_b B_b du(t-b)``,
+    ``d`` the change from the sample before, no constant.
+
+    The forecast is the last measurement plus the increments the inputs explain, so an
+    unmeasured disturbance is carried forward as an offset that persists (the random-walk
+    output disturbance behind DMC's bias update and offset-free MPC) instead of being pulled
+    back to the level the training data had. On plants with slow unmeasured drifts, where
+    persistence beats an ARX in levels at short steps, it forecasts like persistence plus the
+    inputs' effect. It is an ARX in levels with orders ``(na + 1, nb + 1)`` and coefficients
+    ``Y_l = A_l - A_(l-1)`` (``A_0 = -I``, ``A_(na+1) = 0``), ``U_l = B_l - B_(l-1)``, so it
+    forecasts, embeds and resamples as one (:meth:`_use` converts). ``(na, nb)`` below are the
+    increments' orders.
+    """
+
+    name = "iarx"
+
+    def _fits_window(self, na: int, nb: int) -> bool:
+        return max(na + 1, nb) < self.window_
+
+    def _design(self, z: np.ndarray, na: int, nb: int) -> tuple[np.ndarray, np.ndarray]:
+        dz = np.vstack([np.full((1, z.shape[1]), np.nan), np.diff(z, axis=0)])
+        y, u = dz[:, self.cv_], dz[:, self.mv_ + self.dv_]
+        phi = np.hstack([_lagged(y, range(1, na + 1)), _lagged(u, range(nb))])
+        rows = np.isfinite(phi).all(axis=1) & np.isfinite(y).all(axis=1)
+        return phi[rows], y[rows]
+
+    def _use(self, na: int, nb: int, raw: np.ndarray) -> None:
+        ny, nv = len(self.cv_), len(self.mv_ + self.dv_)
+        a = [-np.eye(ny), *(raw[j * ny : (j + 1) * ny] for j in range(na)), np.zeros((ny, ny))]
+        b = [raw[na * ny + j * nv : na * ny + (j + 1) * nv] for j in range(nb)]
+        b = [np.zeros((nv, ny)), *b, np.zeros((nv, ny))]
+        levels = [a[j] - a[j - 1] for j in range(1, na + 2)]
+        levels += [b[j] - b[j - 1] for j in range(1, nb + 2)]
+        self.fit_orders_, self.orders_ = (na, nb), (na + 1, nb + 1)
+        self.theta_ = np.vstack([*levels, np.zeros((1, ny))])
+
+    def describe(self) -> str:
+        ridge = f", ridge={self.ridge_:g}" if self.ridge_ else ""
+        return f"iarx(na={self.fit_orders_[0]}, nb={self.fit_orders_[1]}{ridge})"
 
 
 class Subspace(Baseline):

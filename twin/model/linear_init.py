@@ -40,7 +40,7 @@ import torch
 
 from twin.errors import DataQualityError
 from twin.evaluate.baseline import try_fit
-from twin.evaluate.linear import ARX, Subspace
+from twin.evaluate.linear import ARX, IntegratedARX, Subspace
 from twin.model.dataset import (
     Normalizer,
     Windows,
@@ -174,7 +174,7 @@ def _identify(
     n_tags, ncv = len(spec.tags), len(cv_columns(spec))
     tried: dict[str, Any] = {}
     found: list[tuple[float, StateSpace, ARX | Subspace]] = []
-    for model in (ARX(), Subspace()):  # the evaluation's baselines, orders and all
+    for model in (ARX(), Subspace(), IntegratedARX()):  # the baselines' order search and all
         reason = try_fit(model, spec, train, val, horizon=cfg.horizon, window=cfg.window)
         if reason is not None:
             tried[model.name] = {"skipped": reason}

@@ -43,11 +43,11 @@ def resampled(
     ridge = max(float(getattr(model, "ridge_", 0.0)), RIDGE)
     out: list[ARX | Subspace] = []
     if isinstance(model, ARX):
-        phi, y = model._design(z, *model.orders_)
+        phi, y = model._design(z, *model.fit_orders_)  # IntegratedARX: its increments' orders
         for seed in seeds:
             idx = block_rows(len(phi), block, np.random.default_rng(list(seed)))
             arx = copy.copy(model)
-            arx.theta_ = _lstsq(phi[idx], y[idx], ridge)
+            arx._use(*model.fit_orders_, _lstsq(phi[idx], y[idx], ridge))
             out.append(arx)
         return out
     i, n = model.orders_
