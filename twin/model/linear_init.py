@@ -1,7 +1,8 @@
 """Linear first: identify a linear model, start the twin from it, keep whichever validates best.
 
-Before training, an ARX and a subspace (N4SID) model are identified on the training split and
-the one with the lower validation NRMSE (open-loop, every step to H) is written as an affine
+Before training, an ARX, a subspace (N4SID) and an ARX on increments (velocity form: an
+unmeasured offset persists, as in offset-free MPC) are identified on the training split and the
+one with the lower validation NRMSE (open-loop, every step to H) is written as an affine
 state-space predictor in normalised units, inputs ``v_k = (MVs, DVs)`` at sample ``t+1+k``::
 
     s_0     = L vec(window) + l                    # ARX: the lags it needs; subspace: Kalman
@@ -157,7 +158,8 @@ def _affine(origin: Any, window: int, n_tags: int) -> tuple[np.ndarray, np.ndarr
 def identify(
     spec: PlantSpec, train: pl.DataFrame, val: pl.DataFrame, cfg: TwinConfig, norm: Normalizer
 ) -> tuple[StateSpace | None, dict[str, Any]]:
-    """The better-validating of ARX and subspace as a :class:`StateSpace`, and what was tried."""
+    """The best-validating of ARX, subspace and ARX on increments as a :class:`StateSpace`, and
+    what was tried."""
     found, tried = _identify(spec, train, val, cfg, norm)
     return (found[0][0] if found else None), tried
 

@@ -84,9 +84,9 @@ class TwinConfig:
     encoder_skip: bool = True
     """give the encoder a linear path beside its MLP"""
     linear_init: bool = True
-    """identify a linear model (ARX or subspace, the better on validation) first and start every
-    member from it; keep it if it validates better than the trained twin. Needs ``linear_core``
-    and ``encoder_skip``; the latent grows to hold the linear model's state if it must"""
+    """identify a linear model (ARX, subspace or ARX on increments, the best on validation)
+    first and start every member from it; keep it if it validates better than the trained twin.
+    Needs ``linear_core`` and ``encoder_skip``; the latent grows to hold its state if it must"""
     linear_bootstrap: bool = True
     """with ``linear_init``, each member starts from the linear model re-estimated (same orders)
     on its own moving-block bootstrap of the training rows, centred on the full-data fit, so that

@@ -1,9 +1,9 @@
 """Per-step stacking: the twin's forecast as a validated combination of its network and the
 linear models it was identified with (issue 12).
 
-Linear first (:mod:`twin.model.linear_init`) starts the twin from the better-validating of an
-ARX and a subspace model, and keeps the trained network only where it validates better as a
-whole. On plants it was not shaped on that left the twin a few per cent behind whichever linear
+Linear first (:mod:`twin.model.linear_init`) starts the twin from the best-validating of an
+ARX, a subspace model and an ARX on increments, and keeps the trained network only where it
+validates better as a whole. On plants it was not shaped on that left the twin a few per cent behind whichever linear
 model happened to be better at a given step on the test (the other linear model, or the start
 at short steps where the trained network was better at long ones).
 
