@@ -56,6 +56,7 @@ def _accuracy(plants: dict[str, list[dict[str, Any]]]) -> tuple[list[str], list[
     wins = {k: 0 for k in labels}
     near = {k: 0 for k in labels}
     to_linear: dict[str, list[float]] = {k: [] for k in labels}
+    to_iarx: dict[str, list[float]] = {k: [] for k in labels}  # recorded since 8220a46
     ratios_nl, spreads = [], []
     for plant, runs in sorted(plants.items(), key=lambda kv: _order(kv[0])):
         cells = []
@@ -75,6 +76,8 @@ def _accuracy(plants: dict[str, list[dict[str, Any]]]) -> tuple[list[str], list[
             linear = [base[m] for m in ("arx", "subspace") if m in base]
             if linear:
                 to_linear[k].append(twin / min(linear))
+            if np.isfinite(iarx := _mean(runs, "iarx", s)):
+                to_iarx[k].append(twin / iarx)
             if k == "H" and runs[0]["nonlinear"] and best:
                 ratios_nl.append(twin / bval)
         at_h = [r["nrmse"]["twin"][steps["H"]] for r in runs]
@@ -100,6 +103,13 @@ def _accuracy(plants: dict[str, list[dict[str, Any]]]) -> tuple[list[str], list[
             + ", ".join(f"k={k} {np.exp(np.log(r[k]).mean()):.3f}" for k in labels)
             + "; no worse on "
             + ", ".join(f"k={k} {(r[k] <= 1 + 1e-9).sum()}/{len(r[k])}" for k in labels)
+        )
+    if to_iarx["1"]:
+        r = {k: np.asarray(v) for k, v in to_iarx.items()}
+        checks.append(
+            "- twin / ARX on increments (one of the twin's parts, not a baseline), geometric mean: "
+            + ", ".join(f"k={k} {np.exp(np.log(r[k]).mean()):.3f}" for k in labels)
+            + f" over {len(r['1'])} plants"
         )
     if ratios_nl:
         med = float(np.median(ratios_nl))
