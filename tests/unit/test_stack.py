@@ -15,8 +15,8 @@ from connectors.sim.plants import make_plant
 from connectors.sim.record import record
 from twin.model.dataset import cv_columns, frame_to_array, make_windows, split_with_context
 from twin.model.network import TwinConfig
-from twin.model.stack import FullMean, Stacked, fit_weights
-from twin.model.train import validation_error
+from twin.model.stack import OFFSET, FullMean, Stacked, fit_weights, offset_copy
+from twin.model.train import window_errors
 from twin.model.twin import Twin
 from twin.spec import PlantSpec
 from twin.store.historian import Historian
@@ -41,6 +41,29 @@ def test_weights_recover_a_known_mix_per_step_and_stay_on_the_simplex() -> None:
     short = fit_weights([a[:, :3], b[:, :3]], truth[:, :3], [0, 1])  # fewer steps than smoothed
     assert short.shape == (2, 3, 3) and np.allclose(short.sum(axis=0), 1.0)
     np.testing.assert_allclose(short[1, :, 0], 0.7, atol=0.03)
+
+
+def test_an_offset_copy_of_the_validation_windows_favours_the_part_that_follows_the_plant() -> None:
+    """Two parts alike on calm validation windows: one forecasts from the measurement (an
+    unmeasured offset persists), the other pulls back to the training level. The recorded windows
+    cannot tell them apart; with their offset copy the weights go to the first."""
+    rng = np.random.default_rng(1)
+    past = rng.standard_normal((300, 8, 2))
+    future = past[:, -1:, :] + 0.1 * rng.standard_normal((300, 6, 2))
+    moved_past, moved_future = offset_copy(past, future, [0], 1.0, seed=3)
+    shift = moved_past[:, -1:, 0] - past[:, -1:, 0]
+    assert set(np.unique(np.abs(shift)).round(9)) == {1.0} and 0.3 < (shift > 0).mean() < 0.7
+    np.testing.assert_array_equal(moved_past[..., 1], past[..., 1])  # not a CV: untouched
+    follows = future + 0.05 * rng.standard_normal(future.shape)  # recorded windows: both as good
+    pulls_back = future + 0.05 * rng.standard_normal(future.shape)
+    calm = fit_weights([pulls_back, follows], future, [0])
+    assert 0.3 < calm[1, :, 0].mean() < 0.7
+    both = [
+        np.concatenate([pulls_back, pulls_back]),  # the same forecast whatever the offset
+        np.concatenate([follows, follows + (moved_future - future)]),
+    ]
+    w = fit_weights(both, np.concatenate([future, moved_future]), [0])
+    assert w[1, :, 0].min() > 0.9
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +97,15 @@ def test_a_stacked_twin_forecasts_its_parts_weighted_and_validates_no_worse_than
         y = twin.model.rollout(past, future).y
     mix = sum(twin.model.weights[m] * ys[m] for m in range(len(ys)))
     torch.testing.assert_close(y, mix)
-    cv = cv_columns(spec)
-    alone = [validation_error(p, val, cv) for p in twin.model.parts]
-    assert validation_error(twin.model, val, cv) <= min(alone) * 1.005, (alone, rec)
+    cv = cv_columns(spec)  # fitted on the validation windows and their offset copy (OFFSET)
+    moved = offset_copy(val.past, val.future, cv, OFFSET, twin.config.seed)
+    both = (np.concatenate([val.past, moved[0]]), np.concatenate([val.future, moved[1]]))
+
+    def error(model: torch.nn.Module) -> float:
+        return float(np.sqrt(window_errors(model, *both, cv).mean()))  # type: ignore[arg-type]
+
+    alone = [error(p) for p in twin.model.parts]
+    assert error(twin.model) <= min(alone) * 1.005, (alone, rec)
 
 
 def test_a_stacked_twin_saves_loads_and_plans_with_gradients(

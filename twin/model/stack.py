@@ -14,8 +14,9 @@ in linear first). Where linear first kept its start, the trained network it set 
 too: its gain on validation was within the noise as a whole, but it may be the better model at
 some steps and CVs, and the weights find out where. The twin's forecast of CV ``c`` at step
 ``k`` is ``sum_m w[m, k, c] y_m`` with the weights on the simplex (non-negative, summing to
-one), fitted by least squares on the validation windows (:func:`fit_weights`, scipy's NNLS) and
-smoothed over neighbouring steps. Member ``j`` of the stack is the same combination of the
+one), fitted by least squares on the validation windows and on a copy of them moved by an
+unmeasured offset (:data:`OFFSET`; :func:`fit_weights`, scipy's NNLS) and smoothed over
+neighbouring steps. Member ``j`` of the stack is the same combination of the
 parts' members ``j``, so the ensemble spread, and the band calibrated on it afterwards, is that
 of the combination. Parts whose weight stays below :data:`WEIGHT_FLOOR` everywhere are dropped;
 with none left the network is returned as it was. Every part is differentiable in the MV plan,
@@ -43,6 +44,7 @@ import torch
 from scipy.optimize import nnls
 from torch import Tensor, nn
 
+from twin.model.calibration import stretches_of
 from twin.model.dataset import Normalizer, Windows, cv_columns, dv_columns, mv_columns
 from twin.model.linear_init import Fitted, StateSpace, embed, member_starts
 from twin.model.network import LatentDynamics, Rollout, TwinConfig
@@ -57,6 +59,18 @@ SMOOTH = 5
 """steps in the moving average of each part's weights (noise of one step's fit)"""
 MAX_WINDOWS = 4000
 """validation windows the weights are fitted on (evenly spaced), at most"""
+OFFSET = 1.0
+"""the weights are fitted on the validation windows as recorded and on a copy with every CV moved
+by +-OFFSET (normalised units: training standard deviations; the sign drawn per window and CV)
+in past and future alike: an unmeasured disturbance that has moved the plant to a level its
+training data never had. A part that forecasts from the measurement (ARX on increments) loses
+nothing on the copy, one that pulls back to the training level does; calm validation data
+cannot tell them apart, a plant that drifts can (:func:`offset_copy`). 0: the recorded windows
+only. Chosen on the development plants (``benchmarks/stack_study.py``)"""
+OFFSET_STRETCHES = 2.0
+"""the offset copy is a prior: it holds the windows of this many independent stretches of the
+horizon at most (evenly spaced, :func:`copy_size`), so it weighs as much as a short validation
+split and little beside a long one, whose own evidence then decides"""
 
 
 class Stacked(nn.Module):
@@ -206,6 +220,24 @@ def fit_weights(means: list[np.ndarray], future: np.ndarray, cols: list[int]) ->
     return (total[:, hi] - total[:, lo]) / (hi - lo)[None, :, None]
 
 
+def offset_copy(
+    past: np.ndarray, future: np.ndarray, cv: list[int], offset: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(past, future)`` with every CV moved by ``+-offset`` (one sign per window and CV) in
+    both: the windows as an unmeasured output disturbance would have left them (:data:`OFFSET`)."""
+    rng = np.random.default_rng([seed, 7])
+    delta = offset * rng.choice([-1.0, 1.0], size=(len(past), 1, len(cv)))
+    past, future = past.copy(), future.copy()
+    past[..., cv] += delta
+    future[..., cv] += delta
+    return past, future
+
+
+def copy_size(windows: int, horizon: int, stretches: float = OFFSET_STRETCHES) -> int:
+    """Windows in the offset copy of ``windows`` validation windows (:data:`OFFSET_STRETCHES`)."""
+    return max(1, min(windows, round(windows * stretches / stretches_of(windows, horizon))))
+
+
 def combine(
     fitted: Fitted, spec: PlantSpec, train: pl.DataFrame, val: Windows, norm: Normalizer
 ) -> tuple[Part | Stacked, TwinConfig, dict[str, Any]]:
@@ -244,6 +276,13 @@ def combine(
     take = np.linspace(0, len(val) - 1, min(len(val), MAX_WINDOWS)).astype(int)
     past, future = val.past[take], val.future[take]
     means = [predict(p, past, future)[0] for p in parts]
+    if OFFSET:
+        some = np.linspace(0, len(past) - 1, copy_size(len(past), cfg.horizon)).astype(int)
+        moved = offset_copy(past[some], future[some], cv, OFFSET, cfg.seed)
+        means = [
+            np.concatenate([m, predict(p, *moved)[0]]) for m, p in zip(means, parts, strict=True)
+        ]
+        future = np.concatenate([future, moved[1]])
     weights = fit_weights(means, future, cv)
     used = [0, *(j for j in range(1, len(parts)) if weights[j][:, cv].max() >= WEIGHT_FLOOR)]
     if len(used) < len(parts):
