@@ -15,7 +15,7 @@ from connectors.sim.plants import make_plant
 from connectors.sim.record import record
 from twin.model.dataset import cv_columns, frame_to_array, make_windows, split_with_context
 from twin.model.network import TwinConfig
-from twin.model.stack import OFFSET, FullMean, Stacked, fit_weights, offset_copy
+from twin.model.stack import OFFSET, FullMean, Stacked, copy_size, fit_weights, offset_copy
 from twin.model.train import window_errors
 from twin.model.twin import Twin
 from twin.spec import PlantSpec
@@ -98,7 +98,8 @@ def test_a_stacked_twin_forecasts_its_parts_weighted_and_validates_no_worse_than
     mix = sum(twin.model.weights[m] * ys[m] for m in range(len(ys)))
     torch.testing.assert_close(y, mix)
     cv = cv_columns(spec)  # fitted on the validation windows and their offset copy (OFFSET)
-    moved = offset_copy(val.past, val.future, cv, OFFSET, twin.config.seed)
+    some = np.linspace(0, len(val) - 1, copy_size(len(val), twin.horizon)).astype(int)
+    moved = offset_copy(val.past[some], val.future[some], cv, OFFSET, twin.config.seed)
     both = (np.concatenate([val.past, moved[0]]), np.concatenate([val.future, moved[1]]))
 
     def error(model: torch.nn.Module) -> float:
