@@ -129,9 +129,9 @@ def _offset_plant(n: int, seed: int, offset: float = 0.0) -> pl.DataFrame:
 def test_integrated_arx_is_an_arx_in_levels_and_carries_an_unmeasured_offset() -> None:
     """ARX on increments forecasts as the ARX in levels it converts to (orders one higher, no
     constant), and on a stretch where an unmeasured disturbance moved the output to a level the
-    training never saw it forecasts from the measurement: at step 1 it beats an ARX in levels,
-    which pulls back towards the training data's level, and persistence, which ignores the
-    moves."""
+    training never saw it forecasts from the measurement: at steps 1 and 10 it beats an ARX in
+    levels, which pulls back towards the training data's level, and persistence, which ignores
+    the moves."""
     spec = _spec(["level"], ["pump"])
     train, val = split_by_time(_offset_plant(4000, seed=1), (0.8, 0.2))
     iarx = IntegratedARX(na=(2,), nb=(3,)).fit(spec, train, val, horizon=10, window=8)

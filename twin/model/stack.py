@@ -3,9 +3,9 @@ linear models it was identified with (issue 12).
 
 Linear first (:mod:`twin.model.linear_init`) starts the twin from the best-validating of an
 ARX, a subspace model and an ARX on increments, and keeps the trained network only where it
-validates better as a whole. On plants it was not shaped on that left the twin a few per cent behind whichever linear
-model happened to be better at a given step on the test (the other linear model, or the start
-at short steps where the trained network was better at long ones).
+validates better as a whole. On plants it was not shaped on that left the twin a few per cent
+behind whichever linear model happened to be better at a given step on the test (another linear
+model, or the start at short steps where the trained network was better at long ones).
 
 Here every identified linear model becomes a *part* beside the kept network: a small
 :class:`~twin.model.network.LatentDynamics` (one hidden unit, its MLPs at zero) that forecasts
@@ -16,9 +16,9 @@ some steps and CVs, and the weights find out where. The twin's forecast of CV ``
 ``k`` is ``sum_m w[m, k, c] y_m`` with the weights on the simplex (non-negative, summing to
 one), fitted by least squares on the validation windows and on a copy of them moved by an
 unmeasured offset (:data:`OFFSET`; :func:`fit_weights`, scipy's NNLS) and smoothed over
-neighbouring steps. Member ``j`` of the stack is the same combination of the
-parts' members ``j``, so the ensemble spread, and the band calibrated on it afterwards, is that
-of the combination. Parts whose weight stays below :data:`WEIGHT_FLOOR` everywhere are dropped;
+neighbouring steps. Member ``j`` of the stack is the same combination of the parts' members
+``j``, so the ensemble spread, and the band calibrated on it afterwards, is that of the
+combination. Parts whose weight stays below :data:`WEIGHT_FLOOR` everywhere are dropped;
 with none left the network is returned as it was. Every part is differentiable in the MV plan,
 so the controller plans on the combination as it would on one network. Persistence is
 deliberately not a part: it would say that moving an MV changes nothing, and a controller
