@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.generalise import PAUSE_HOURS, SETS, TEST_HOURS, _record_test  # noqa: E402
 from connectors.sim.plants import make_plant  # noqa: E402
 from connectors.sim.record import DEFAULT_START, record  # noqa: E402
-from twin.evaluate.report import forecast_cases, forecast_windows  # noqa: E402
+from twin.evaluate.report import forecast_cases, forecast_windows, nrmse  # noqa: E402
 from twin.model.dataset import cv_columns, evenly, frame_to_array, split_by_time, with_context  # noqa: E402
 from twin.model.network import TwinConfig  # noqa: E402
 from twin.model.stack import Part, Stacked, copy_size, fit_weights, offset_copy  # noqa: E402
@@ -80,7 +80,7 @@ def record_one(plant: str, hours: float, out: Path, seed: int = 1) -> None:
 
 
 def _nrmse(mean: np.ndarray, future: np.ndarray, std: np.ndarray, cv: list[int]) -> np.ndarray:
-    err = np.sqrt(np.mean((mean - future) ** 2, axis=0)) / std
+    err = nrmse(mean, future, std)
     return np.array([err[k - 1, cv].mean() for k in (1, 5, 10, future.shape[1])])
 
 
@@ -107,9 +107,8 @@ def schemes_one(folder: Path) -> dict[str, np.ndarray]:
             continue
         means, future = val, w["vfuture"]
         if d:
-            size = copy_size(n, twin.horizon, prior) if prior else n
-            some = np.linspace(0, n - 1, size).astype(int)
-            moved = offset_copy(w["vpast"][some], w["vfuture"][some], cv, d, int(w["seed"]))
+            size = copy_size(n, twin.horizon, prior) if prior else None
+            moved = offset_copy(w["vpast"], w["vfuture"], cv, d, int(w["seed"]), size)
             means = [
                 np.concatenate([m, predict(p, *moved)[0]]) for m, p in zip(val, parts, strict=True)
             ]

@@ -98,8 +98,8 @@ def test_a_stacked_twin_forecasts_its_parts_weighted_and_validates_no_worse_than
     mix = sum(twin.model.weights[m] * ys[m] for m in range(len(ys)))
     torch.testing.assert_close(y, mix)
     cv = cv_columns(spec)  # fitted on the validation windows and their offset copy (OFFSET)
-    some = np.linspace(0, len(val) - 1, copy_size(len(val), twin.horizon)).astype(int)
-    moved = offset_copy(val.past[some], val.future[some], cv, OFFSET, twin.config.seed)
+    size = copy_size(len(val), twin.horizon)
+    moved = offset_copy(val.past, val.future, cv, OFFSET, twin.config.seed, size)
     both = (np.concatenate([val.past, moved[0]]), np.concatenate([val.future, moved[1]]))
 
     def error(model: torch.nn.Module) -> float:

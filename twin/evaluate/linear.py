@@ -143,7 +143,7 @@ class ARX(Baseline):
 
     def describe(self) -> str:
         ridge = f", ridge={self.ridge_:g}" if self.ridge_ else ""
-        return f"arx(na={self.orders_[0]}, nb={self.orders_[1]}{ridge})"
+        return f"{self.name}(na={self.fit_orders_[0]}, nb={self.fit_orders_[1]}{ridge})"
 
     def _predict_z(self, pz: np.ndarray, fz: np.ndarray) -> np.ndarray:
         na, nb = self.orders_
@@ -198,10 +198,6 @@ class IntegratedARX(ARX):
         levels += [b[j] - b[j - 1] for j in range(1, nb + 2)]
         self.fit_orders_, self.orders_ = (na, nb), (na + 1, nb + 1)
         self.theta_ = np.vstack([*levels, np.zeros((1, ny))])
-
-    def describe(self) -> str:
-        ridge = f", ridge={self.ridge_:g}" if self.ridge_ else ""
-        return f"iarx(na={self.fit_orders_[0]}, nb={self.fit_orders_[1]}{ridge})"
 
 
 class Subspace(Baseline):

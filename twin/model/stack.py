@@ -221,10 +221,19 @@ def fit_weights(means: list[np.ndarray], future: np.ndarray, cols: list[int]) ->
 
 
 def offset_copy(
-    past: np.ndarray, future: np.ndarray, cv: list[int], offset: float, seed: int
+    past: np.ndarray,
+    future: np.ndarray,
+    cv: list[int],
+    offset: float,
+    seed: int,
+    size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(past, future)`` with every CV moved by ``+-offset`` (one sign per window and CV) in
-    both: the windows as an unmeasured output disturbance would have left them (:data:`OFFSET`)."""
+    both: the windows as an unmeasured output disturbance would have left them (:data:`OFFSET`);
+    ``size``: that many of them, evenly spaced (:func:`copy_size`; None: every one)."""
+    if size is not None:
+        take = np.linspace(0, len(past) - 1, size).astype(int)
+        past, future = past[take], future[take]
     rng = np.random.default_rng([seed, 7])
     delta = offset * rng.choice([-1.0, 1.0], size=(len(past), 1, len(cv)))
     past, future = past.copy(), future.copy()
@@ -277,8 +286,8 @@ def combine(
     past, future = val.past[take], val.future[take]
     means = [predict(p, past, future)[0] for p in parts]
     if OFFSET:
-        some = np.linspace(0, len(past) - 1, copy_size(len(past), cfg.horizon)).astype(int)
-        moved = offset_copy(past[some], future[some], cv, OFFSET, cfg.seed)
+        size = copy_size(len(past), cfg.horizon)
+        moved = offset_copy(past, future, cv, OFFSET, cfg.seed, size)
         means = [
             np.concatenate([m, predict(p, *moved)[0]]) for m, p in zip(means, parts, strict=True)
         ]
