@@ -34,6 +34,10 @@ one JSON per run under ``benchmarks/results/control-zoo/runs/`` (stored runs are
 
     .venv/bin/python benchmarks/control.py --plants held-out --seeds 1,2,3 --shard 1/2  # and 2/2
     .venv/bin/python benchmarks/control.py report --plants held-out --seeds 1,2,3
+
+With ``--models DIR`` zoo mode keeps each twin it trains in ``DIR/<plant>-seed<s>`` and uses the
+ones already there, so that two versions of the controller are compared on the same twins (a
+twin's training depends on the machine's load through its time budget).
 """
 
 from __future__ import annotations
@@ -92,6 +96,10 @@ log = logging.getLogger("benchmarks.control")
 ALIASES = {"dev": "development", "development": "development", "held-out": "held-out"}
 PLANTS_HELP = "comma-separated plants, or a zoo set: dev, held-out (default: the built-in three)"
 ZOO_STEP = "zoo mode: run (and report unless sharded) or only report the stored runs"
+MODELS_HELP = (
+    "folder with a twin per plant (zoo mode: DIR/<plant>-seed<s>, used if there, else trained "
+    "and saved there)"
+)
 MINUTES_HELP = "training budget of a new twin (default 2.5; zoo mode 1)"
 OUT_HELP = "results folder (default benchmarks/results, zoo mode benchmarks/results/control-zoo)"
 
@@ -234,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="closed-loop samples per run")
     p.add_argument("--seed", type=int, default=2, help="seed of the closed-loop plant's noise")
     p.add_argument("--quick", action="store_true", help="40 samples, 4 h ARX data, no scaling")
-    p.add_argument("--models", type=Path, default=None, help="folder with a twin per plant")
+    p.add_argument("--models", type=Path, default=None, help=MODELS_HELP)
     p.add_argument("--minutes", type=float, default=None, help=MINUTES_HELP)
     p.add_argument("--threads", type=int, default=1, help="torch threads (solves use 1)")
     p.add_argument("--scaling-steps", type=int, default=120, help="samples per scaling run")
@@ -267,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                 baselines=args.baselines,
                 steps=args.steps,
                 settings=parse_settings(args.set) | ({"stack": False} if args.no_stack else {}),
+                models=args.models,
             )
         if args.step == "report" or not args.shard:
             print(write_report(plants, seeds, out, command))

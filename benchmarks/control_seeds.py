@@ -88,8 +88,14 @@ def run_seed(
     baselines: bool,
     steps: int | None,
     settings: dict[str, Any] | None = None,
+    models: Path | None = None,
 ) -> dict[str, Any]:
-    """One plant and training seed: train the twin, run the MPCs, score them (plain data)."""
+    """One plant and training seed: train the twin, run the MPCs, score them (plain data).
+
+    ``models``: a folder of twins ``<plant>-seed<seed>``: one found there is used instead of
+    training (so that two controller versions are compared on the same twins), one trained is
+    saved there.
+    """
     t0 = time.perf_counter()
     spec = make_plant(plant).spec
     scenario = scenario_for(plant)
@@ -98,8 +104,14 @@ def run_seed(
     with tempfile.TemporaryDirectory(prefix="control-zoo-") as tmp:
         frame = training_frame(plant, TRAIN_HOURS, Path(tmp), seed)
     timing["record_s"] = time.perf_counter() - t0
-    cfg = TwinConfig(minutes=minutes, seed=seed, **(settings or {}))
-    twin = Twin.fit(spec, frame, cfg, progress=True)
+    saved = None if models is None else models / f"{plant}-seed{seed}"
+    if saved is not None and (saved / "model.pt").is_file():
+        twin = Twin.load(saved, spec=spec)
+    else:
+        cfg = TwinConfig(minutes=minutes, seed=seed, **(settings or {}))
+        twin = Twin.fit(spec, frame, cfg, progress=True)
+        if saved is not None:
+            twin.save(saved)
     timing["train_s"] = time.perf_counter() - t0 - timing["record_s"]
     weights = scenario.weights(spec)
     h = twin.horizon
@@ -146,6 +158,7 @@ def run_seed(
             "horizon": h,
             "window": twin.window,
             "minutes": minutes,
+            "saved": None if saved is None else str(saved),
             "training": twin.metrics.get("training", {}),
             "linear_init": twin.metrics.get("linear_init"),
         },
