@@ -12,7 +12,7 @@ import numpy as np
 
 from twin.control.problem import Problem
 
-#: longest time constant (in horizons) the tail extrapolation of :func:`steady_state` assumes
+#: longest time constant (in horizons) the tail extrapolation of :func:`final_values` assumes
 TAU_MAX = 4.0
 
 
@@ -24,30 +24,48 @@ def steady_state(
     Jacobian ``jy [H, n_cv, nx]``.
 
     A horizon shorter than the plant's settling time sees only part of a response, so the
-    steady state is extrapolated from the tail of the horizon. Each entry of the step response
-    ``S_k`` (the Jacobian summed over the blocks) decays as a first-order tail
-    ``r = (dS_H / dS_{H-3})^(1/3)``, ``tau = r / (1 - r)`` (at most :data:`TAU_MAX` horizons;
-    0 for a tail that is not decaying monotonically), so ``K = S_H + tau dS_H``. The forecast
-    with the current MVs held, ``y0 + J (u0 - x)`` (linearised at ``x``), is extrapolated alike
-    with each CV's slowest ``tau``. For a linear model neither depends on ``x``.
+    steady state is extrapolated from the tail of the horizon (:func:`final_values`): the step
+    response ``S_k`` (the Jacobian summed over the blocks) gives ``K``. The forecast with the
+    current MVs held, ``y0 + J (u0 - x)`` (linearised at ``x``), is extrapolated alike with each
+    CV's slowest tail. For a linear model neither depends on ``x``.
     """
     m, n_mv = p.shape
     step = jy.reshape(*jy.shape[:2], m, n_mv).sum(2)  # [H, n_cv, n_mv]
-    tau = _tau(step)
-    gain = step[-1] + tau * (step[-1] - step[-2]) if len(step) >= 2 else step[-1]
+    gain, tau = final_values(step)
     hold = y0 + jy @ (np.tile(p.u0, m) - x)  # [H, n_cv]
-    tau_c = tau.max(1) if len(hold) >= 2 else np.zeros(hold.shape[1])
-    y_hold = hold[-1] + tau_c * (hold[-1] - hold[-2] if len(hold) >= 2 else 0.0)
+    y_hold, _ = final_values(hold, tau.max(1) if tau.ndim == 2 else None)
     return np.asarray(gain), np.asarray(y_hold)
 
 
-def _tau(z: np.ndarray) -> np.ndarray:
-    """Time constants (samples) of the tails of ``z [H, ...]`` (see :func:`steady_state`)."""
-    if len(z) < 5:
-        return np.zeros(z.shape[1:])
-    d_end, d_back = z[-1] - z[-2], z[-4] - z[-5]
+def final_values(z: np.ndarray, tau: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(final, tau)``: where each curve of ``z [H, ...]`` ends, extrapolated from its tail.
+
+    The tail is taken as first-order, ``z_k = z_inf - A r^k``, read from the means of the last
+    three quarters of the horizon, ``B1`` (the last ``q = H // 4`` samples), ``B0`` and
+    ``B-1`` before it: with ``d1 = B1 - B0`` and ``rho = d1 / (B0 - B-1)`` (``= r^q``),
+    ``final = B1 + d1 rho / (1 - rho)``, exact for a first-order tail, and ``tau = r / (1 - r)``
+    samples, at most :data:`TAU_MAX` horizons. Block means, not sample-to-sample changes, so
+    that a forecast that wiggles by a little from sample to sample (a network's) is still read
+    right. A response that still rises at a steady rate (``rho >= 1``: a mode slower than the
+    horizon) is extrapolated with the longest ``tau``; one that reverses or oscillates
+    (``rho <= 0``) ends where the horizon does. ``tau``: time constants to use instead of the
+    tails' own (broadcast against ``z[0]``); the tails' own are returned.
+    """
+    n = len(z)
+    if n < 5:
+        return z[-1], np.zeros(z.shape[1:])
+    q = n // 4
+    b1, b0, bm = (z[n - (i + 1) * q : n - i * q].mean(0) for i in range(3))
+    d1, d0 = b1 - b0, b0 - bm
+    longest = TAU_MAX * n
+    rho_max = (longest / (1.0 + longest)) ** q
     with np.errstate(all="ignore"):
-        ratio = d_end / d_back
-        r = np.where((ratio > 0) & (ratio < 1), ratio, 0.0) ** (1.0 / 3.0)
-        tau = np.minimum(r / (1.0 - r), TAU_MAX * len(z))
-    return np.where(np.isfinite(tau), tau, 0.0)
+        ratio = np.where(d0 != 0.0, d1 / d0, 0.0)
+    rho = np.clip(np.where(np.isfinite(ratio), ratio, 0.0), 0.0, rho_max)
+    r = rho ** (1.0 / q)
+    own = r / (1.0 - r)
+    if tau is not None:
+        t = np.clip(np.broadcast_to(tau, own.shape), 0.0, longest)
+        rho = (t / (1.0 + t)) ** q
+    final = np.where(rho > 0.0, b1 + d1 * rho / (1.0 - rho), z[-1])
+    return final, own
