@@ -23,16 +23,20 @@ def test_a_first_order_response_cut_by_the_horizon_ends_at_its_gain(tau: float) 
     assert own == pytest.approx(1.0 / (np.exp(1.0 / tau) - 1.0), rel=1e-6)
 
 
-def test_a_slow_response_that_wiggles_from_sample_to_sample_still_ends_near_its_gain() -> None:
-    """A network's forecast wiggles: sample-to-sample changes say nothing of the tail's decay.
+@pytest.mark.parametrize("phase", [0, 1])
+def test_a_slow_response_that_wiggles_from_sample_to_sample_still_ends_near_its_gain(
+    phase: int,
+) -> None:
+    """A network's forecast wiggles: sample-to-sample changes say little of the tail's decay.
 
-    Seen on a held-out plant: a slow mode (tau 3 horizons) seen through a wiggling forecast
-    was read as settled at the horizon, a steady-state gain 8x too small, and the controller
-    drove two other MVs to their limits chasing the setpoint.
+    Here a mode of one horizon wiggles by +-0.002 (a seventh of its change per sample at the
+    horizon); read from one-step changes it ended 30-37 % short of its gain, and seen on a
+    held-out plant, a slower mode read as settled (a gain 8x too small) made the controller
+    drive two other MVs to their limits chasing the setpoint.
     """
-    z = first_order(90.0) + 0.004 * np.where(np.arange(H) % 2 == 0, 1.0, -1.0)
+    z = first_order(30.0) + 0.002 * np.where((np.arange(H) + phase) % 2 == 0, 1.0, -1.0)
     final, _ = final_values(z)
-    assert final == pytest.approx(2.0, rel=0.2)  # from 0.57 at the horizon
+    assert final == pytest.approx(2.0, rel=0.25)  # from 1.26 at the horizon
 
 
 def test_a_response_that_reverses_or_has_settled_ends_where_the_horizon_does() -> None:

@@ -14,6 +14,10 @@ from twin.control.problem import Problem
 
 #: longest time constant (in horizons) the tail extrapolation of :func:`final_values` assumes
 TAU_MAX = 4.0
+#: a tail whose last block changes by up to this multiple of the one before is still a steady
+#: rise (a mode slower than the horizon); one that changes by more is accelerating (a response
+#: that turns, or is only starting), and is not extrapolated
+RAMP = 1.25
 
 
 def steady_state(
@@ -40,28 +44,31 @@ def steady_state(
 def final_values(z: np.ndarray, tau: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(final, tau)``: where each curve of ``z [H, ...]`` ends, extrapolated from its tail.
 
-    The tail is taken as first-order, ``z_k = z_inf - A r^k``, read from the means of the last
-    three quarters of the horizon, ``B1`` (the last ``q = H // 4`` samples), ``B0`` and
-    ``B-1`` before it: with ``d1 = B1 - B0`` and ``rho = d1 / (B0 - B-1)`` (``= r^q``),
+    The tail is taken as first-order, ``z_k = z_inf - A r^k``, read from the means of three
+    blocks at the end of the horizon, ``B1`` (the last ``q = max(1, H // 10)`` samples),
+    ``B0`` and ``B-1`` before it: with ``d1 = B1 - B0`` and ``rho = d1 / (B0 - B-1)`` (``= r^q``),
     ``final = B1 + d1 rho / (1 - rho)``, exact for a first-order tail, and ``tau = r / (1 - r)``
     samples, at most :data:`TAU_MAX` horizons. Block means, not sample-to-sample changes, so
     that a forecast that wiggles by a little from sample to sample (a network's) is still read
-    right. A response that still rises at a steady rate (``rho >= 1``: a mode slower than the
+    right; short blocks, so that the faster modes still seen earlier in the horizon bias it
+    little (``H // 4`` did worse on the development plants' twins and true responses). A
+    response that still rises at a steady rate (``1 <= rho <= RAMP``: a mode slower than the
     horizon) is extrapolated with the longest ``tau``; one that reverses or oscillates
-    (``rho <= 0``) ends where the horizon does. ``tau``: time constants to use instead of the
+    (``rho <= 0``) or accelerates (``rho > RAMP``) ends where the horizon does. ``tau``: time constants to use instead of the
     tails' own (broadcast against ``z[0]``); the tails' own are returned.
     """
     n = len(z)
     if n < 5:
         return z[-1], np.zeros(z.shape[1:])
-    q = n // 4
+    q = max(1, n // 10)
     b1, b0, bm = (z[n - (i + 1) * q : n - i * q].mean(0) for i in range(3))
     d1, d0 = b1 - b0, b0 - bm
     longest = TAU_MAX * n
     rho_max = (longest / (1.0 + longest)) ** q
     with np.errstate(all="ignore"):
         ratio = np.where(d0 != 0.0, d1 / d0, 0.0)
-    rho = np.clip(np.where(np.isfinite(ratio), ratio, 0.0), 0.0, rho_max)
+    ratio = np.where(np.isfinite(ratio) & (ratio <= RAMP), ratio, 0.0)  # accelerating: none
+    rho = np.clip(ratio, 0.0, rho_max)
     r = rho ** (1.0 / q)
     own = r / (1.0 - r)
     if tau is not None:
