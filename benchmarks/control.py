@@ -35,7 +35,8 @@ one JSON per run under ``benchmarks/results/control-zoo/runs/`` (stored runs are
     .venv/bin/python benchmarks/control.py --plants held-out --seeds 1,2,3 --shard 1/2  # and 2/2
     .venv/bin/python benchmarks/control.py report --plants held-out --seeds 1,2,3
 
-With ``--models DIR`` zoo mode keeps each twin it trains in ``DIR/<plant>-seed<s>`` and uses the
+``control.py compare BEFORE AFTER`` pairs two such folders per plant and seed
+(:mod:`benchmarks.control_compare`). With ``--models DIR`` zoo mode keeps each twin it trains in ``DIR/<plant>-seed<s>`` and uses the
 ones already there, so that two versions of the controller are compared on the same twins (a
 twin's training depends on the machine's load through its time budget).
 """
@@ -61,6 +62,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.control_compare import compare  # noqa: E402
 from benchmarks.control_loop import (  # noqa: E402
     OFFSET_TOL,
     SCENARIOS,
@@ -95,7 +97,10 @@ log = logging.getLogger("benchmarks.control")
 
 ALIASES = {"dev": "development", "development": "development", "held-out": "held-out"}
 PLANTS_HELP = "comma-separated plants, or a zoo set: dev, held-out (default: the built-in three)"
-ZOO_STEP = "zoo mode: run (and report unless sharded) or only report the stored runs"
+ZOO_STEP = (
+    "zoo mode: run (and report unless sharded), only report the stored runs, or compare two "
+    "folders of runs (BEFORE AFTER, paired per plant and seed)"
+)
 MODELS_HELP = (
     "folder with a twin per plant (zoo mode: DIR/<plant>-seed<s>, used if there, else trained "
     "and saved there)"
@@ -233,7 +238,10 @@ def _tuning(t: PITuning) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("step", nargs="?", choices=("run", "report"), default="run", help=ZOO_STEP)
+    p.add_argument(
+        "step", nargs="?", choices=("run", "report", "compare"), default="run", help=ZOO_STEP
+    )
+    p.add_argument("folders", nargs="*", type=Path, help="compare: BEFORE AFTER")
     p.add_argument("--plants", default=",".join(sorted(PLANTS)), help=PLANTS_HELP)
     p.add_argument("--seeds", default=None, help="training seeds, e.g. 1,2,3 (zoo mode)")
     p.add_argument("--shard", default=None, help="i/n: this process's share of the runs (zoo)")
@@ -251,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     add_set_option(p)
     p.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     args = p.parse_args(argv)
+    if args.step == "compare":
+        if len(args.folders) != 2:
+            p.error("compare needs two folders: BEFORE AFTER")
+        print(compare(*args.folders))
+        return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     plants: list[str] = []
     for x in (x.strip() for x in args.plants.split(",") if x.strip()):

@@ -3,6 +3,7 @@ every time, and an oracle whose physics is the plant's (no twin is trained here)
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from benchmarks.control_compare import compare
 from benchmarks.control_loop import SCENARIOS, Scenario
 from benchmarks.control_models import OraclePredictor
 from benchmarks.control_seeds import shard_of
@@ -97,3 +99,30 @@ def test_shards_split_the_runs_without_overlap() -> None:
     assert sorted(r for part in parts for r in part) == sorted(runs)
     with pytest.raises(ValueError, match="1 <= i <= n"):
         shard_of(runs, "0/4")
+
+
+def _runs(folder: Path, js: dict[str, tuple[float, float]]) -> Path:
+    (folder / "runs").mkdir(parents=True)
+    for key, (twin, oracle) in js.items():
+        plant, seed = key.rsplit("-seed", 1)
+        doc = {
+            "plant": plant,
+            "seed": int(seed),
+            "ratio": twin / oracle,
+            "results": {
+                "twin": {"J": twin, "offset_ok": True},
+                "oracle": {"J": oracle, "offset_ok": True},
+            },
+        }
+        (folder / "runs" / f"{key}.json").write_text(json.dumps(doc), encoding="utf-8")
+    return folder
+
+
+def test_compare_pairs_the_runs_stored_in_both_folders(tmp_path: Path) -> None:
+    before = _runs(tmp_path / "a", {"zoo-2-seed1": (2.0, 1.0), "zoo-5-seed1": (3.0, 2.0)})
+    after = _runs(tmp_path / "b", {"zoo-2-seed1": (1.0, 1.0), "zoo-9-seed1": (1.0, 1.0)})
+    text = compare(before, after)
+    assert "| zoo-2 | 1 | 2 | 1 | 1 | 1 | 2.000 | 1.000 | True / True |" in text
+    assert "zoo-5" not in text and "zoo-9" not in text  # stored in one folder only
+    assert "twin **0.500**, oracle **1.000**" in text
+    assert "went down on 1 of 1 runs" in text
