@@ -12,7 +12,7 @@ import numpy as np
 
 from twin.control.problem import Problem
 
-#: longest time constant (in horizons) the tail extrapolation of :func:`final_values` assumes
+#: longest time constant (in horizons) the tail extrapolation of :func:`read_tail` assumes
 TAU_MAX = 4.0
 #: a tail whose last block changes by up to this multiple of the one before is still a steady
 #: rise (a mode slower than the horizon); one that changes by more is accelerating (a response
@@ -44,23 +44,36 @@ def steady_state(
 def final_values(z: np.ndarray, tau: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(final, tau)``: where each curve of ``z [H, ...]`` ends, extrapolated from its tail.
 
-    The tail is taken as first-order, ``z_k = z_inf - A r^k``, read from the means of three
-    blocks at the end of the horizon, ``B1`` (the last ``q = max(1, H // 10)`` samples),
-    ``B0`` and ``B-1`` before it: with ``d1 = B1 - B0`` and ``rho = d1 / (B0 - B-1)`` (``= r^q``),
-    ``final = B1 + d1 rho / (1 - rho)``, exact for a first-order tail, and ``tau = r / (1 - r)``
-    samples, at most :data:`TAU_MAX` horizons. Block means, not sample-to-sample changes, so
-    that a forecast that wiggles by a little from sample to sample (a network's) is still read
-    right; short blocks, so that the faster modes still seen earlier in the horizon bias it
-    little (``H // 4`` did worse on the development plants' twins and true responses). A
-    response that still rises at a steady rate (``1 <= rho <= RAMP``: a mode slower than the
-    horizon) is extrapolated with the longest ``tau``; one that reverses or oscillates
-    (``rho <= 0``) or accelerates (``rho > RAMP``) ends where the horizon does. ``tau``: time constants to use instead of the
-    tails' own (broadcast against ``z[0]``); the tails' own are returned.
+    The median of three readings of the tail (:func:`read_tail`), from blocks of 1, ``H // 10``
+    and ``H // 4`` samples: one-sample changes are fooled by a forecast that wiggles a little
+    from sample to sample (a network's: a slow mode read as settled), long blocks are biased by
+    the faster modes still seen earlier in the horizon (Wood-Berry), short blocks amplify the
+    wiggle of a tail that has nearly settled; the median lets none of them decide alone.
+    ``tau``: time constants to use instead of the tails' own (broadcast against ``z[0]``); the
+    tails' own (the median of the three) are returned.
     """
     n = len(z)
     if n < 5:
         return z[-1], np.zeros(z.shape[1:])
-    q = max(1, n // 10)
+    reads = [read_tail(z, q, tau) for q in sorted({1, max(1, n // 10), max(1, n // 4)})]
+    final = np.median(np.stack([f for f, _ in reads]), axis=0)
+    return final, np.median(np.stack([t for _, t in reads]), axis=0)
+
+
+def read_tail(
+    z: np.ndarray, q: int, tau: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(final, tau)`` of the curves ``z [H, ...]`` read from blocks of ``q`` samples.
+
+    The tail is taken as first-order, ``z_k = z_inf - A r^k``, read from the means of the last
+    three blocks, ``B1`` (the last ``q`` samples), ``B0`` and ``B-1`` before it: with
+    ``d1 = B1 - B0`` and ``rho = d1 / (B0 - B-1)`` (``= r^q``), ``final = B1 + d1 rho / (1 - rho)``,
+    exact for a first-order tail, and ``tau = r / (1 - r)`` samples, at most :data:`TAU_MAX`
+    horizons. A response that still rises at a steady rate (``1 <= rho <= RAMP``: a mode slower
+    than the horizon) is extrapolated with the longest ``tau``; one that reverses or oscillates
+    (``rho <= 0``) or accelerates (``rho > RAMP``) ends where the horizon does.
+    """
+    n = len(z)
     b1, b0, bm = (z[n - (i + 1) * q : n - i * q].mean(0) for i in range(3))
     d1, d0 = b1 - b0, b0 - bm
     longest = TAU_MAX * n
