@@ -36,9 +36,10 @@ one JSON per run under ``benchmarks/results/control-zoo/runs/`` (stored runs are
     .venv/bin/python benchmarks/control.py report --plants held-out --seeds 1,2,3
 
 ``control.py compare BEFORE AFTER`` pairs two such folders per plant and seed
-(:mod:`benchmarks.control_compare`). With ``--models DIR`` zoo mode keeps each twin it trains in ``DIR/<plant>-seed<s>`` and uses the
-ones already there, so that two versions of the controller are compared on the same twins (a
-twin's training depends on the machine's load through its time budget).
+(:mod:`benchmarks.control_compare`). With ``--models DIR`` zoo mode keeps each twin it trains
+in ``DIR/<plant>-seed<s>`` and uses the ones already there, so that two versions of the
+controller are compared on the same twins (a twin's training depends on the machine's load
+through its time budget).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def steady_state(
     step = jy.reshape(*jy.shape[:2], m, n_mv).sum(2)  # [H, n_cv, n_mv]
     gain, tau = final_values(step)
     hold = y0 + jy @ (np.tile(p.u0, m) - x)  # [H, n_cv]
-    y_hold, _ = final_values(hold, tau.max(1) if tau.ndim == 2 else None)
+    y_hold, _ = final_values(hold, tau.max(1))  # each CV's slowest gain tail
     return np.asarray(gain), np.asarray(y_hold)
 
 
@@ -48,7 +48,8 @@ def final_values(z: np.ndarray, tau: np.ndarray | None = None) -> tuple[np.ndarr
     and ``H // 4`` samples: one-sample changes are fooled by a forecast that wiggles a little
     from sample to sample (a network's: a slow mode read as settled), long blocks are biased by
     the faster modes still seen earlier in the horizon (Wood-Berry), short blocks amplify the
-    wiggle of a tail that has nearly settled; the median lets none of them decide alone.
+    wiggle of a tail that has nearly settled; the median lets none of them decide alone (a
+    horizon under 20 samples has fewer distinct block lengths: the median of two is their mean).
     ``tau``: time constants to use instead of the tails' own (broadcast against ``z[0]``); the
     tails' own (the median of the three) are returned.
     """
