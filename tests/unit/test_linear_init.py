@@ -36,13 +36,11 @@ from twin.model.linear_init import (
     CENTRED,
     FULL_FIRST,
     KEEP_T,
-    StateSpace,
     embed,
-    from_arx,
-    from_subspace,
     member_starts,
 )
 from twin.model.network import LatentDynamics, TwinConfig
+from twin.model.state_space import StateSpace, from_arx, from_subspace
 from twin.model.time_scales import step_times
 from twin.model.train import paired_t, validation_error
 from twin.model.twin import Twin

@@ -13,6 +13,7 @@ import torch
 
 from connectors.sim.plants import make_plant
 from connectors.sim.record import record
+from twin.model import linear_init
 from twin.model.dataset import cv_columns, frame_to_array, make_windows, split_with_context
 from twin.model.network import TwinConfig
 from twin.model.stack import OFFSET, FullMean, Stacked, copy_size, fit_weights, offset_copy
@@ -176,3 +177,28 @@ def test_full_mean_plans_on_the_full_fit_and_keeps_the_resamples_spread(
     a, b = twin.forecast(history, plan), loaded.forecast(history, plan)
     np.testing.assert_allclose(a.mean, b.mean, atol=1e-5)
     np.testing.assert_allclose(a.upper, b.upper, atol=1e-5)
+
+
+def test_a_linear_model_too_large_to_start_the_network_is_still_stacked(
+    stacked: tuple[PlantSpec, pl.DataFrame, Twin], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The latent limit for the network's start (MAX_LATENT) does not keep a larger linear model
+    out of the stack (MAX_PART_LATENT): a plant with many inputs has an ARX on increments whose
+    state is too large to train through, and it may be the best forecaster of a drifting plant."""
+    spec, frame, twin = stacked
+    lin, ncv = twin.metrics["linear_init"], len(cv_columns(spec))
+    states = {c["model"]: c["state"] for c in lin["candidates"].values() if "state" in c}
+    start = lin["model"]
+    larger = sorted(name for name, n in states.items() if n > states[start])
+    assert larger, states  # cstr: the subspace model (5) starts, both ARX (34, 38) are larger
+    monkeypatch.setattr(linear_init, "MAX_LATENT", states[start] + ncv)
+    small = Twin.fit(spec, frame, CFG, progress=False)
+    rec = small.metrics["linear_init"]
+    assert rec["model"] == start and small.config.latent <= max(CFG.latent, states[start] + ncv)
+    for name in larger:  # too large to start, offered to the stack all the same
+        assert name in rec["stack"]["parts"], rec["stack"]
+    monkeypatch.setattr(linear_init, "MAX_LATENT", min(states.values()) + ncv - 1)
+    none = Twin.fit(spec, frame, CFG, progress=False)  # nothing can start: no linear first
+    rec = none.metrics["linear_init"]
+    assert rec["model"] is None and not isinstance(none.model, Stacked), rec
+    assert all("latent over" in c["skipped"] for c in rec["candidates"].values()), rec

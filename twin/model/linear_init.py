@@ -52,13 +52,20 @@ from twin.model.dataset import (
 )
 from twin.model.linear_members import centred, resampled
 from twin.model.network import LatentDynamics, TwinConfig
+from twin.model.state_space import StateSpace, convert
 from twin.model.train import TrainResult, paired_t, train_model, validation_error, window_errors
 from twin.spec import PlantSpec
 
 log = logging.getLogger(__name__)
 
 MAX_LATENT = 128
-"""a linear model whose state (plus one slot per CV) needs a larger latent is not embedded"""
+"""a linear model whose state (plus one slot per CV) needs a larger latent does not start the
+network (its latent, trained through, would grow with it); it may still be a stacked part"""
+MAX_PART_LATENT = 256
+"""a linear model whose state needs a larger latent is not embedded at all. A stacked linear part
+is never trained, so its latent costs one small matrix product per step: the ARX on increments of
+a plant with many inputs (13 tags: a state of 154) was left out by :data:`MAX_LATENT` where it was
+the plant's best forecaster on the test"""
 FULL_FIRST = False
 """member 0 starts from the full-data linear fit rather than a resample (linear_bootstrap).
 Measured: no more accurate than centring the resamples, and more tags above 95 %"""
@@ -72,107 +79,25 @@ errors above zero (paired over blocks of windows, see :func:`paired_t`): a gain 
 noise of a short validation split is not worth a nonlinear model that may extrapolate worse"""
 
 
-@dataclass(frozen=True)
-class StateSpace:
-    """An affine state-space predictor in normalised units (see the module docstring)."""
-
-    name: str
-    """the identified model and its orders, e.g. ``subspace(i=10, n=4)``"""
-    a: np.ndarray
-    """``[n, n]``"""
-    b: np.ndarray
-    """``[n, n_v]`` inputs ``v = (MVs, DVs)`` in spec order"""
-    bc: np.ndarray
-    """``[n]``"""
-    c: np.ndarray
-    """``[n_cv, n]``"""
-    d: np.ndarray
-    """``[n_cv, n_v]``"""
-    dc: np.ndarray
-    """``[n_cv]``"""
-    enc: np.ndarray
-    """``[n, W * n_tags]`` the initial state from the flattened (time-major) window"""
-    enc_bias: np.ndarray
-    """``[n]``"""
-
-    @property
-    def order(self) -> int:
-        """Size of the state ``s``."""
-        return len(self.a)
-
-    def forecast(self, past: np.ndarray, future: np.ndarray, mv: list[int], dv: list[int]) -> Any:
-        """CV forecasts ``[N, H, n_cv]`` from normalised ``past [N, W, n]``, ``future [N, H, n]``."""
-        s = past.reshape(len(past), -1) @ self.enc.T + self.enc_bias
-        out = []
-        for k in range(future.shape[1]):
-            v = future[:, k, mv + dv]
-            out.append(s @ self.c.T + v @ self.d.T + self.dc)
-            s = s @ self.a.T + v @ self.b.T + self.bc
-        return np.stack(out, axis=1)
-
-
-def from_arx(m: ARX, window: int, n_tags: int) -> StateSpace:
-    """ARX as a state space: ``s = (y(T-1..T-na), v(T-1..T-nb+1))`` before predicting ``T``."""
-    (na, nb), theta = m.orders_, m.theta_
-    cv, ins = m.cv_, m.mv_ + m.dv_
-    ny, nv = len(cv), len(ins)
-    n = na * ny + (nb - 1) * nv
-    c = theta[: na * ny].T
-    d = theta[na * ny : na * ny + nv].T
-    c = np.hstack([c, theta[na * ny + nv : na * ny + nb * nv].T])
-    dc = theta[-1]
-    a, b, bc = np.zeros((n, n)), np.zeros((n, nv)), np.zeros(n)
-    a[:ny], b[:ny], bc[:ny] = c, d, dc  # the newest y lag is the forecast
-    for j in range(1, na):  # older y lags shift down
-        a[j * ny : (j + 1) * ny, (j - 1) * ny : j * ny] = np.eye(ny)
-    u0 = na * ny
-    if nb > 1:
-        b[u0 : u0 + nv] = np.eye(nv)  # the newest input lag is this step's input
-    for j in range(1, nb - 1):
-        a[u0 + j * nv : u0 + (j + 1) * nv, u0 + (j - 1) * nv : u0 + j * nv] = np.eye(nv)
-
-    def origin(pz: np.ndarray) -> np.ndarray:
-        ys = [pz[:, window - lag, cv] for lag in range(1, na + 1)]
-        us = [pz[:, window - lag, ins] for lag in range(1, nb)]
-        return np.hstack([*ys, *us]) if n else np.zeros((len(pz), 0))
-
-    enc, enc_bias = _affine(origin, window, n_tags)
-    return StateSpace(m.describe(), a, b, bc, c, d, dc, enc, enc_bias)
-
-
-def from_subspace(m: Subspace, window: int, n_tags: int) -> StateSpace:
-    """The subspace model as it forecasts: its Kalman state at ``t+1`` is affine in the window."""
-    a, b, bc, _, c, d, dc = m.model_
-    enc, enc_bias = _affine(m.origin_state, window, n_tags)
-    return StateSpace(m.describe(), a, b, bc, c, d, dc, enc, enc_bias)
-
-
-def _affine(origin: Any, window: int, n_tags: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(L, l)`` with ``origin(pz) = L vec(pz) + l``, by probing with unit windows."""
-    size = window * n_tags
-    probes = np.vstack([np.zeros((1, size)), np.eye(size)]).reshape(-1, window, n_tags)
-    states = origin(probes)
-    return (states[1:] - states[:1]).T, states[0]
-
-
 def identify(
     spec: PlantSpec, train: pl.DataFrame, val: pl.DataFrame, cfg: TwinConfig, norm: Normalizer
 ) -> tuple[StateSpace | None, dict[str, Any]]:
-    """The best-validating of ARX, subspace and ARX on increments as a :class:`StateSpace`, and
-    what was tried."""
+    """The best-validating of ARX, subspace and ARX on increments that can start the network (a
+    latent of :data:`MAX_LATENT` at most) as a :class:`StateSpace`, and what was tried."""
     found, tried = _identify(spec, train, val, cfg, norm)
     return (found[0][0] if found else None), tried
 
 
 Identified = list[tuple[StateSpace, ARX | Subspace]]
-"""the linear models that could be embedded, best-validating first, each with its fit"""
+"""the linear models that could be embedded, each with its fit: the best-validating one that can
+start the network (:data:`MAX_LATENT`) first, then the others best first"""
 
 
 def _identify(
     spec: PlantSpec, train: pl.DataFrame, val: pl.DataFrame, cfg: TwinConfig, norm: Normalizer
 ) -> tuple[Identified, dict[str, Any]]:
     """:func:`identify`'s candidates, each with the fitted baseline it converted (for
-    :func:`member_starts`), best first."""
+    :func:`member_starts`), in :data:`Identified`'s order."""
     n_tags, ncv = len(spec.tags), len(cv_columns(spec))
     tried: dict[str, Any] = {}
     found: list[tuple[float, StateSpace, ARX | Subspace]] = []
@@ -186,22 +111,24 @@ def _identify(
         ):  # the same data and fallback give the same normaliser; say so if they ever differ
             tried[model.name] = {"skipped": "its normalisation differs from the twin's"}
             continue
-        ss = _convert(model, cfg.window, n_tags)
+        ss = convert(model, cfg.window, n_tags)
         score = float(model.val_nrmse_)
         tried[model.name] = {"model": ss.name, "val_nrmse": round(score, 5), "state": ss.order}
-        if ss.order + ncv > MAX_LATENT:
-            tried[model.name]["skipped"] = f"its state needs a latent over {MAX_LATENT}"
+        if ss.order + ncv > MAX_PART_LATENT:
+            tried[model.name]["skipped"] = f"its state needs a latent over {MAX_PART_LATENT}"
             continue
         if np.isfinite(score):
             found.append((score, ss, model))
     found.sort(key=lambda f: f[0])
-    return [(ss, model) for _, ss, model in found], tried
-
-
-def _convert(model: ARX | Subspace, window: int, n_tags: int) -> StateSpace:
-    if isinstance(model, ARX):
-        return from_arx(model, window, n_tags)
-    return from_subspace(model, window, n_tags)
+    fits = [f for f in found if f[1].order + ncv <= MAX_LATENT]
+    if not fits:  # nothing can start the network: no linear first, no stack
+        for *_, model in found:
+            tried[model.name]["skipped"] = f"its state needs a latent over {MAX_LATENT}"
+        return [], tried
+    for *_, model in found[: found.index(fits[0])]:
+        tried[model.name]["start"] = f"not the start: its state needs a latent over {MAX_LATENT}"
+    ordered = [fits[0], *(f for f in found if f is not fits[0])]  # the start first
+    return [(ss, model) for _, ss, model in ordered], tried
 
 
 def _radius(a: np.ndarray) -> float:
@@ -231,7 +158,7 @@ def member_starts(
         boots = centred(boots, model)
     starts = [full] if first else []
     for boot in boots:
-        ss = _convert(boot, cfg.window, len(spec.tags))
+        ss = convert(boot, cfg.window, len(spec.tags))
         finite = all(np.isfinite(x).all() for x in (ss.a, ss.b, ss.c, ss.d, ss.enc, ss.enc_bias))
         starts.append(ss if finite and _radius(ss.a) <= limit else full)
     return starts

@@ -46,8 +46,9 @@ from torch import Tensor, nn
 
 from twin.model.calibration import stretches_of
 from twin.model.dataset import Normalizer, Windows, cv_columns, dv_columns, mv_columns
-from twin.model.linear_init import Fitted, StateSpace, embed, member_starts
+from twin.model.linear_init import Fitted, embed, member_starts
 from twin.model.network import LatentDynamics, Rollout, TwinConfig
+from twin.model.state_space import StateSpace
 from twin.model.train import predict, validation_error
 from twin.spec import PlantSpec
 

@@ -26,8 +26,9 @@ import numpy as np
 import polars as pl
 
 from twin.model.dataset import Normalizer
-from twin.model.linear_init import StateSpace, identify
+from twin.model.linear_init import identify
 from twin.model.network import TwinConfig
+from twin.model.state_space import StateSpace
 from twin.spec import PlantSpec
 
 log = logging.getLogger(__name__)
