@@ -9,7 +9,9 @@ and scores each on the shifted test (NRMSE at k = 1, 5, 10, H, as ``generalise.p
 - ``offset=D, S stretches``: fitted on the validation windows and on a copy moved by an
   unmeasured offset of +-D training standard deviations (``stack.offset_copy``) that holds the
   windows of S independent stretches of the horizon (``stack.copy_size``; without S: a copy of
-  every window); ``offset=0`` is the recorded windows alone.
+  every window); ``offset=0`` is the recorded windows alone;
+- ``... no set-aside network``: the kept scheme (:data:`KEPT`) without the trained network that
+  linear first set aside (where it did), as if it were never offered to the stack.
 
 The parts do not depend on the scheme, so one training per plant serves every scheme.
 
@@ -47,6 +49,10 @@ from twin.store.historian import Historian  # noqa: E402
 OFFSETS = ((0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (1.0, 2.0), (1.0, 4.0))
 """(offset, prior): the copy's offset and how many stretches of the horizon it holds (0: every
 validation window)"""
+KEPT = (1.0, 2.0)
+"""the (offset, prior) of ``twin.model.stack``'s defaults"""
+SET_ASIDE = "network (not kept)"
+"""the stack's name for the trained network linear first set aside"""
 
 
 def record_one(plant: str, hours: float, out: Path, seed: int = 1) -> None:
@@ -114,10 +120,27 @@ def schemes_one(folder: Path) -> dict[str, np.ndarray]:
             ]
             future = np.concatenate([future, moved[1]])
         weights[name] = fit_weights(means, future, cv)
+        if (d, prior) == KEPT:
+            weights[f"{name}, no set-aside network"] = _without_set_aside(
+                twin.metrics, means, future, cv, weights[name]
+            )
     return {
         k: _nrmse(np.einsum("mhn,mbhn->bhn", wt, test_arr), w["tfuture"], w["tstd"], cv)
         for k, wt in weights.items()
     }
+
+
+def _without_set_aside(
+    metrics: dict, means: list[np.ndarray], future: np.ndarray, cv: list[int], kept: np.ndarray
+) -> np.ndarray:
+    """The weights refitted without the set-aside network (zero weight); ``kept`` if none."""
+    names = metrics.get("linear_init", {}).get("stack", {}).get("used", [])
+    if SET_ASIDE not in names:
+        return kept
+    j = names.index(SET_ASIDE)
+    others = [m for i, m in enumerate(means) if i != j]
+    w = fit_weights(others, future, cv)
+    return np.insert(w, j, 0.0, axis=0)
 
 
 def main(argv: list[str] | None = None) -> int:
