@@ -221,8 +221,8 @@ def test_the_controller_plans_on_control_weights_that_are_saved_and_default_for_
     assert not torch.equal(control, forecast)  # fitted apart (cstr: enough validation windows)
     assert set(twin.metrics["linear_init"]["stack"]["control_weight"]) == {"1", "5", "10", "20"}
     ctl = Controller(twin)
-    for planned in (ctl.model.model, ctl.calls.model.model):  # what it solves on, too
-        assert isinstance(planned, Stacked) and torch.equal(planned.weights, control)
+    planned = ctl.model.model
+    assert isinstance(planned, Stacked) and torch.equal(planned.weights, control)
     assert twin.model is model and torch.equal(model.weights, forecast)  # the twin untouched
     loaded = Twin.load(twin.save(tmp_path / "m"), spec)
     assert torch.equal(cast(Stacked, loaded.model).control_weights, control)

@@ -172,7 +172,7 @@ class Controller:
         release = tuple(release)
         frozen = None if frozen is None else tuple(frozen)
         self._settings = {k: v for k, v in locals().items() if k not in ("self", "model", "spec")}
-        self.model = model = planned_on(model)
+        self.model = planned_on(model)
         self.spec = spec if spec is not None else model.spec
         if self.spec.tag_names != model.spec.tag_names:
             raise TwinError(
