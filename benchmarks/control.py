@@ -87,7 +87,6 @@ from benchmarks.settings import add_set_option, parse_settings  # noqa: E402
 from benchmarks.zoo import SETS  # noqa: E402
 from connectors.sim.base import SimPlant  # noqa: E402
 from connectors.sim.plants import PLANTS, is_plant_name, make_plant  # noqa: E402
-from twin.control import rollout  # noqa: E402
 from twin.control.controller import Controller, Predictor  # noqa: E402
 from twin.evaluate.linear import ARX  # noqa: E402
 from twin.model.dataset import split_with_context  # noqa: E402
@@ -258,11 +257,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scaling-steps", type=int, default=120, help="samples per scaling run")
     p.add_argument("--no-scaling", action="store_true", help="skip the solve-time scaling runs")
     p.add_argument("--no-stack", action="store_true", help="zoo mode: twins with stack=False")
-    p.add_argument(
-        "--forecast-weights",
-        action="store_true",
-        help="plan on a stacked twin's forecast weights, not its control weights (to compare)",
-    )
     add_set_option(p)
     p.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     args = p.parse_args(argv)
@@ -272,7 +266,6 @@ def main(argv: list[str] | None = None) -> int:
         print(compare(*args.folders))
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    rollout.CONTROL_WEIGHTS = not args.forecast_weights
     plants: list[str] = []
     for x in (x.strip() for x in args.plants.split(",") if x.strip()):
         plants += list(SETS[ALIASES.get(x, x)]) if ALIASES.get(x, x) in SETS else [x]

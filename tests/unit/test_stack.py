@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 import polars as pl
@@ -14,8 +13,7 @@ import torch
 
 from connectors.sim.plants import make_plant
 from connectors.sim.record import record
-from twin.control.controller import Controller
-from twin.model import linear_init, stack
+from twin.model import linear_init
 from twin.model.dataset import cv_columns, frame_to_array, make_windows, split_with_context
 from twin.model.network import TwinConfig
 from twin.model.stack import OFFSET, FullMean, Stacked, copy_size, fit_weights, offset_copy
@@ -204,30 +202,3 @@ def test_a_linear_model_too_large_to_start_the_network_is_still_stacked(
     rec = none.metrics["linear_init"]
     assert rec["model"] is None and not isinstance(none.model, Stacked), rec
     assert all("latent over" in c["skipped"] for c in rec["candidates"].values()), rec
-
-
-def test_the_controller_plans_on_control_weights_that_are_saved_and_default_for_old_twins(
-    stacked: tuple[PlantSpec, pl.DataFrame, Twin], tmp_path: Path
-) -> None:
-    """The stack keeps a second set of weights for the controller (twin.model.control_weights),
-    on the simplex like the forecast's; the controller plans on them, the forecast does not; a
-    twin saved before them loads with its forecast weights for both."""
-    spec, _, twin = stacked
-    model = twin.model
-    assert isinstance(model, Stacked)
-    control, forecast = model.control_weights, model.weights
-    assert control.shape == forecast.shape
-    assert (control >= 0).all() and torch.allclose(control.sum(0), torch.ones_like(control[0]))
-    assert not torch.equal(control, forecast)  # fitted apart (cstr: enough validation windows)
-    assert set(twin.metrics["linear_init"]["stack"]["control_weight"]) == {"1", "5", "10", "20"}
-    ctl = Controller(twin)
-    planned = ctl.model.model
-    assert isinstance(planned, Stacked) and torch.equal(planned.weights, control)
-    assert twin.model is model and torch.equal(model.weights, forecast)  # the twin untouched
-    loaded = Twin.load(twin.save(tmp_path / "m"), spec)
-    assert torch.equal(cast(Stacked, loaded.model).control_weights, control)
-    state = torch.load(tmp_path / "m" / "model.pt", weights_only=True)
-    del state["control_weights"]  # as a twin saved before the control weights
-    older = stack.build_model(twin.config, len(spec.tags), twin.mv_cols, twin.dv_cols)
-    older.load_state_dict(state)
-    assert torch.equal(cast(Stacked, older).control_weights, forecast)

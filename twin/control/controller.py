@@ -94,7 +94,7 @@ from twin.control.history_window import last_finite, recent_window
 from twin.control.offset import OffsetCorrection
 from twin.control.problem import Problem, block_starts, project, starts_from_blocks
 from twin.control.recommendation import MoveRec, Recommendation
-from twin.control.rollout import ModelCalls, planned_on
+from twin.control.rollout import ModelCalls
 from twin.control.setpoints import Setpoints
 from twin.control.solve import Solution, SolveError, fd_plans, gauss_newton
 from twin.control.targets import Targets
@@ -172,7 +172,7 @@ class Controller:
         release = tuple(release)
         frozen = None if frozen is None else tuple(frozen)
         self._settings = {k: v for k, v in locals().items() if k not in ("self", "model", "spec")}
-        self.model = planned_on(model)
+        self.model = model
         self.spec = spec if spec is not None else model.spec
         if self.spec.tag_names != model.spec.tag_names:
             raise TwinError(

@@ -17,11 +17,10 @@ Nearly all of a solve's time is the model's ``torch_rollout``: on a small CPU th
 
 from __future__ import annotations
 
-import copy
 import logging
 import warnings
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,29 +28,11 @@ from torch import Tensor
 
 from twin.control.offset import Members
 from twin.control.solve import SolveError
-from twin.model.stack import Stacked
 
 log = logging.getLogger(__name__)
 
 #: traced functions kept (one per input shape; a controller uses a handful)
 MAX_TRACES = 16
-#: the controller plans on a stacked twin's control weights (False: on its forecast weights;
-#: for comparing the two, ``benchmarks/control.py --forecast-weights``)
-CONTROL_WEIGHTS = True
-
-_P = TypeVar("_P")
-
-
-def planned_on(model: _P) -> _P:
-    """The model the controller plans on: a twin whose model is a stack, with the stack's
-    control weights (:mod:`twin.model.control_weights`: fitted on forecasts as the offset
-    correction leaves them); any other model as it is."""
-    net = getattr(model, "model", None)
-    if not CONTROL_WEIGHTS or not isinstance(net, Stacked):
-        return model
-    twin = copy.copy(model)
-    twin.model = net.for_control()  # type: ignore[attr-defined]
-    return twin
 
 
 class ModelCalls:

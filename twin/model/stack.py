@@ -45,7 +45,6 @@ import torch
 from scipy.optimize import nnls
 from torch import Tensor, nn
 
-from twin.model import control_weights
 from twin.model.calibration import stretches_of
 from twin.model.dataset import Normalizer, Windows, cv_columns, dv_columns, mv_columns
 from twin.model.linear_init import Fitted, embed, member_starts
@@ -81,31 +80,15 @@ class Stacked(nn.Module):
 
     weights: Tensor
     """``[M, H, n_tags]`` each part's weight per step and tag (a buffer: saved, not trained)"""
-    control_weights: Tensor
-    """``[M, H, n_tags]`` the weights the controller plans on (:mod:`twin.model.control_weights`;
-    a twin saved before them loads with ``weights``)"""
 
-    def __init__(self, parts: list[Part], weights: Tensor, control: Tensor | None = None) -> None:
+    def __init__(self, parts: list[Part], weights: Tensor) -> None:
         super().__init__()
         first = parts[0]
         if weights.shape[:2] != (len(parts), first.horizon):
             raise ValueError(f"weights {tuple(weights.shape)} for {len(parts)} parts")
-        if control is not None and control.shape != weights.shape:
-            raise ValueError(f"control weights {tuple(control.shape)} for {tuple(weights.shape)}")
         self.parts = nn.ModuleList(parts)
         self.register_buffer("weights", weights.to(torch.float32))
-        control = weights if control is None else control
-        self.register_buffer("control_weights", control.to(torch.float32, copy=True))
         self.mv_cols, self.dv_cols = first.mv_cols, first.dv_cols
-
-    def _load_from_state_dict(self, state: dict[str, Any], prefix: str, *args: Any) -> None:
-        if prefix + "control_weights" not in state and prefix + "weights" in state:
-            state[prefix + "control_weights"] = state[prefix + "weights"]  # saved before them
-        super()._load_from_state_dict(state, prefix, *args)
-
-    def for_control(self) -> Stacked:
-        """The same parts combined with the control weights (shared, not copied)."""
-        return Stacked(list(cast(list[Part], self.parts)), self.control_weights).eval()
 
     def encode(self, past: Tensor) -> Tensor:
         """The first part's embedding (the latent the other parts' forecasts are blended into)."""
@@ -304,7 +287,6 @@ def combine(
     take = np.linspace(0, len(val) - 1, min(len(val), MAX_WINDOWS)).astype(int)
     past, future = val.past[take], val.future[take]
     means = [predict(p, past, future)[0] for p in parts]
-    recorded = means
     if OFFSET:
         size = copy_size(len(past), cfg.horizon)
         moved = offset_copy(past, future, cv, OFFSET, cfg.seed, size)
@@ -316,16 +298,12 @@ def combine(
     used = [0, *(j for j in range(1, len(parts)) if weights[j][:, cv].max() >= WEIGHT_FLOOR)]
     if len(used) < len(parts):
         parts, names = [parts[j] for j in used], [names[j] for j in used]
-        means, recorded = [means[j] for j in used], [recorded[j] for j in used]
+        means = [means[j] for j in used]
         weights = fit_weights(means, future, cv)
     record["used"] = names
     if len(parts) == 1:
         return first, cfg, record
-    fixed, keep = control_weights.corrected(recorded, past, val.ts[take], cv)
-    control = weights
-    if len(keep) >= control_weights.MIN_STRETCHES * cfg.horizon:
-        control = fit_weights(fixed, val.future[take][keep], cv)
-    stacked = Stacked(parts, torch.as_tensor(weights), torch.as_tensor(control)).eval()
+    stacked = Stacked(parts, torch.as_tensor(weights)).eval()
     for p in stacked.parameters():
         p.requires_grad_(False)
     nets = [p.members if isinstance(p, FullMean) else p for p in parts[1:]]
@@ -335,10 +313,6 @@ def combine(
     steps = sorted({s for s in (1, 5, 10, cfg.horizon) if s <= cfg.horizon})
     record["weight"] = {
         str(s): dict(zip(names, weights[:, s - 1, cv].mean(axis=1).round(3).tolist(), strict=True))
-        for s in steps
-    }
-    record["control_weight"] = {
-        str(s): dict(zip(names, control[:, s - 1, cv].mean(axis=1).round(3).tolist(), strict=True))
         for s in steps
     }
     record["val_nrmse_network"] = (fitted.record or {}).get(f"val_nrmse_{kept}")
