@@ -2,7 +2,8 @@
 
 Before training, an ARX, a subspace (N4SID) and an ARX on increments (velocity form: an
 unmeasured offset persists, as in offset-free MPC) are identified on the training split and the
-one with the lower validation NRMSE (open-loop, every step to H) is written as an affine
+one with the lowest validation NRMSE (open-loop, every step to H) whose state fits the network's
+latent (:data:`MAX_LATENT`; a larger one may still be stacked) is written as an affine
 state-space predictor in normalised units, inputs ``v_k = (MVs, DVs)`` at sample ``t+1+k``::
 
     s_0     = L vec(window) + l                    # ARX: the lags it needs; subspace: Kalman

@@ -11,9 +11,10 @@ Here every identified linear model becomes a *part* beside the kept network: a s
 :class:`~twin.model.network.LatentDynamics` (one hidden unit, its MLPs at zero) that forecasts
 exactly what the linear model does, member by member (each member its own bootstrap start, as
 in linear first). A part is never trained, so it may hold a larger state than the network's
-start (:data:`~twin.model.linear_init.MAX_PART_LATENT` against ``MAX_LATENT``). Where linear first kept its start, the trained network it set aside is a part
-too: its gain on validation was within the noise as a whole, but it may be the better model at
-some steps and CVs, and the weights find out where. The twin's forecast of CV ``c`` at step
+start (:data:`~twin.model.linear_init.MAX_PART_LATENT` against ``MAX_LATENT``). Where linear
+first kept its start, the trained network it set aside is a part too: its gain on validation
+was within the noise as a whole, but it may be the better model at some steps and CVs, and the
+weights find out where. The twin's forecast of CV ``c`` at step
 ``k`` is ``sum_m w[m, k, c] y_m`` with the weights on the simplex (non-negative, summing to
 one), fitted by least squares on the validation windows and on a copy of them moved by an
 unmeasured offset (:data:`OFFSET`; :func:`fit_weights`, scipy's NNLS) and smoothed over

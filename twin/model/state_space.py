@@ -14,7 +14,8 @@ from twin.evaluate.linear import ARX, Subspace
 
 @dataclass(frozen=True)
 class StateSpace:
-    """An affine state-space predictor in normalised units (see the module docstring)."""
+    """An affine state-space predictor in normalised units (:mod:`twin.model.linear_init`'s
+    docstring has the equations)."""
 
     name: str
     """the identified model and its orders, e.g. ``subspace(i=10, n=4)``"""
