@@ -121,14 +121,14 @@ def _identify(
         if np.isfinite(score):
             found.append((score, ss, model))
     found.sort(key=lambda f: f[0])
-    fits = [f for f in found if f[1].order + ncv <= MAX_LATENT]
-    if not fits:  # nothing can start the network: no linear first, no stack
+    first = next((i for i, f in enumerate(found) if f[1].order + ncv <= MAX_LATENT), None)
+    if first is None:  # nothing can start the network: no linear first, no stack
         for *_, model in found:
             tried[model.name]["skipped"] = f"its state needs a latent over {MAX_LATENT}"
         return [], tried
-    for *_, model in found[: found.index(fits[0])]:
+    for *_, model in found[:first]:  # better on validation, too large to start
         tried[model.name]["start"] = f"not the start: its state needs a latent over {MAX_LATENT}"
-    ordered = [fits[0], *(f for f in found if f is not fits[0])]  # the start first
+    ordered = [found[first], *found[:first], *found[first + 1 :]]  # the start first
     return [(ss, model) for _, ss, model in ordered], tried
 
 
