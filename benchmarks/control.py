@@ -107,10 +107,6 @@ MODELS_HELP = (
     "and saved there)"
 )
 MINUTES_HELP = "training budget of a new twin (default 2.5; zoo mode 1)"
-SETTLE_HELP = (
-    "zoo mode: samples every MPC rolls its model to read the steady state (Controller.settle; "
-    "default its own; 0: the tail of the horizon, as before stop 26)"
-)
 OUT_HELP = "results folder (default benchmarks/results, zoo mode benchmarks/results/control-zoo)"
 
 
@@ -261,7 +257,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scaling-steps", type=int, default=120, help="samples per scaling run")
     p.add_argument("--no-scaling", action="store_true", help="skip the solve-time scaling runs")
     p.add_argument("--no-stack", action="store_true", help="zoo mode: twins with stack=False")
-    p.add_argument("--settle", type=int, default=None, help=SETTLE_HELP)
     add_set_option(p)
     p.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     args = p.parse_args(argv)
@@ -295,7 +290,6 @@ def main(argv: list[str] | None = None) -> int:
                 steps=args.steps,
                 settings=parse_settings(args.set) | ({"stack": False} if args.no_stack else {}),
                 models=args.models,
-                settle=args.settle,
             )
         if args.step == "report" or not args.shard:
             print(write_report(plants, seeds, out, command))

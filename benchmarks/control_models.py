@@ -135,18 +135,11 @@ class OraclePredictor:
         return torch.stack(cols, dim=-1)
 
     def torch_rollout(
-        self,
-        past: Tensor,
-        mv_plan: Tensor,
-        dv_plan: Tensor | None = None,
-        *,
-        beyond: bool = False,
+        self, past: Tensor, mv_plan: Tensor, dv_plan: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Noise-free trajectories ``(mean, zeros)`` ``[..., H', n_tags]`` under the plan.
 
         ``past``: ``[n]`` from :meth:`past_tensor`, or ``[B, n]`` stacked (paired with plans).
-        A plan of any length is forecast (``beyond`` is accepted, as the twin's: the controller
-        reads the steady state from as far out on every model).
         """
         _check_plan(self.spec, mv_plan)
         plan, single = _batched(mv_plan.to(torch.float64))
@@ -216,15 +209,9 @@ class ARXPredictor:
         return torch.as_tensor(self.arx.norm_.norm(values), dtype=torch.float64)
 
     def torch_rollout(
-        self,
-        past: Tensor,
-        mv_plan: Tensor,
-        dv_plan: Tensor | None = None,
-        *,
-        beyond: bool = False,
+        self, past: Tensor, mv_plan: Tensor, dv_plan: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """The ARX forecast ``(mean, zeros)`` ``[..., H', n_tags]``, eng. units, differentiable
-        (a plan of any length: ``beyond`` is accepted, as the twin's)."""
+        """The ARX forecast ``(mean, zeros)`` ``[..., H', n_tags]``, eng. units, differentiable."""
         _check_plan(self.spec, mv_plan)
         plan, single = _batched(mv_plan.to(torch.float64))
         pz = past.to(torch.float64)

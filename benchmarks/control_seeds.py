@@ -89,13 +89,12 @@ def run_seed(
     steps: int | None,
     settings: dict[str, Any] | None = None,
     models: Path | None = None,
-    settle: int | None = None,
 ) -> dict[str, Any]:
     """One plant and training seed: train the twin, run the MPCs, score them (plain data).
 
     ``models``: a folder of twins ``<plant>-seed<seed>``: one found there is used instead of
     training (so that two controller versions are compared on the same twins), one trained is
-    saved there. ``settle``: every MPC's ``Controller.settle`` (None: its default).
+    saved there.
     """
     t0 = time.perf_counter()
     spec = make_plant(plant).spec
@@ -119,7 +118,7 @@ def run_seed(
     substeps = oracle_substeps(plant)
 
     def mpc(name: str, model: Predictor) -> MPCPolicy:
-        return MPCPolicy(name, Controller(model, track_weights=weights, horizon=h, settle=settle))
+        return MPCPolicy(name, Controller(model, track_weights=weights, horizon=h))
 
     makers: dict[str, Callable[[SimPlant], Policy]] = {
         "twin": lambda p: mpc("twin", twin),
@@ -138,7 +137,7 @@ def run_seed(
             makers["pi"] = lambda p: PIPolicy("pi", DecentralisedPI(spec, loops))
         except Exception as exc:
             skipped["pi"] = str(exc)
-    reference = Controller(twin, track_weights=weights, horizon=h, settle=settle)
+    reference = Controller(twin, track_weights=weights, horizon=h)
     results: dict[str, dict[str, Any]] = {}
     for name, make in makers.items():
         t1 = time.perf_counter()
@@ -170,7 +169,6 @@ def run_seed(
         "meta": {
             "loop_seed": loop_seed,
             "settings": settings or {},
-            "settle": reference.settle,
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             "load_average": round(os.getloadavg()[0], 2),
         },

@@ -543,45 +543,6 @@ def test_horizon_shorter_than_settling_on_a_sign_changing_plant_still_reaches_th
     assert np.abs(rows[-1, 2:]).max() > 4.0
 
 
-class FarModel(FilterModel):
-    """:class:`FilterModel` with cross lags of 200 samples (25 horizons), forecasting any length
-    (``beyond``, as the twin does)."""
-
-    A = np.array([[0.7, 0.995], [0.995, 0.7]])
-
-    def torch_rollout(
-        self,
-        past: torch.Tensor,
-        mv_plan: torch.Tensor,
-        dv_plan: torch.Tensor | None = None,
-        *,
-        beyond: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        assert beyond or mv_plan.shape[-2] <= self.horizon
-        return super().torch_rollout(past, mv_plan, dv_plan)
-
-
-def test_the_steady_state_is_read_beyond_the_horizon_where_the_model_forecasts_there() -> None:
-    """A response 25 horizons slow shows 4 % of its gain at H: read from the horizon's tail the
-    steady-state targets are far off; read from 8 horizons out (``settle``'s default) they are
-    the plant's exact steady state, ``u_ss = K^-1 sp``."""
-    spec = make_spec(rate=0.5, mv_lo=-5.0, mv_hi=5.0, cv_lim=20.0, weights=(1.0, 1.0))
-    model = FarModel(spec, horizon=8)
-    sp = {"y0": 1.0, "y1": 2.0}
-    rest = frame(spec, np.zeros((2, 4)))
-    exact = np.linalg.solve(FarModel.K, [1.0, 2.0])
-
-    settings = {"control_horizon": 3, "target_weight": 1.0, "move_weight": 1e-6}  # no ridge
-    far = Controller(model, **settings).recommend(rest, sp)
-    assert far.success, far.message
-    assert [far.targets["u0"], far.targets["u1"]] == pytest.approx(exact, abs=1e-3)
-    assert [far.targets["y0"], far.targets["y1"]] == pytest.approx([1.0, 2.0], abs=1e-3)
-
-    near = Controller(model, **settings, settle=0).recommend(rest, sp)
-    assert near.success, near.message
-    assert abs(near.targets["u1"] - exact[1]) > 1.0  # 1.9 against 0
-
-
 # --- 4. the shipped CSTR twin -----------------------------------------------------------------
 
 

@@ -75,14 +75,11 @@ class Aims:
         jy: np.ndarray,
         sp: np.ndarray,
         track_w: np.ndarray,
-        steady: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[Problem, Targets]:
-        """``p`` with the steady-state targets set, and the targets, from the steady state
-        ``steady`` = ``(gains, y_hold)`` when the caller read it from farther out, else from the
-        forecast ``y0 [H, n_cv]`` of the block plan ``x`` and its Jacobian ``jy``
-        (:mod:`twin.control.steady_target`); ``sp [n_cv]`` the setpoints (nan: none),
-        ``track_w`` their weights."""
-        gain, y_hold = steady if steady is not None else steady_state(p, x, y0, jy)
+        """``p`` with the steady-state targets set, and the targets, from the forecast ``y0 [H,
+        n_cv]`` of the block plan ``x`` and its Jacobian ``jy``; ``sp [n_cv]`` the setpoints
+        (nan: none), ``track_w`` their weights."""
+        gain, y_hold = steady_state(p, x, y0, jy)
         tp = TargetProblem(
             gain=gain,
             y_hold=y_hold,
@@ -121,19 +118,17 @@ def frozen_mvs(
     tag that is not an MV."""
     names = [t.name for t in mvs]
     released = set(release)
-    known(sorted(released), names, "release", "MV")
+    _only_mvs(released, names, "release")
     if frozen is None:
         unmoved = getattr(model, "unmoved_mvs", None)
         chosen = set(unmoved()) if callable(unmoved) else set()
     else:
         chosen = set(frozen)
-        known(sorted(chosen), names, "frozen", "MV")
+        _only_mvs(chosen, names, "frozen")
     return tuple(n for n in names if n in chosen and n not in released)
 
 
-def known(given: Iterable[str], names: list[str], what: str, role: str) -> None:
-    """TwinError naming the tags of ``given`` that are not among ``names`` (the plant's
-    ``role``s), for the setting ``what``."""
-    unknown = [k for k in given if k not in names]
+def _only_mvs(given: set[str], names: list[str], what: str) -> None:
+    unknown = sorted(given - set(names))
     if unknown:
-        raise TwinError(f"{what}: {unknown} are not {role}s of this plant ({role}s: {names})")
+        raise TwinError(f"{what}: {unknown} are not MVs of this plant (MVs: {names})")

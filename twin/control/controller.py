@@ -7,9 +7,8 @@
 Each cycle has two stages, as in industrial (DMC-style) MPC:
 
 1. **Steady-state targets** (:mod:`twin.control.targets`): from the twin's steady-state gains at
-   the current point (read ``settle`` samples out, several horizons, with the offset correction
-   of step H held there, and extrapolated from there: :mod:`twin.control.steady_target`), MV
-   and CV targets that keep the CVs within
+   the current point (extrapolated from the tail of the horizon's offset-corrected response,
+   :func:`twin.control.steady_target.steady_state`), MV and CV targets that keep the CVs within
    their operating limits (given up in ``priority`` order when they cannot all hold: the
    largest number first; instrument limits last of all), reach the setpoints as far as those
    limits allow, minimise the spec's economic cost rate with the freedom left, and otherwise
@@ -76,13 +75,14 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 import numpy as np
 import polars as pl
 import torch
 from torch import Tensor
 
-from twin.control.aims import Aims, frozen_mvs, known
+from twin.control.aims import Aims, frozen_mvs
 from twin.control.answer import (
     Economics,
     frozen_notes,
@@ -94,10 +94,9 @@ from twin.control.history_window import last_finite, recent_window
 from twin.control.offset import OffsetCorrection
 from twin.control.problem import Problem, block_starts, project, starts_from_blocks
 from twin.control.recommendation import MoveRec, Recommendation
-from twin.control.rollout import ModelCalls, Predictor
+from twin.control.rollout import ModelCalls
 from twin.control.setpoints import Setpoints
 from twin.control.solve import Solution, SolveError, fd_plans, gauss_newton
-from twin.control.steady_target import SETTLE, from_long, long_plans
 from twin.control.targets import Targets
 from twin.errors import TwinError
 from twin.model.train import torch_threads
@@ -106,6 +105,28 @@ from twin.spec import PlantSpec
 log = logging.getLogger(__name__)
 
 __all__ = ["Controller", "MoveRec", "Predictor", "Recommendation"]
+
+
+class Predictor(Protocol):
+    """What the controller plans on; :class:`twin.model.twin.Twin` satisfies it.
+
+    ``torch_rollout(past, mv_plan, dv_plan)``: ``mv_plan [H', n_mv]`` or ``[B, H', n_mv]`` (eng.
+    units) to ``(mean, halfwidth)`` ``[H', n_tags]`` or ``[B, H', n_tags]`` (eng. units, every
+    spec tag in spec order). The offset correction also passes ``past`` stacked ``[B, ...]``
+    from several ``past_tensor`` calls, paired with the plans; a predictor that refuses that
+    is called once per past instead.
+    """
+
+    spec: PlantSpec
+
+    @property
+    def horizon(self) -> int: ...
+
+    def past_tensor(self, history: pl.DataFrame) -> Tensor: ...
+
+    def torch_rollout(
+        self, past: Tensor, mv_plan: Tensor, dv_plan: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]: ...
 
 
 class Controller:
@@ -121,9 +142,7 @@ class Controller:
     :mod:`twin.control.offset`, with ``offset_points`` nodes (None: every step); ``frozen``:
     MVs held at their current value (default: ``model.unmoved_mvs()`` when the model has it),
     ``release``: MVs taken out of that; ``target_step``: how far the steady-state targets may
-    move per cycle, in horizons of rate-limited travel; ``settle``: samples the model is rolled
-    to read the steady state (default :data:`SETTLE` horizons; at most H: the tail of the
-    horizon, as for a model that forecasts no farther); ``max_iter``:
+    move per cycle, in horizons of rate-limited travel; ``max_iter``:
     Gauss-Newton iterations per call; ``threads``: torch CPU threads while solving (0: leave as
     is); ``jit``: trace the rollout (default: for a Twin, see :mod:`twin.control.rollout`).
     """
@@ -149,7 +168,6 @@ class Controller:
         frozen: Iterable[str] | None = None,
         release: Iterable[str] = (),
         target_step: float = 1.0,
-        settle: int | None = None,
     ) -> None:
         release = tuple(release)
         frozen = None if frozen is None else tuple(frozen)
@@ -184,19 +202,16 @@ class Controller:
         if not (math.isfinite(target_step) and target_step > 0):
             raise TwinError(f"target_step must be > 0, got {target_step}")
         self.target_step = float(target_step)
-        self.settle = SETTLE * self.horizon if settle is None else int(settle)
-        self._steady: tuple[np.ndarray, np.ndarray] | None = None
-        self._beyond = self.settle > self.horizon  # the model reads past H (until it refuses)
         self.aims = Aims.of(self.cvs, self.mvs, limits=limit_weight > 0, step=self.target_step)
         self._sp = np.full(len(self.cvs), math.nan)
         self._targets: Targets | None = None
         tw = dict(track_weights or {})
-        known(tw, [t.name for t in self.cvs], "track_weights", "CV")
+        _known(tw, [t.name for t in self.cvs], "track_weights", "CV")
         self.track_w = np.array(
             [float(tw.get(t.name, 1.0 if t.weight is None else t.weight)) for t in self.cvs]
         )
         mw = move_weight if isinstance(move_weight, dict) else {}
-        known(mw, [t.name for t in self.mvs], "move_weight", "MV")
+        _known(mw, [t.name for t in self.mvs], "move_weight", "MV")
         default = float(move_weight) if not isinstance(move_weight, dict) else 0.1
         self.move_w = np.array([float(mw.get(t.name, default)) for t in self.mvs])
         for label, arr in (("track_weights", self.track_w), ("move_weight", self.move_w)):
@@ -321,25 +336,8 @@ class Controller:
 
     def _retarget(self, p: Problem, x: np.ndarray, y0: np.ndarray, jy: np.ndarray) -> Problem:
         """``p`` with the steady-state targets set from the first Jacobian (:class:`Aims`)."""
-        p, self._targets = self.aims.retarget(p, x, y0, jy, self._sp, self.track_w, self._steady)
+        p, self._targets = self.aims.retarget(p, x, y0, jy, self._sp, self.track_w)
         return p
-
-    def _read_steady(
-        self, p: Problem, past: Tensor, dv_now: np.ndarray | None, offset: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """The steady state read ``settle`` samples out (:func:`from_long`), or None: the
-        solve then reads it from the horizon's tail."""
-        if not (self._beyond and self.target_weight > 0):
-            return None
-        plans, steps = long_plans(p, self.settle)
-        dv = None if dv_now is None else np.broadcast_to(dv_now, (*plans.shape[:2], len(dv_now)))
-        try:
-            mean, _ = self.calls.run(past, plans, dv, beyond=True)
-        except TypeError as exc:  # the model forecasts no farther than its horizon
-            log.info("steady state from the horizon's tail: %s", exc)
-            self._beyond = False
-            return None
-        return from_long(mean[:, :, self.cv_idx], steps, offset)
 
     def _solve(
         self,
@@ -362,7 +360,6 @@ class Controller:
             offset = self.offset.correction(values[-1, self.cv_idx], mean[n_fd:])
         mean, half = mean[:n_fd], half[:n_fd]
         mean[:, :, self.cv_idx] += offset
-        self._steady = self._read_steady(p, past, dv_now, offset)
 
         def rollout(plans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             m, h = self.calls(past, plans, dv_now, None)
@@ -394,3 +391,9 @@ class Controller:
     @property
     def _period_us(self) -> float:
         return self.spec.sample_period * 1e6
+
+
+def _known(given: Mapping[str, object], names: list[str], what: str, role: str) -> None:
+    unknown = [k for k in given if k not in names]
+    if unknown:
+        raise TwinError(f"{what}: {unknown} are not {role}s of this plant ({role}s: {names})")

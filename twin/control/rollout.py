@@ -20,44 +20,16 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import polars as pl
 import torch
 from torch import Tensor
 
 from twin.control.offset import Members
 from twin.control.solve import SolveError
-from twin.spec import PlantSpec
 
 log = logging.getLogger(__name__)
-
-
-class Predictor(Protocol):
-    """What the controller plans on; :class:`twin.model.twin.Twin` satisfies it.
-
-    ``torch_rollout(past, mv_plan, dv_plan)``: ``mv_plan [H', n_mv]`` or ``[B, H', n_mv]`` (eng.
-    units) to ``(mean, halfwidth)`` ``[H', n_tags]`` or ``[B, H', n_tags]`` (eng. units, every
-    spec tag in spec order). The offset correction also passes ``past`` stacked ``[B, ...]``
-    from several ``past_tensor`` calls, paired with the plans; a predictor that refuses that
-    is called once per past instead. A predictor that takes ``beyond=True`` (a plan longer than
-    its horizon) gives the controller its steady state from farther out
-    (:func:`twin.control.steady_target.from_long`); one that does not is read from the tail of
-    its horizon.
-    """
-
-    spec: PlantSpec
-
-    @property
-    def horizon(self) -> int: ...
-
-    def past_tensor(self, history: pl.DataFrame) -> Tensor: ...
-
-    def torch_rollout(
-        self, past: Tensor, mv_plan: Tensor, dv_plan: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]: ...
-
 
 #: traced functions kept (one per input shape; a controller uses a handful)
 MAX_TRACES = 16
@@ -106,14 +78,13 @@ class ModelCalls:
         )
 
     def run(
-        self, past: Tensor, plans: np.ndarray, dv: np.ndarray | None, *, beyond: bool = False
+        self, past: Tensor, plans: np.ndarray, dv: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """One rollout call, checked for shape, as float64 numpy (``beyond``: plans longer than
-        the horizon, for a model that takes them; TypeError from one that does not)."""
+        """One rollout call, checked for shape, as float64 numpy."""
         args = [past, torch.as_tensor(plans, dtype=torch.float64)]
         if dv is not None:
             args.append(torch.as_tensor(np.ascontiguousarray(dv), dtype=torch.float64))
-        mean, half = self._rollout(args, beyond)
+        mean, half = self._rollout(args)
         out = mean.detach().double().cpu().numpy(), half.detach().double().cpu().numpy()
         want = (*plans.shape[:2], self.n_tags)
         if out[0].shape != want or out[1].shape != want:
@@ -123,23 +94,19 @@ class ModelCalls:
     def _eager(self, *args: Tensor) -> tuple[Tensor, Tensor]:
         return self.model.torch_rollout(*args)
 
-    def _beyond(self, *args: Tensor) -> tuple[Tensor, Tensor]:
-        return self.model.torch_rollout(*args, beyond=True)
-
-    def _rollout(self, args: list[Tensor], beyond: bool = False) -> tuple[Tensor, Tensor]:
-        eager = self._beyond if beyond else self._eager
+    def _rollout(self, args: list[Tensor]) -> tuple[Tensor, Tensor]:
         if not self.jit:
-            return eager(*args)
-        key = (beyond, *((tuple(a.shape), a.dtype) for a in args))
+            return self._eager(*args)
+        key = tuple((tuple(a.shape), a.dtype) for a in args)
         fn = self._traced.get(key)
         if fn is not None:
             return fn(*args)
-        out = eager(*args)
+        out = self._eager(*args)
         if len(self._traced) < MAX_TRACES:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    traced = torch.jit.trace(eager, tuple(args), check_trace=False)
+                    traced = torch.jit.trace(self._eager, tuple(args), check_trace=False)
                     again = traced(*args)
                 if not all(
                     torch.equal(_nan0(a), _nan0(b)) for a, b in zip(out, again, strict=True)

@@ -1,18 +1,9 @@
-"""The twin's steady state at the current point: gains and the held-MV steady state.
+"""The twin's steady state, extrapolated from the horizon: gains and the held-MV steady state.
 
 The steady-state target optimiser (:mod:`twin.control.targets`) needs the linear steady-state
-model ``y_ss(u) = y_hold + K (u - u0)`` at the current point. The controller reads it once per
-solve, in one of two ways:
-
-- **from farther out** (:func:`long_plans`, :func:`from_long`): the model is rolled
-  ``settle`` samples (several horizons) with the current MVs held and with each MV stepped,
-  and the tails of those responses are extrapolated. A horizon is often far shorter than the
-  plant's settling (a zoo plant's slow response shows 8 % of its final value at H = 30) and
-  no tail rule recovers a gain from so little of it, while the model itself, a linear part
-  most of all, knows where the response ends. Used when the model takes plans longer than its
-  horizon (:class:`twin.model.twin.Twin`'s ``beyond``);
-- **from the horizon** (:func:`steady_state`): the first Jacobian of the forecast, its tail
-  extrapolated. For a model that forecasts no farther than its horizon.
+model ``y_ss(u) = y_hold + K (u - u0)`` at the current point;
+:func:`twin.control.solve.gauss_newton` gets it once per solve from the first Jacobian of the
+forecast, extrapolating the tail of the horizon to the steady state (:func:`steady_state`).
 """
 
 from __future__ import annotations
@@ -20,10 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from twin.control.problem import Problem
-from twin.control.solve import FD_REL
 
-#: how far the controller reads the steady state by default, in horizons (``Controller.settle``)
-SETTLE = 8
 #: longest time constant (in horizons) the tail extrapolation of :func:`read_tail` assumes
 TAU_MAX = 4.0
 #: a tail whose last block changes by up to this multiple of the one before is still a steady
@@ -50,31 +38,6 @@ def steady_state(
     gain, tau = final_values(step)
     hold = y0 + jy @ (np.tile(p.u0, m) - x)  # [H, n_cv]
     y_hold, _ = final_values(hold, tau.max(1))  # each CV's slowest gain tail
-    return np.asarray(gain), np.asarray(y_hold)
-
-
-def long_plans(p: Problem, settle: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(plans [1 + n_mv, settle, n_mv], steps [n_mv])``: the current MVs held, then each MV
-    stepped by ``FD_REL`` of its span (the Jacobian's step), for :func:`from_long`."""
-    steps = FD_REL * p.mv_span
-    held = np.vstack([p.u0, p.u0 + np.diag(steps)])
-    return np.repeat(held[:, None, :], settle, axis=1), steps
-
-
-def from_long(
-    mean: np.ndarray, steps: np.ndarray, offset: np.ndarray
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(K [n_cv, n_mv], y_hold [n_cv])`` from the CV forecasts ``mean [1 + n_mv, settle,
-    n_cv]`` of :func:`long_plans`'s plans and the offset correction ``offset [H, n_cv]`` (its
-    last step held beyond H); None when the forecast is not finite (the caller then reads the
-    horizon's tail)."""
-    if not np.isfinite(mean).all():
-        return None
-    settle = mean.shape[1]
-    step = np.moveaxis((mean[1:] - mean[0]) / steps[:, None, None], 0, -1)  # [S, n_cv, n_mv]
-    gain, tau = final_values(step)
-    held = np.concatenate([offset, np.repeat(offset[-1:], max(settle - len(offset), 0), 0)])
-    y_hold, _ = final_values(mean[0] + held[:settle], tau.max(1))
     return np.asarray(gain), np.asarray(y_hold)
 
 

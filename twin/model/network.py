@@ -311,8 +311,7 @@ class LatentDynamics(nn.Module):
         """Roll the latent forward under the future inputs.
 
         ``past``: ``[B, W, n_tags]`` or ``[K, B, W, n_tags]``; ``future_inputs``: the same with
-        ``H'`` steps instead of W (only MV and DV columns are read; ``H' <= H``, or more to
-        extrapolate: past H the per-step weights of step H hold, :func:`per_step`).
+        ``H'`` steps instead of W (only MV and DV columns are read; ``H' <= H``).
         """
         if past.dim() == 3:
             past = past.unsqueeze(0).expand(self.k, -1, -1, -1)
@@ -344,18 +343,8 @@ class LatentDynamics(nn.Module):
         y = self.readout(zk)
         if self.use_bias:
             err = past[..., -1, :] - y0  # [K, B, n_tags]
-            y = y + per_step(self.bias_gain, steps) * err.unsqueeze(-2)
+            y = y + self.bias_gain[:steps] * err.unsqueeze(-2)
         return Rollout(y=y, z=zk, z0=z0, y0=y0)
-
-
-def per_step(t: Tensor, steps: int, dim: int = 0) -> Tensor:
-    """The first ``steps`` entries of a per-step tensor ``t`` along ``dim``; past its length,
-    its last entry held (a rollout beyond the horizon it was trained for)."""
-    n = t.shape[dim]
-    if steps <= n:
-        return t.narrow(dim, 0, steps)
-    last = t.narrow(dim, n - 1, 1)
-    return torch.cat([t, last.expand(*t.shape[:dim], steps - n, *t.shape[dim + 1 :])], dim)
 
 
 def jepa_targets(

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from twin.model.calibration import stretches_of
 from twin.model.dataset import Normalizer, Windows, cv_columns, dv_columns, mv_columns
 from twin.model.linear_init import Fitted, embed, member_starts
-from twin.model.network import LatentDynamics, Rollout, TwinConfig, per_step
+from twin.model.network import LatentDynamics, Rollout, TwinConfig
 from twin.model.state_space import StateSpace
 from twin.model.train import predict, validation_error
 from twin.spec import PlantSpec
@@ -97,7 +97,7 @@ class Stacked(nn.Module):
     def rollout(self, past: Tensor, future_inputs: Tensor) -> Rollout:
         """The parts' rollouts combined: ``y`` is the weighted sum, the latents the first's."""
         outs = [cast(LatentDynamics, part).rollout(past, future_inputs) for part in self.parts]
-        w = per_step(self.weights, future_inputs.shape[-2], dim=1)
+        w = self.weights[:, : future_inputs.shape[-2]]
         y = outs[0].y * w[0]
         for m in range(1, len(outs)):
             y = y + outs[m].y * w[m]

@@ -46,7 +46,7 @@ from twin.model.dataset import (
 )
 from twin.model.forecast import Calibration, Forecast, history_window
 from twin.model.linear_init import fit_network
-from twin.model.network import TwinConfig, per_step
+from twin.model.network import TwinConfig
 from twin.model.saved import (
     CHECKSUMMED,
     CHECKSUMS,
@@ -303,26 +303,19 @@ class Twin:
         return torch.as_tensor(self.normalizer.norm(values), dtype=torch.float32)
 
     def torch_rollout(
-        self,
-        past_norm: Tensor,
-        mv_plan: Tensor,
-        dv_plan: Tensor | None = None,
-        *,
-        beyond: bool = False,
+        self, past_norm: Tensor, mv_plan: Tensor, dv_plan: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Differentiable forecast: ``(mean, halfwidth)`` ``[..., H', n_tags]``, eng. units.
 
         ``past_norm``: ``[W, n_tags]`` or ``[B, W, n_tags]`` (from :meth:`past_tensor`);
-        ``mv_plan``: ``[H', n_mv]`` or ``[B, H', n_mv]`` engineering units, ``H' <= H`` (with
-        ``beyond``, any length: past H the model extrapolates, its per-step weights and band
-        those of step H; the controller reads the steady state there);
+        ``mv_plan``: ``[H', n_mv]`` or ``[B, H', n_mv]`` engineering units, ``H' <= H``;
         ``dv_plan`` likewise ``[..., H', n_dv]`` (default: the last DV values held).
         The band is ``mean ± halfwidth``; gradients flow from both to ``mv_plan``.
         """
         past = past_norm.unsqueeze(0) if past_norm.dim() == 2 else past_norm
         plan = mv_plan.unsqueeze(0) if mv_plan.dim() == 2 else mv_plan
         steps = plan.shape[-2]
-        if (steps > self.horizon and not beyond) or steps < 1:
+        if steps > self.horizon or steps < 1:
             raise TwinError(
                 f"plan has {steps} steps; this twin forecasts 1 to {self.horizon} (its horizon)"
             )
@@ -349,7 +342,7 @@ class Twin:
         y = torch.where(self._known, future.unsqueeze(0), y)
         mean = y.mean(0)
         std = (y.var(0, unbiased=False) + 1e-12).sqrt()
-        q = per_step(self._q, steps)
+        q = self._q[:steps]
         half = (
             q * (std + self.calibration.eps) if self.calibration.score == "scaled" else q + 0 * std
         )
