@@ -19,6 +19,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,8 @@ def run_seed(
     weights = scenario.weights(spec)
     h = twin.horizon
     substeps = oracle_substeps(plant)
+    # the controllers look back a window before each of the last H samples (offset correction)
+    scenario = replace(scenario, warmup=max(scenario.warmup, twin.window + h))
 
     def mpc(name: str, model: Predictor) -> MPCPolicy:
         return MPCPolicy(name, Controller(model, track_weights=weights, horizon=h))
