@@ -14,8 +14,9 @@ in linear first). A part is never trained, so it may hold a larger state than th
 start (:data:`~twin.model.linear_init.MAX_PART_LATENT` against ``MAX_LATENT``). Where linear
 first kept its start, the trained network it set aside is a part too: its gain on validation
 was within the noise as a whole, but it may be the better model at some steps and CVs, and the
-weights find out where. The twin's forecast of CV ``c`` at step ``k`` is ``sum_m w[m, k, c]
-y_m`` with the weights on the simplex (non-negative, summing to one), fitted by least squares on the validation windows and on a copy of them moved by an
+weights find out where. The twin's forecast of CV ``c`` at step ``k`` is
+``sum_m w[m, k, c] y_m`` with the weights on the simplex (non-negative, summing to one),
+fitted by least squares on the validation windows and on a copy of them moved by an
 unmeasured offset (:data:`OFFSET`; :func:`fit_weights`, scipy's NNLS) and smoothed over
 neighbouring steps. Member ``j`` of the stack is the same combination of the parts' members
 ``j``, so the ensemble spread, and the band calibrated on it afterwards, is that of the
