@@ -10,10 +10,8 @@ and scores each on the shifted test (NRMSE at k = 1, 5, 10, H, as ``generalise.p
   unmeasured offset of +-D training standard deviations (``stack.offset_copy``) that holds the
   windows of S independent stretches of the horizon (``stack.copy_size``; without S: a copy of
   every window); ``offset=0`` is the recorded windows alone;
-- ``..., balanced``: the same with the copy's errors scaled to the recorded windows'
-  (``stack.balance``); with :data:`KEPT`'s offset and stretches, the twin's default;
-- ``... no set-aside network``: the kept scheme without the trained network that linear first
-  set aside (where it did), as if it were never offered to the stack.
+- ``... no set-aside network``: the kept scheme (:data:`KEPT`) without the trained network that
+  linear first set aside (where it did), as if it were never offered to the stack.
 
 The parts do not depend on the scheme, so one training per plant serves every scheme.
 
@@ -43,7 +41,7 @@ from connectors.sim.record import DEFAULT_START, record  # noqa: E402
 from twin.evaluate.report import forecast_cases, forecast_windows, nrmse  # noqa: E402
 from twin.model.dataset import cv_columns, evenly, frame_to_array, split_by_time, with_context  # noqa: E402
 from twin.model.network import TwinConfig  # noqa: E402
-from twin.model.stack import Part, Stacked, balance, copy_size, fit_weights, offset_copy  # noqa: E402
+from twin.model.stack import Part, Stacked, copy_size, fit_weights, offset_copy  # noqa: E402
 from twin.model.train import predict  # noqa: E402
 from twin.model.twin import HELD_WINDOWS, Twin, _windows  # noqa: E402
 from twin.store.historian import Historian  # noqa: E402
@@ -52,7 +50,7 @@ OFFSETS = ((0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (1.0, 2.0), (1.0, 4.0))
 """(offset, prior): the copy's offset and how many stretches of the horizon it holds (0: every
 validation window)"""
 KEPT = (1.0, 2.0)
-"""the (offset, prior) of ``twin.model.stack``'s defaults (balanced)"""
+"""the (offset, prior) of ``twin.model.stack``'s defaults"""
 SET_ASIDE = "network (not kept)"
 """the stack's name for the trained network linear first set aside"""
 
@@ -110,10 +108,8 @@ def schemes_one(folder: Path) -> dict[str, np.ndarray]:
     n = len(w["vpast"])
     for d, prior in OFFSETS:
         name = f"offset={d:g}" + (f", {prior:g} stretches" if prior else "")
-        if len(parts) == 1:  # nothing to weigh: every scheme is the start
-            extra = [", balanced"] if d and prior else []
-            extra += [", balanced, no set-aside network"] if (d, prior) == KEPT else []
-            weights.update({name + e: start for e in ["", *extra]})
+        if len(parts) == 1:
+            weights[name] = start
             continue
         means, future = val, w["vfuture"]
         if d:
@@ -124,12 +120,9 @@ def schemes_one(folder: Path) -> dict[str, np.ndarray]:
             ]
             future = np.concatenate([future, moved[1]])
         weights[name] = fit_weights(means, future, cv)
-        if d and prior:
-            means, future = balance(means, future, n)
-            weights[f"{name}, balanced"] = fit_weights(means, future, cv)
         if (d, prior) == KEPT:
-            weights[f"{name}, balanced, no set-aside network"] = _without_set_aside(
-                twin.metrics, means, future, cv, weights[f"{name}, balanced"]
+            weights[f"{name}, no set-aside network"] = _without_set_aside(
+                twin.metrics, means, future, cv, weights[name]
             )
     return {
         k: _nrmse(np.einsum("mhn,mbhn->bhn", wt, test_arr), w["tfuture"], w["tstd"], cv)

@@ -17,8 +17,7 @@ was within the noise as a whole, but it may be the better model at some steps an
 weights find out where. The twin's forecast of CV ``c`` at step ``k`` is
 ``sum_m w[m, k, c] y_m`` with the weights on the simplex (non-negative, summing to one),
 fitted by least squares on the validation windows and on a copy of them moved by an
-unmeasured offset (:data:`OFFSET`, a prior of two stretches of the horizon whose errors are scaled
-to the recorded windows', :func:`balance`; :func:`fit_weights`, scipy's NNLS) and smoothed over
+unmeasured offset (:data:`OFFSET`; :func:`fit_weights`, scipy's NNLS) and smoothed over
 neighbouring steps. Member ``j`` of the stack is the same combination of the parts' members
 ``j``, so the ensemble spread, and the band calibrated on it afterwards, is that of the
 combination. Parts whose weight stays below :data:`WEIGHT_FLOOR` everywhere are dropped;
@@ -73,9 +72,8 @@ cannot tell them apart, a plant that drifts can (:func:`offset_copy`). 0: the re
 only. Chosen on the development plants (``benchmarks/stack_study.py``)"""
 OFFSET_STRETCHES = 2.0
 """the offset copy is a prior: it holds the windows of this many independent stretches of the
-horizon at most (evenly spaced, :func:`copy_size`), and its errors are scaled to the recorded
-windows' (:func:`balance`), so it weighs as much as a short validation split and little beside a
-long one, whose own evidence then decides"""
+horizon at most (evenly spaced, :func:`copy_size`), so it weighs as much as a short validation
+split and little beside a long one, whose own evidence then decides"""
 
 
 class Stacked(nn.Module):
@@ -247,27 +245,6 @@ def offset_copy(
     return past, future
 
 
-def balance(
-    means: list[np.ndarray], future: np.ndarray, recorded: int
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """The parts' forecasts ``means`` and the outcomes ``future`` of the recorded windows (the
-    first ``recorded``) and their offset copy (the rest), with the copy's rows scaled per step and
-    tag by the first part's RMSE on the recorded windows over its RMSE on the copy.
-
-    An offset of one training standard deviation costs a part that pulls back to the training
-    level errors many times those of the recorded windows, so unscaled, a copy of two stretches
-    outweighed a week of validation data (on the development plants at 7 days the stack lost
-    1.2 % at H to the recorded windows alone, quadtank 9 %). Scaled, each window of the copy
-    weighs as one recorded window would for the model the twin starts from, and the prior fades
-    as the validation split grows, as :data:`OFFSET_STRETCHES` intends."""
-    n = recorded
-    rec = ((means[0][:n] - future[:n]) ** 2).mean(axis=0)
-    cop = ((means[0][n:] - future[n:]) ** 2).mean(axis=0)
-    scale = np.sqrt(rec / np.maximum(cop, 1e-12))
-    scaled = [np.concatenate([m[:n], m[n:] * scale]) for m in means]
-    return scaled, np.concatenate([future[:n], future[n:] * scale])
-
-
 def copy_size(windows: int, horizon: int, stretches: float = OFFSET_STRETCHES) -> int:
     """Windows in the offset copy of ``windows`` validation windows (:data:`OFFSET_STRETCHES`)."""
     return max(1, min(windows, round(windows * stretches / stretches_of(windows, horizon))))
@@ -317,7 +294,7 @@ def combine(
         means = [
             np.concatenate([m, predict(p, *moved)[0]]) for m, p in zip(means, parts, strict=True)
         ]
-        means, future = balance(means, np.concatenate([future, moved[1]]), len(past))
+        future = np.concatenate([future, moved[1]])
     weights = fit_weights(means, future, cv)
     used = [0, *(j for j in range(1, len(parts)) if weights[j][:, cv].max() >= WEIGHT_FLOOR)]
     if len(used) < len(parts):
