@@ -10,6 +10,8 @@ and scores each on the shifted test (NRMSE at k = 1, 5, 10, H, as ``generalise.p
   unmeasured offset of +-D training standard deviations (``stack.offset_copy``) that holds the
   windows of S independent stretches of the horizon (``stack.copy_size``; without S: a copy of
   every window); ``offset=0`` is the recorded windows alone;
+- ``..., fading``: the kept scheme with a copy of ``S ** 2 / stretches`` stretches (at most S)
+  for a validation split of ``stretches``: a prior that fades faster than the split grows;
 - ``... no set-aside network``: the kept scheme (:data:`KEPT`) without the trained network that
   linear first set aside (where it did), as if it were never offered to the stack.
 
@@ -27,7 +29,7 @@ import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 from tqdm import tqdm
@@ -39,6 +41,7 @@ from benchmarks.generalise import PAUSE_HOURS, SETS, TEST_HOURS, _record_test  #
 from connectors.sim.plants import make_plant  # noqa: E402
 from connectors.sim.record import DEFAULT_START, record  # noqa: E402
 from twin.evaluate.report import forecast_cases, forecast_windows, nrmse  # noqa: E402
+from twin.model.calibration import stretches_of  # noqa: E402
 from twin.model.dataset import cv_columns, evenly, frame_to_array, split_by_time, with_context  # noqa: E402
 from twin.model.network import TwinConfig  # noqa: E402
 from twin.model.stack import Part, Stacked, copy_size, fit_weights, offset_copy  # noqa: E402
@@ -108,8 +111,9 @@ def schemes_one(folder: Path) -> dict[str, np.ndarray]:
     n = len(w["vpast"])
     for d, prior in OFFSETS:
         name = f"offset={d:g}" + (f", {prior:g} stretches" if prior else "")
-        if len(parts) == 1:
-            weights[name] = start
+        if len(parts) == 1:  # nothing to weigh: every scheme is the start
+            extra = [", fading", ", no set-aside network"] if (d, prior) == KEPT else []
+            weights.update({name + e: start for e in ["", *extra]})
             continue
         means, future = val, w["vfuture"]
         if d:
@@ -121,6 +125,7 @@ def schemes_one(folder: Path) -> dict[str, np.ndarray]:
             future = np.concatenate([future, moved[1]])
         weights[name] = fit_weights(means, future, cv)
         if (d, prior) == KEPT:
+            weights[f"{name}, fading"] = _fading(parts, val, w, cv, d, prior, twin.horizon)
             weights[f"{name}, no set-aside network"] = _without_set_aside(
                 twin.metrics, means, future, cv, weights[name]
             )
@@ -128,6 +133,25 @@ def schemes_one(folder: Path) -> dict[str, np.ndarray]:
         k: _nrmse(np.einsum("mhn,mbhn->bhn", wt, test_arr), w["tfuture"], w["tstd"], cv)
         for k, wt in weights.items()
     }
+
+
+def _fading(
+    parts: list[Part],
+    val: list[np.ndarray],
+    w: Any,
+    cv: list[int],
+    offset: float,
+    prior: float,
+    horizon: int,
+) -> np.ndarray:
+    """The weights with a copy of ``prior ** 2 / stretches`` stretches rather than ``prior``:
+    as many windows as the kept scheme's while the validation split is ``prior`` stretches long
+    or shorter, fewer as the square of its length beyond that."""
+    n = len(w["vpast"])
+    size = copy_size(n, horizon, min(prior, prior**2 / stretches_of(n, horizon)))
+    moved = offset_copy(w["vpast"], w["vfuture"], cv, offset, int(w["seed"]), size)
+    means = [np.concatenate([m, predict(p, *moved)[0]]) for m, p in zip(val, parts, strict=True)]
+    return fit_weights(means, np.concatenate([w["vfuture"], moved[1]]), cv)
 
 
 def _without_set_aside(
