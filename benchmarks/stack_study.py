@@ -118,14 +118,12 @@ def schemes_one(folder: Path) -> dict[str, np.ndarray]:
         means, future = val, w["vfuture"]
         if d:
             size = copy_size(n, twin.horizon, prior) if prior else None
-            moved = offset_copy(w["vpast"], w["vfuture"], cv, d, int(w["seed"]), size)
-            means = [
-                np.concatenate([m, predict(p, *moved)[0]]) for m, p in zip(val, parts, strict=True)
-            ]
-            future = np.concatenate([future, moved[1]])
+            means, future = _with_copy(parts, val, w, cv, d, size)
         weights[name] = fit_weights(means, future, cv)
-        if (d, prior) == KEPT:
-            weights[f"{name}, fading"] = _fading(parts, val, w, cv, d, prior, twin.horizon)
+        if (d, prior) == KEPT:  # a copy of prior^2 / stretches stretches, at most prior
+            held = min(prior, prior**2 / stretches_of(n, twin.horizon))
+            fading = _with_copy(parts, val, w, cv, d, copy_size(n, twin.horizon, held))
+            weights[f"{name}, fading"] = fit_weights(*fading, cv)
             weights[f"{name}, no set-aside network"] = _without_set_aside(
                 twin.metrics, means, future, cv, weights[name]
             )
@@ -135,23 +133,19 @@ def schemes_one(folder: Path) -> dict[str, np.ndarray]:
     }
 
 
-def _fading(
+def _with_copy(
     parts: list[Part],
     val: list[np.ndarray],
     w: Any,
     cv: list[int],
     offset: float,
-    prior: float,
-    horizon: int,
-) -> np.ndarray:
-    """The weights with a copy of ``prior ** 2 / stretches`` stretches rather than ``prior``:
-    as many windows as the kept scheme's while the validation split is ``prior`` stretches long
-    or shorter, fewer as the square of its length beyond that."""
-    n = len(w["vpast"])
-    size = copy_size(n, horizon, min(prior, prior**2 / stretches_of(n, horizon)))
+    size: int | None,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The parts' forecasts ``val`` of the recorded validation windows and the outcomes, each
+    followed by those of an offset copy of ``size`` windows (``stack.offset_copy``)."""
     moved = offset_copy(w["vpast"], w["vfuture"], cv, offset, int(w["seed"]), size)
     means = [np.concatenate([m, predict(p, *moved)[0]]) for m, p in zip(val, parts, strict=True)]
-    return fit_weights(means, np.concatenate([w["vfuture"], moved[1]]), cv)
+    return means, np.concatenate([w["vfuture"], moved[1]])
 
 
 def _without_set_aside(
