@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.forecast import DISTURBANCE_GAIN, TEST_EXCITATION  # noqa: E402
 from benchmarks.settings import add_set_option, parse_settings  # noqa: E402
 from benchmarks.zoo import DEVELOPMENT, HELD_OUT, character  # noqa: E402
+from connectors.sim.base import SimPlant  # noqa: E402
 from connectors.sim.plants import is_plant_name, make_plant  # noqa: E402
 from connectors.sim.record import DEFAULT_START, record  # noqa: E402
 from twin.errors import TwinError  # noqa: E402
@@ -64,15 +65,25 @@ SETS = {"dev": DEVELOPMENT, "held-out": HELD_OUT}
 OUT = ROOT / "benchmarks" / "results" / "generalise"
 
 
-def _record_test(plant: str, seed: int, folder: Path, start: Any, shifted: bool) -> Path:
-    """Record a 6 h test stretch (plant and excitation seeded apart from training's)."""
+def test_plant(plant: str, seed: int, shifted: bool) -> tuple[SimPlant, int, Any]:
+    """The plant of a test stretch, its seed and its excitation (seeded apart from training's)."""
     test_seed = (20_000 if shifted else 30_000) + seed
     sim = make_plant(plant, seed=test_seed)
     if shifted:  # the plants' drifts are private OU processes: made stronger on purpose
         for ou in [*sim._d_drift, *sim._p_drift]:
             ou.sigma *= DISTURBANCE_GAIN
+    return sim, test_seed, TEST_EXCITATION if shifted else None
+
+
+def test_start(hours: float) -> Any:
+    """When the test stretches of a run with ``hours`` of training history begin."""
+    return DEFAULT_START + timedelta(hours=hours + PAUSE_HOURS)
+
+
+def _record_test(plant: str, seed: int, folder: Path, start: Any, shifted: bool) -> Path:
+    """Record a 6 h test stretch."""
+    sim, test_seed, excitation = test_plant(plant, seed, shifted)
     out = folder / f"{plant}-{seed}-{'shifted' if shifted else 'calm'}"
-    excitation = TEST_EXCITATION if shifted else None
     record(sim, TEST_HOURS, out, seed=test_seed, start=start, excitation=excitation, progress=False)
     return out
 
@@ -92,7 +103,7 @@ def run_one(
     t_rec = time.perf_counter()
     train_dir = folder / f"{plant}-{seed}-train"
     record(sim, hours, train_dir, seed=seed, progress=False)
-    start = DEFAULT_START + timedelta(hours=hours + PAUSE_HOURS)
+    start = test_start(hours)
     end = start + timedelta(hours=TEST_HOURS)
     tests = {
         name: Historian(_record_test(plant, seed, folder, start, name == "shifted")).frame(
