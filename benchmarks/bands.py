@@ -121,11 +121,13 @@ def record_one(
     _, val_part, cal_part = split_with_context(train, twin.config.fractions, twin.window)
     for name, part in (("val", val_part), ("cal", cal_part)):
         w = _windows(part, spec, twin.config, twin.normalizer)
-        arrays[f"{name}_mean"], arrays[f"{name}_std"] = predict(twin.model, w.past, w.future)
+        arrays[f"{name}_mean"], arrays[f"{name}_std"] = predict(
+            twin.model, w.past, w.future, clocks=twin.clock_cols
+        )
         arrays[f"{name}_actual"] = w.future
     past, future, _ = forecast_cases(test, spec, twin.window, twin.horizon, 1500)
     p, f = (twin.normalizer.norm(a).astype(np.float32) for a in (past, future))
-    arrays["test_mean"], arrays["test_std"] = predict(twin.model, p, f)
+    arrays["test_mean"], arrays["test_std"] = predict(twin.model, p, f, clocks=twin.clock_cols)
     arrays["test_actual"] = f
     arrays["cv"] = np.asarray(cv_columns(spec))
     np.savez_compressed(out / "arrays.npz", **arrays)  # type: ignore[arg-type]

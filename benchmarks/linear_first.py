@@ -87,7 +87,7 @@ def run_plant(
         out[f"{name} s"] = round(time.perf_counter() - t0, 1)
         tv, tok = frame_to_array(test_frame, spec)
         w = make_windows(tv, tok, spec, cfg.window, cfg.horizon, twin.normalizer)
-        mean, _ = predict(twin.model, w.past, w.future)
+        mean, _ = predict(twin.model, w.past, w.future, clocks=twin.clock_cols)
         err = np.sqrt(((mean - w.future)[..., cv] ** 2).mean(axis=0)).mean(axis=1)
         rows[name] = [float(err[s - 1]) for s in _steps(cfg.horizon)]
         out[f"{name} stopped"] = twin.metrics["training"]["stopped"]

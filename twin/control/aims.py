@@ -12,7 +12,7 @@ them, else instrument limits) and the last move block is pulled toward the MV ta
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -132,3 +132,10 @@ def _only_mvs(given: set[str], names: list[str], what: str) -> None:
     unknown = sorted(given - set(names))
     if unknown:
         raise TwinError(f"{what}: {unknown} are not MVs of this plant (MVs: {names})")
+
+
+def known_names(given: Mapping[str, object], names: list[str], what: str, role: str) -> None:
+    """Raise naming the keys of ``given`` (a per-tag setting, ``what``) that are not in ``names``."""
+    unknown = [k for k in given if k not in names]
+    if unknown:
+        raise TwinError(f"{what}: {unknown} are not {role}s of this plant ({role}s: {names})")

@@ -82,7 +82,7 @@ import polars as pl
 import torch
 from torch import Tensor
 
-from twin.control.aims import Aims, frozen_mvs
+from twin.control.aims import Aims, frozen_mvs, known_names
 from twin.control.answer import (
     Economics,
     frozen_notes,
@@ -99,6 +99,7 @@ from twin.control.setpoints import Setpoints
 from twin.control.solve import Solution, SolveError, fd_plans, gauss_newton
 from twin.control.targets import Targets
 from twin.errors import TwinError
+from twin.model.dataset import dv_future
 from twin.model.train import torch_threads
 from twin.spec import PlantSpec
 
@@ -206,12 +207,12 @@ class Controller:
         self._sp = np.full(len(self.cvs), math.nan)
         self._targets: Targets | None = None
         tw = dict(track_weights or {})
-        _known(tw, [t.name for t in self.cvs], "track_weights", "CV")
+        known_names(tw, [t.name for t in self.cvs], "track_weights", "CV")
         self.track_w = np.array(
             [float(tw.get(t.name, 1.0 if t.weight is None else t.weight)) for t in self.cvs]
         )
         mw = move_weight if isinstance(move_weight, dict) else {}
-        _known(mw, [t.name for t in self.mvs], "move_weight", "MV")
+        known_names(mw, [t.name for t in self.mvs], "move_weight", "MV")
         default = float(move_weight) if not isinstance(move_weight, dict) else 0.1
         self.move_w = np.array([float(mw.get(t.name, default)) for t in self.mvs])
         for label, arr in (("track_weights", self.track_w), ("move_weight", self.move_w)):
@@ -349,11 +350,13 @@ class Controller:
     ) -> Solution:
         x0 = p.feasible(self._warm_start(p, tail_ts[-1]))
         fd = p.plans(fd_plans(p, x0))
-        dv_now = values[-1, self.dv_idx] if self.dv_idx else None
+        dvs = values[-1, self.dv_idx] if self.dv_idx else None  # held ahead, clocks counted on:
+        dv_ahead = None if dvs is None else dv_future(self.spec, dvs, self.horizon)
         back = None
         if self.offset_free:
-            back = self.offset.members(self.model.past_tensor, history, values, tail_ts, past)
-        mean, half = self.calls(past, fd, dv_now, back)
+            pasts = self.model.past_tensor
+            back = self.offset.members(pasts, history, values, tail_ts, past, dv_ahead)
+        mean, half = self.calls(past, fd, dv_ahead, back)
         n_fd = len(fd)
         offset = np.zeros((self.horizon, len(self.cv_idx)))
         if back is not None:
@@ -362,7 +365,7 @@ class Controller:
         mean[:, :, self.cv_idx] += offset
 
         def rollout(plans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            m, h = self.calls(past, plans, dv_now, None)
+            m, h = self.calls(past, plans, dv_ahead, None)
             m[:, :, self.cv_idx] += offset
             return m, h
 
@@ -391,9 +394,3 @@ class Controller:
     @property
     def _period_us(self) -> float:
         return self.spec.sample_period * 1e6
-
-
-def _known(given: Mapping[str, object], names: list[str], what: str, role: str) -> None:
-    unknown = [k for k in given if k not in names]
-    if unknown:
-        raise TwinError(f"{what}: {unknown} are not {role}s of this plant ({role}s: {names})")

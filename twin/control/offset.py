@@ -69,11 +69,13 @@ class OffsetCorrection:
         values: np.ndarray,
         ts: np.ndarray,
         past: Tensor,
+        dv_ahead: np.ndarray | None = None,
     ) -> Members | None:
         """Pasts now and at the nodes back with their inputs; None when history is too short.
 
         ``values [T, n_tags]`` and ``ts [T]``: the last samples of ``history`` (gaps carried
-        forward), ``past`` the model's past window of now.
+        forward), ``past`` the model's past window of now; ``dv_ahead [H, n_dv]``: the DVs after
+        now as the forecast assumes them (default: held).
         """
         n = len(values)
         cache = self._pasts
@@ -95,11 +97,13 @@ class OffsetCorrection:
         if len(pasts) == 1:
             return None
         ks = np.concatenate([[0], self.steps[: len(pasts) - 1]])
-        idx = np.minimum(n - 1 - ks[:, None] + np.arange(1, self.horizon + 1)[None], n - 1)
-        rows = values[idx]
-        return Members(
-            pasts, rows[:, :, self.mv_idx], rows[:, :, self.dv_idx] if self.dv_idx else None
-        )
+        ahead = n - 1 - ks[:, None] + np.arange(1, self.horizon + 1)[None]  # rows; >= n: to come
+        rows = values[np.minimum(ahead, n - 1)]
+        dvs = rows[:, :, self.dv_idx] if self.dv_idx else None
+        if dvs is not None and dv_ahead is not None:
+            late = ahead >= n
+            dvs[late] = dv_ahead[ahead[late] - n]
+        return Members(pasts, rows[:, :, self.mv_idx], dvs)
 
     def correction(self, now: np.ndarray, mean: np.ndarray) -> np.ndarray:
         """``[H, n_cv]`` from the members' mean forecasts ``[K+1, H, n_tags]``.

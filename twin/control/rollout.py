@@ -50,11 +50,12 @@ class ModelCalls:
         self._traced.clear()
 
     def __call__(
-        self, past: Tensor, plans: np.ndarray, dv_now: np.ndarray | None, back: Members | None
+        self, past: Tensor, plans: np.ndarray, dv_ahead: np.ndarray | None, back: Members | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(mean, half)`` ``[B, H, n_tags]`` for ``plans [B, H, n_mv]``, then ``back``'s members."""
+        """``(mean, half)`` ``[B, H, n_tags]`` for ``plans [B, H, n_mv]`` and the DVs ahead
+        ``dv_ahead [>= H, n_dv]`` (None without DVs), then ``back``'s members."""
         b, h = plans.shape[:2]
-        dv = None if dv_now is None else np.broadcast_to(dv_now, (b, h, len(dv_now)))
+        dv = None if dv_ahead is None else np.broadcast_to(dv_ahead[:h], (b, h, dv_ahead.shape[1]))
         if back is not None and self.batch_pasts:
             try:
                 all_dv = None if dv is None or back.dvs is None else np.concatenate([dv, back.dvs])

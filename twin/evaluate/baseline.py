@@ -8,8 +8,9 @@ Every baseline has the twin's inputs and answers the twin's question::
 Arrays at the API are in engineering units, tags in spec order; ``past`` holds samples
 ``t-W+1 .. t`` (only the last ``window`` are used) and ``mv_plan[:, k]`` is the MV value at sample
 ``t+1+k`` (see :mod:`twin.model.dataset`). Like the twin's live forecast, future DVs are unknown and
-held at their last value; the result's MV columns are the plan and its DV columns the held DVs,
-so only the CV columns are forecasts. Internally each baseline works in units normalised with
+held at their last value, a clock DV counted on (:func:`~twin.model.dataset.dv_future`); the
+result's MV columns are the plan and its DV columns those DVs, so only the CV columns are
+forecasts. Internally each baseline works in units normalised with
 statistics of its training frame; orders and early stopping are chosen on the validation frame
 by the mean NRMSE over CVs and all H steps of open-loop forecasts.
 
@@ -37,8 +38,10 @@ from twin.errors import DataQualityError
 from twin.model.dataset import (
     Normalizer,
     Windows,
+    clock_columns,
     cv_columns,
     dv_columns,
+    dv_future,
     frame_to_array,
     make_windows,
     mv_columns,
@@ -66,6 +69,7 @@ class Baseline(ABC):
         """Fit on ``train`` (wide frame), choose orders / stop early on ``val``; returns self."""
         self.spec_, self.horizon_, self.window_ = spec, horizon, window
         self.cv_, self.mv_, self.dv_ = cv_columns(spec), mv_columns(spec), dv_columns(spec)
+        self.held_ = [c for c in self.dv_ if c not in clock_columns(spec)]  # clocks count on
         values, ok = frame_to_array(train, spec)
         self.notes_: list[str] = []
         if not self.learns:  # identity scaling: its forecasts are exact copies of the data
@@ -134,10 +138,14 @@ class Baseline(ABC):
         return self.name
 
     def _future_inputs(self, pz: np.ndarray, mv_plan: np.ndarray) -> np.ndarray:
-        """``[N, H, n_tags]`` normalised: MV columns = plan, DVs held, CVs = last value."""
+        """``[N, H, n_tags]`` normalised: MV columns = plan, DVs held (clocks counted on:
+        :func:`~twin.model.dataset.dv_future`), CVs = last value."""
         h = mv_plan.shape[1]
         fz = np.repeat(pz[:, -1:, :], h, axis=1)
         fz[..., self.mv_] = self.norm_.subset(self.mv_).norm(mv_plan)
+        if len(self.held_) < len(self.dv_):
+            dvs = self.norm_.subset(self.dv_)
+            fz[..., self.dv_] = dvs.norm(dv_future(self.spec_, dvs.denorm(pz[:, -1, self.dv_]), h))
         return fz
 
     def _val_score(self, wins: Windows) -> float:
@@ -145,7 +153,7 @@ class Baseline(ABC):
         if len(wins) == 0:
             return math.nan
         fz = wins.future.astype(np.float64).copy()
-        fz[..., self.dv_] = wins.past[:, -1:, self.dv_]
+        fz[..., self.held_] = wins.past[:, -1:, self.held_]  # the clocks' future is known
         pred = self._predict_z(wins.past.astype(np.float64), fz)
         err = pred - wins.future[..., self.cv_]
         return float(np.sqrt(np.mean(err**2)))

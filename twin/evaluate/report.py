@@ -3,7 +3,7 @@
 Protocol. Every forecast origin ``t`` of the test frame whose past window and next H samples are
 complete is a test case (at most ``max_origins``, evenly spaced). The twin and each baseline see
 the same past window, the MV moves that really followed (the plan) and DVs held at their last
-value, and forecast H steps open loop. Scores, per CV tag and horizon step k:
+value (a clock DV counted on), and forecast H steps open loop. Scores, per CV tag and horizon step k:
 
 - **NRMSE**: RMSE over origins divided by the standard deviation of the tag over the test frame
   (1.0 = as wrong as the tag's own spread; the mean forecast of a stationary tag scores ~1.0);
@@ -66,7 +66,7 @@ def default_baselines(
 def forecast_windows(
     twin: Twin, past: np.ndarray, mv_plan: np.ndarray, batch: int = 1024
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The twin's mean, lower, upper ``[N, H, n_tags]`` (eng. units), DVs held, in batches.
+    """The twin's mean, lower, upper ``[N, H, n_tags]`` (eng. units), DVs as ahead, in batches.
 
     ``past [N, W, n_tags]`` and ``mv_plan [N, H, n_mv]`` are in engineering units.
     """

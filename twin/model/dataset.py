@@ -186,6 +186,35 @@ def dv_columns(spec: PlantSpec) -> list[int]:
     return [i for i, t in enumerate(spec.tags) if t.role == "dv"]
 
 
+def clock_columns(spec: PlantSpec) -> list[int]:
+    """Indices of the DV tags that are clocks (their future is known: see :func:`dv_future`)."""
+    return [i for i, t in enumerate(spec.tags) if t.role == "dv" and t.clock_step is not None]
+
+
+def dv_future(spec: PlantSpec, last: np.ndarray, steps: int) -> np.ndarray:
+    """The DVs ``[..., steps, n_dv]`` (eng. units) a forecast assumes after ``last [..., n_dv]``.
+
+    A DV's future is unknown, so it is held at its last value; a clock (``clock_step`` in the
+    spec) counts on, ``clock_step`` a sample, and past ``clock_reset`` starts again from ``lo``
+    (values in ``(lo, clock_reset]``: a 90-min batch clock in minutes runs 89, 90, 1, 2, ...).
+    A count within a ten-thousandth of the period above the reset is the reset value itself
+    (``last`` may come back from float32 a hair off: 89.00001 + 1 must still read 90).
+    """
+    last = np.asarray(last, dtype=np.float64)
+    out = np.repeat(last[..., None, :], steps, axis=-2)
+    k = np.arange(1, steps + 1, dtype=np.float64)
+    for j, tag in enumerate(spec.dvs):
+        if tag.clock_step is None:
+            continue
+        count = last[..., j, None] + tag.clock_step * k
+        if tag.clock_reset is not None:
+            period = tag.clock_reset - tag.lo
+            wraps = np.ceil((count - tag.clock_reset - 1e-4 * period) / period)
+            count = count - period * np.maximum(wraps, 0.0)
+        out[..., j] = count
+    return out
+
+
 def spans(spec: PlantSpec) -> np.ndarray:
     """``hi - lo`` of every tag ``[n_tags]``: the scale of last resort for a flat tag."""
     return np.array([t.span for t in spec.tags], dtype=np.float64)

@@ -46,6 +46,7 @@ from twin.evaluate.linear import ARX, IntegratedARX, Subspace
 from twin.model.dataset import (
     Normalizer,
     Windows,
+    clock_columns,
     cv_columns,
     dv_columns,
     frame_to_array,
@@ -265,6 +266,7 @@ def fit_network(
 ) -> Fitted:
     """Build (linear first, if ``cfg.linear_init``), train and choose the network."""
     mv, dv, cv = mv_columns(spec), dv_columns(spec), cv_columns(spec)
+    clocks = clock_columns(spec)
     t0 = time.perf_counter()
     ss: StateSpace | None = None
     identified: Identified = []
@@ -292,20 +294,21 @@ def fit_network(
     if ss is not None and record is not None:
         embed(model, starts or ss, cv)
         initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        linear = validation_error(model, val, cv)
+        linear = validation_error(model, val, cv, clocks)
         record["val_nrmse_linear"] = round(linear, 5)
         spent = time.perf_counter() - t0  # identification is part of the training budget
         budget = dataclasses.replace(cfg, minutes=max(cfg.minutes - spent / 60, cfg.minutes / 4))
         record["identify_seconds"] = round(spent, 1)
-    result = train_model(model.to(device), train, val, budget, cv, progress=progress)
+    result = train_model(model.to(device), train, val, budget, cv, clocks=clocks, progress=progress)
     model = model.cpu()
     result_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if initial is not None and record is not None:
-        trained = validation_error(model, val, cv)
+        trained = validation_error(model, val, cv, clocks)
         record["val_nrmse_trained"] = round(trained, 5)
-        after = window_errors(model, val.past, val.future, cv)
+        after = window_errors(model, val.past, val.future, cv, clocks)
         model.load_state_dict(initial)
-        t = paired_t(window_errors(model, val.past, val.future, cv), after, cfg.horizon)
+        before = window_errors(model, val.past, val.future, cv, clocks)
+        t = paired_t(before, after, cfg.horizon)
         record["gain_t"] = round(t, 2)
         record["kept"] = "trained" if t > KEEP_T else "linear"
         if record["kept"] == "trained":

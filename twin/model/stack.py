@@ -47,7 +47,14 @@ from scipy.optimize import nnls
 from torch import Tensor, nn
 
 from twin.model.calibration import stretches_of
-from twin.model.dataset import Normalizer, Windows, cv_columns, dv_columns, mv_columns
+from twin.model.dataset import (
+    Normalizer,
+    Windows,
+    clock_columns,
+    cv_columns,
+    dv_columns,
+    mv_columns,
+)
 from twin.model.linear_init import Fitted, embed, member_starts
 from twin.model.network import LatentDynamics, Rollout, TwinConfig
 from twin.model.state_space import StateSpace
@@ -260,6 +267,7 @@ def combine(
     cfg, net = fitted.cfg, fitted.model
     kept = fitted.record["kept"] if fitted.record else "trained"
     cv, mv, dv = cv_columns(spec), mv_columns(spec), dv_columns(spec)
+    clocks = clock_columns(spec)
     n_tags = len(spec.tags)
     names = ["network" if kept == "trained" else f"{fitted.identified[0][0].name} (start)"]
     first: Part = net
@@ -287,12 +295,13 @@ def combine(
         return first, cfg, {**record, "used": [names[0]]}
     take = np.linspace(0, len(val) - 1, min(len(val), MAX_WINDOWS)).astype(int)
     past, future = val.past[take], val.future[take]
-    means = [predict(p, past, future)[0] for p in parts]
+    means = [predict(p, past, future, clocks=clocks)[0] for p in parts]
     if OFFSET:
         size = copy_size(len(past), cfg.horizon)
         moved = offset_copy(past, future, cv, OFFSET, cfg.seed, size)
         means = [
-            np.concatenate([m, predict(p, *moved)[0]]) for m, p in zip(means, parts, strict=True)
+            np.concatenate([m, predict(p, *moved, clocks=clocks)[0]])
+            for m, p in zip(means, parts, strict=True)
         ]
         future = np.concatenate([future, moved[1]])
     weights = fit_weights(means, future, cv)
@@ -317,7 +326,7 @@ def combine(
         for s in steps
     }
     record["val_nrmse_network"] = (fitted.record or {}).get(f"val_nrmse_{kept}")
-    record["val_nrmse_stacked"] = round(validation_error(stacked, val, cv), 5)
+    record["val_nrmse_stacked"] = round(validation_error(stacked, val, cv, clocks), 5)
     log.info(
         "stacked %s: validation NRMSE %.4f (the %s alone %.4f)",
         " + ".join(names),

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -96,21 +96,25 @@ def predict(
     future: np.ndarray | Tensor,
     *,
     hold_dv: bool = True,
+    clocks: Sequence[int] = (),
     batch: int = 2048,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ensemble mean and std ``[N, H, n_tags]`` (normalised) of windows, DVs held if asked.
 
     MV columns of the result are the plan (``future``'s MVs); with ``hold_dv`` the DV inputs
-    are the last past value, as in a live forecast, and so are the DV columns of the result.
+    are the last past value, as in a live forecast, and so are the DV columns of the result,
+    except the ``clocks`` (:func:`~twin.model.dataset.clock_columns`): a live forecast counts
+    them on, which is what the windows' future holds.
     """
     model.eval()
     device = next(model.parameters()).device
+    held = [c for c in model.dv_cols if c not in clocks] if hold_dv else []
     means, stds = [], []
     for lo in range(0, len(past), batch):
         p = torch.as_tensor(past[lo : lo + batch], device=device)
         f = torch.as_tensor(future[lo : lo + batch], device=device).clone()
-        if hold_dv and model.dv_cols:
-            f[..., model.dv_cols] = p[:, -1:, model.dv_cols]
+        if held:
+            f[..., held] = p[:, -1:, held]
         y = model.rollout(p, f).y
         y[..., model.mv_cols] = f[..., model.mv_cols]
         y[..., model.dv_cols] = f[..., model.dv_cols]
@@ -131,9 +135,11 @@ def train_model(
     cfg: TwinConfig,
     cv_cols: list[int],
     *,
+    clocks: Sequence[int] = (),
     progress: bool = True,
 ) -> TrainResult:
-    """Train ``model`` in place on ``train``, early-stopping on ``val``; returns a summary."""
+    """Train ``model`` in place on ``train``, early-stopping on ``val`` (forecast as live, the
+    ``clocks`` counted on: see :func:`predict`); returns a summary."""
     if len(train) == 0:
         raise ValueError("no training windows: the training split has no gap-free stretch")
     device = next(model.parameters()).device
@@ -208,7 +214,9 @@ def train_model(
                 ema_update(target_encoder, model.encoder, cfg.ema_decay)
             losses.append(parts)
             step += 1
-        val_err = validation_error(model, val, cv_cols) if len(val) else float(np.mean(losses))
+        val_err = (
+            validation_error(model, val, cv_cols, clocks) if len(val) else float(np.mean(losses))
+        )
         val_err = distributed.broadcast_float(val_err, device)
         seconds = elapsed()
         if not math.isfinite(val_err):
@@ -296,17 +304,24 @@ def _step(opt: torch.optim.Optimizer, model: LatentDynamics, linear_lr: float) -
             p.lerp_(old, 1.0 - linear_lr)
 
 
-def validation_error(model: Forecaster, val: Windows, cv_cols: list[int]) -> float:
+def validation_error(
+    model: Forecaster, val: Windows, cv_cols: list[int], clocks: Sequence[int] = ()
+) -> float:
     """NRMSE of the ensemble mean over CVs and every step, on at most 2,000 windows."""
     take = np.linspace(0, len(val) - 1, min(len(val), 2000)).astype(int)
-    return float(np.sqrt(window_errors(model, val.past[take], val.future[take], cv_cols).mean()))
+    errors = window_errors(model, val.past[take], val.future[take], cv_cols, clocks)
+    return float(np.sqrt(errors.mean()))
 
 
 def window_errors(
-    model: Forecaster, past: np.ndarray, future: np.ndarray, cv_cols: list[int]
+    model: Forecaster,
+    past: np.ndarray,
+    future: np.ndarray,
+    cv_cols: list[int],
+    clocks: Sequence[int] = (),
 ) -> np.ndarray:
     """Mean squared error ``[N]`` of the ensemble mean over CVs and steps, per window."""
-    mean, _ = predict(model, past, future)
+    mean, _ = predict(model, past, future, clocks=clocks)
     return np.asarray(((mean - future)[..., cv_cols] ** 2).mean(axis=(1, 2)), dtype=float)
 
 

@@ -33,8 +33,10 @@ from twin.model import distributed, provenance, stack, time_scales
 from twin.model.dataset import (
     Normalizer,
     Windows,
+    clock_columns,
     cv_columns,
     dv_columns,
+    dv_future,
     evenly,
     frame_to_array,
     frame_ts,
@@ -96,9 +98,9 @@ class Twin:
         self.calibration = calibration
         self.metrics = metrics or {}
         self.mv_cols, self.dv_cols = mv_columns(spec), dv_columns(spec)
-        known = torch.zeros(len(spec.tags), dtype=torch.bool)
-        known[self.mv_cols + self.dv_cols] = True
-        self._known = known
+        self.clock_cols = clock_columns(spec)
+        self._known = torch.zeros(len(spec.tags), dtype=torch.bool)
+        self._known[self.mv_cols + self.dv_cols] = True
         self._mv_mask = torch.zeros(len(spec.tags), dtype=torch.bool)
         self._mv_mask[self.mv_cols] = True
         self._mean = torch.as_tensor(normalizer.mean, dtype=torch.float32)
@@ -180,7 +182,10 @@ class Twin:
             if cfg.stack and linear is not None and fitted.identified:
                 model, cfg, linear["stack"] = stack.combine(fitted, spec, parts[0], val, norm)
             # fitted on validation + calibration windows; metrics state its held-out check
-            held = [(*predict(model, w.past, w.future), w.future) for w in (val, cal)]
+            clocks = clock_columns(spec)
+            held = [
+                (*predict(model, w.past, w.future, clocks=clocks), w.future) for w in (val, cal)
+            ]
             calibration = Calibration.fit_splits(held, cfg.coverage, cfg.band_score)
             twin = cls(spec, cfg, norm, model, calibration)
             twin.metrics = twin.evaluate_windows(val)
@@ -207,9 +212,9 @@ class Twin:
         """NRMSE per tag at steps 1, 5, 10, H (model and persistence) and band coverage.
 
         NRMSE = RMSE / the tag's standard deviation on the training split. Forecasts hold the
-        DVs at their last value, as a live forecast does.
+        DVs at their last value (clocks counted on), as a live forecast does.
         """
-        mean, std = predict(self.model, windows.past, windows.future)
+        mean, std = predict(self.model, windows.past, windows.future, clocks=self.clock_cols)
         err = nrmse_per_step(mean, windows.future)
         pers = nrmse_per_step(np.repeat(windows.past[:, -1:], self.horizon, 1), windows.future)
         covered, _ = self.calibration.evaluate(mean, std, windows.future)
@@ -309,7 +314,8 @@ class Twin:
 
         ``past_norm``: ``[W, n_tags]`` or ``[B, W, n_tags]`` (from :meth:`past_tensor`);
         ``mv_plan``: ``[H', n_mv]`` or ``[B, H', n_mv]`` engineering units, ``H' <= H``;
-        ``dv_plan`` likewise ``[..., H', n_dv]`` (default: the last DV values held).
+        ``dv_plan`` likewise ``[..., H', n_dv]`` (default: the last DV values held, clocks
+        counted on: :func:`~twin.model.dataset.dv_future`).
         The band is ``mean ± halfwidth``; gradients flow from both to ``mv_plan``.
         """
         past = past_norm.unsqueeze(0) if past_norm.dim() == 2 else past_norm
@@ -334,6 +340,10 @@ class Twin:
         future = past[:, -1:, :].expand(batch, steps, -1).clone()
         mv = self.mv_cols
         future[..., mv] = (plan.to(torch.float32) - self._mean[mv]) / self._scale[mv]
+        if dv_plan is None and self.clock_cols:
+            last = past[:, -1, self.dv_cols].detach().double().cpu().numpy()
+            last = last * self.normalizer.scale[self.dv_cols] + self.normalizer.mean[self.dv_cols]
+            dv_plan = torch.as_tensor(dv_future(self.spec, last, steps))
         if dv_plan is not None and self.dv_cols:
             dv = self.dv_cols
             dvp = dv_plan.unsqueeze(0) if dv_plan.dim() == 2 else dv_plan

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from twin.errors import SpecError
+from twin.spec.fields import clock, cv_fields, get_number, operating
 from twin.spec.plant import (
     MV_TIMING,
     RESERVED_NAMES,
@@ -30,7 +30,7 @@ _COMMON_FIELDS = {"name", "node", "unit", "role", "lo", "hi", "description", "co
 _ROLE_FIELDS: dict[str, set[str]] = {
     "cv": {"setpoint", "weight", "op_lo", "op_hi", "priority", "scale", "cost"},
     "mv": {"rate_limit", "write_node", "op_lo", "op_hi", "ideal", "cost"},
-    "dv": set(),
+    "dv": {"clock_step", "clock_reset"},
 }
 
 
@@ -86,7 +86,7 @@ def parse_spec(text: str, source: str = "<spec>") -> PlantSpec:
         raise SpecError(
             f"plant name {name!r} must be letters, digits, _ . -", file=source, field="name"
         )
-    period = _get_number(plant, "sample_period_s", source, None)
+    period = get_number(plant, "sample_period_s", source, None)
     if not period > 0:
         raise SpecError(f"must be > 0 seconds, got {period}", file=source, field="sample_period_s")
 
@@ -163,15 +163,15 @@ def _parse_tag(raw: object, index: int, source: str) -> Tag:
         raise SpecError(f"must be a string, got {unit!r}", file=source, tag=name, field="unit")
     column = _get(raw, "column", str, source, name) if "column" in raw else None
     group = _get(raw, "group", str, source, name).strip() if "group" in raw else ""
-    lo = _get_number(raw, "lo", source, name)
-    hi = _get_number(raw, "hi", source, name)
+    lo = get_number(raw, "lo", source, name)
+    hi = get_number(raw, "hi", source, name)
     if not lo < hi:
         raise SpecError(f"lo ({lo}) must be below hi ({hi})", file=source, tag=name, field="hi")
     kwargs: dict[str, Any] = {}
     if role in ("cv", "mv"):
-        kwargs.update(_operating(raw, lo, hi, source, name))
+        kwargs.update(operating(raw, lo, hi, source, name))
     if role == "mv":
-        rate = _get_number(
+        rate = get_number(
             raw, "rate_limit", source, name, why="an MV needs a rate limit per sample"
         )
         if not rate > 0:
@@ -180,7 +180,7 @@ def _parse_tag(raw: object, index: int, source: str) -> Tag:
         if "write_node" in raw:
             kwargs["write_node"] = _get_node(raw, "write_node", source, name)
         if "ideal" in raw:
-            ideal = _get_number(raw, "ideal", source, name)
+            ideal = get_number(raw, "ideal", source, name)
             low, high = kwargs.get("op_lo", lo), kwargs.get("op_hi", hi)
             if not low <= ideal <= high:
                 raise SpecError(
@@ -191,7 +191,9 @@ def _parse_tag(raw: object, index: int, source: str) -> Tag:
                 )
             kwargs["ideal"] = ideal
     elif role == "cv":
-        kwargs.update(_cv_fields(raw, lo, hi, kwargs, source, name))
+        kwargs.update(cv_fields(raw, lo, hi, kwargs, source, name))
+    else:
+        kwargs.update(clock(raw, lo, source, name))
     return Tag(
         name=name,
         node=node,
@@ -204,84 +206,6 @@ def _parse_tag(raw: object, index: int, source: str) -> Tag:
         group=group,
         **kwargs,
     )
-
-
-def _operating(raw: dict[str, Any], lo: float, hi: float, source: str, name: str) -> dict[str, Any]:
-    """A CV's or MV's optional operating limits (inside ``[lo, hi]``) and cost."""
-    out: dict[str, Any] = {}
-    for fld in ("op_lo", "op_hi"):
-        if fld in raw:
-            value = _get_number(raw, fld, source, name)
-            if not lo <= value <= hi:
-                raise SpecError(
-                    f"operating limit {value} is outside the instrument limits [lo, hi] = "
-                    f"[{lo}, {hi}]",
-                    file=source,
-                    tag=name,
-                    field=fld,
-                )
-            out[fld] = value
-    if "op_lo" in out and "op_hi" in out and not out["op_lo"] < out["op_hi"]:
-        raise SpecError(
-            f"op_lo ({out['op_lo']}) must be below op_hi ({out['op_hi']})",
-            file=source,
-            tag=name,
-            field="op_hi",
-        )
-    if "cost" in raw:
-        out["cost"] = _get_number(raw, "cost", source, name)
-    return out
-
-
-def _cv_fields(
-    raw: dict[str, Any], lo: float, hi: float, op: dict[str, Any], source: str, name: str
-) -> dict[str, Any]:
-    """A CV's optional setpoint, weight, priority and error scale, checked."""
-    out: dict[str, Any] = {}
-    low, high = op.get("op_lo", lo), op.get("op_hi", hi)
-    if "setpoint" in raw:
-        sp = _get_number(raw, "setpoint", source, name)
-        if not low <= sp <= high:
-            which = (
-                "operating limits [op_lo, op_hi]"
-                if op.keys() & {"op_lo", "op_hi"}
-                else ("[lo, hi]")
-            )
-            raise SpecError(
-                f"setpoint {sp} is outside {which} = [{low}, {high}]",
-                file=source,
-                tag=name,
-                field="setpoint",
-            )
-        out["setpoint"] = sp
-    if "weight" in raw:
-        weight = _get_number(raw, "weight", source, name)
-        if weight < 0:
-            raise SpecError(f"must be >= 0, got {weight}", file=source, tag=name, field="weight")
-        out["weight"] = weight
-    if "priority" in raw:
-        pr = raw["priority"]
-        if isinstance(pr, bool) or not isinstance(pr, int) or pr < 1:
-            raise SpecError(
-                f"must be a whole number >= 1 (1: the operating limits given up last), got {pr!r}",
-                file=source,
-                tag=name,
-                field="priority",
-            )
-        if not op.keys() & {"op_lo", "op_hi"}:
-            raise SpecError(
-                "a priority ranks the CV's operating limits: give op_lo and/or op_hi",
-                file=source,
-                tag=name,
-                field="priority",
-            )
-        out["priority"] = pr
-    if "scale" in raw:
-        scale = _get_number(raw, "scale", source, name)
-        if not scale > 0:
-            raise SpecError(f"must be > 0, got {scale}", file=source, tag=name, field="scale")
-        out["scale"] = scale
-    return out
 
 
 def _check_nodes_unique(tags: list[Tag], source: str) -> None:
@@ -339,17 +263,6 @@ def _get(table: dict[str, Any], key: str, typ: type, source: str, tag: str | Non
             f"must be a non-empty {typ.__name__}, got {value!r}", file=source, tag=tag, field=key
         )
     return value
-
-
-def _get_number(
-    table: dict[str, Any], key: str, source: str, tag: str | None, why: str = ""
-) -> float:
-    if key not in table:
-        raise SpecError("missing" + (f" ({why})" if why else ""), file=source, tag=tag, field=key)
-    value = table[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise SpecError(f"must be a finite number, got {value!r}", file=source, tag=tag, field=key)
-    return float(value)
 
 
 def _get_node(table: dict[str, Any], key: str, source: str, tag: str) -> NodeRef:

@@ -186,6 +186,11 @@ class Tag:
     scale: float | None = None
     # MV only: the value it should rest at when nothing else asks for a move.
     ideal: float | None = None
+    # DV only: a clock (a batch timer, hours run): it counts up by ``clock_step`` every sample
+    # and, past ``clock_reset`` when given, starts again from ``lo``. Its future is known, so
+    # forecasts count it on (see ``twin.model.dataset.dv_future``) where other DVs are held.
+    clock_step: float | None = None
+    clock_reset: float | None = None
 
     @property
     def span(self) -> float:
@@ -222,7 +227,7 @@ class Tag:
 _OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {
     "cv": ("setpoint", "weight", "op_lo", "op_hi", "priority", "scale", "cost"),
     "mv": ("op_lo", "op_hi", "ideal", "cost"),
-    "dv": (),
+    "dv": ("clock_step", "clock_reset"),
 }
 
 
