@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.generalise import TEST_HOURS, test_plant, test_start  # noqa: E402
+from connectors.sim.plants import make_plant  # noqa: E402
 from connectors.sim.record import record  # noqa: E402
 from connectors.sim.tagged import TaggedPlant  # noqa: E402
 from twin.evaluate.report import forecast_cases, nrmse  # noqa: E402
@@ -165,6 +166,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     for run in tqdm(runs, desc="forecast bound", unit="run"):
         path = args.out / "runs" / f"{run['plant']}-s{run['seed']}-{run['hours']:g}h.json"
         if path.exists():
+            continue
+        if not isinstance(make_plant(run["plant"]), TaggedPlant):
+            tqdm.write(f"{run['plant']}: skipped, no batched torch model (not a TaggedPlant)")
             continue
         with tempfile.TemporaryDirectory(prefix="bound-") as tmp:
             res = bound_one(run, Path(tmp))
