@@ -12,7 +12,7 @@ them, else instrument limits) and the last move block is pulled toward the MV ta
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -118,24 +118,18 @@ def frozen_mvs(
     tag that is not an MV."""
     names = [t.name for t in mvs]
     released = set(release)
-    _only_mvs(released, names, "release")
+    known_names(sorted(released), names, "release", "MV")
     if frozen is None:
         unmoved = getattr(model, "unmoved_mvs", None)
         chosen = set(unmoved()) if callable(unmoved) else set()
     else:
         chosen = set(frozen)
-        _only_mvs(chosen, names, "frozen")
+        known_names(sorted(chosen), names, "frozen", "MV")
     return tuple(n for n in names if n in chosen and n not in released)
 
 
-def _only_mvs(given: set[str], names: list[str], what: str) -> None:
-    unknown = sorted(given - set(names))
-    if unknown:
-        raise TwinError(f"{what}: {unknown} are not MVs of this plant (MVs: {names})")
-
-
-def known_names(given: Mapping[str, object], names: list[str], what: str, role: str) -> None:
-    """Raise naming the keys of ``given`` (a per-tag setting, ``what``) that are not in ``names``."""
+def known_names(given: Iterable[str], names: list[str], what: str, role: str) -> None:
+    """Raise naming the tags in ``given`` (a per-tag setting, ``what``) that are not in ``names``."""
     unknown = [k for k in given if k not in names]
     if unknown:
         raise TwinError(f"{what}: {unknown} are not {role}s of this plant ({role}s: {names})")

@@ -341,8 +341,8 @@ class Twin:
         mv = self.mv_cols
         future[..., mv] = (plan.to(torch.float32) - self._mean[mv]) / self._scale[mv]
         if dv_plan is None and self.clock_cols:
-            last = past[:, -1, self.dv_cols].detach().double().cpu().numpy()
-            last = last * self.normalizer.scale[self.dv_cols] + self.normalizer.mean[self.dv_cols]
+            dvs = self.normalizer.subset(self.dv_cols)
+            last = dvs.denorm(past[:, -1, self.dv_cols].detach().double().cpu().numpy())
             dv_plan = torch.as_tensor(dv_future(self.spec, last, steps))
         if dv_plan is not None and self.dv_cols:
             dv = self.dv_cols
