@@ -5,8 +5,9 @@ spec ``DEVICE[:THREADS[:BATCH]]`` (the same seed and budget), and prints for eac
 optimiser steps per second, the training windows per second (steps x batch x members), the
 epochs reached, why training stopped, the validation NRMSE at H (mean over CVs) and the wall
 time of the whole fit (identification, training, stack and calibration). Then it times the
-trained model's rollout as the controller calls it (one window, with the gradient through the
-MV plan) and as a batch forecast (256 windows, no gradient). A run that fails prints its error
+trained model's rollout where a fitted twin serves (the CPU, whatever it trained on): as the
+controller calls it (one window, with the gradient through the MV plan) and as a batch
+forecast (256 windows, no gradient). A run that fails prints its error
 and the others go on. Writes ``benchmarks/results/device-speed.json``.
 
     .venv/bin/python benchmarks/device_speed.py                                 # cpu:2 and cuda
@@ -34,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from connectors.sim.plants import make_plant  # noqa: E402
 from connectors.sim.record import DEFAULT_START, record  # noqa: E402
 from twin.model.network import TwinConfig  # noqa: E402
+from twin.model.train import resolve_device  # noqa: E402
 from twin.model.twin import Twin  # noqa: E402
 from twin.store.historian import Historian  # noqa: E402
 
@@ -91,7 +93,8 @@ def one_run(spec_text: str, frame: Any, spec: Any, args: argparse.Namespace) -> 
     steps_s = tr["steps"] / max(tr["seconds"], 1e-9)
     row = {
         "run": spec_text,
-        "device": str(next(twin.model.parameters()).device),
+        "trained_on": str(resolve_device(device)),
+        "served_on": str(next(twin.model.parameters()).device),  # a fitted twin serves on the CPU
         "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
         "threads": threads,
         "batch": batch,
