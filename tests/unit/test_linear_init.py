@@ -68,11 +68,14 @@ def lti() -> tuple[PlantSpec, pl.DataFrame]:
 CFG = TwinConfig(window=16, horizon=20, latent=8, hidden=16, ensemble=3)
 
 
+@pytest.mark.parametrize("readout", [0, 8])
 @pytest.mark.parametrize("plant", ["lti", "cstr"])
 @pytest.mark.parametrize("kind", [ARX, Subspace, IntegratedARX])
 def test_twin_at_init_forecasts_what_the_linear_model_does(
-    plant: str, kind: type[Baseline], request: pytest.FixtureRequest
+    plant: str, kind: type[Baseline], readout: int, request: pytest.FixtureRequest
 ) -> None:
+    """Every member reproduces the identified model, with a readout MLP (``readout_hidden``)
+    as without: linear first zeroes its output layer."""
     spec, frame = request.getfixturevalue(plant)
     parts = split_by_time(frame, CFG.fractions)
     values, _ = frame_to_array(parts[0], spec)
@@ -85,9 +88,13 @@ def test_twin_at_init_forecasts_what_the_linear_model_does(
         if isinstance(linear, ARX)
         else from_subspace(linear, CFG.window, n_tags)  # type: ignore[arg-type]
     )
-    cfg = dataclasses.replace(CFG, latent=max(CFG.latent, ss.order + len(cv)))
+    cfg = dataclasses.replace(
+        CFG, latent=max(CFG.latent, ss.order + len(cv)), readout_hidden=readout
+    )
     torch.manual_seed(0)
     net = LatentDynamics(cfg, n_tags, mv_columns(spec), dv_columns(spec))
+    if net.readout_mlp is not None:  # as a trained twin's would be: not zero
+        torch.nn.init.normal_(net.readout_mlp.l3.weight)
     embed(net, ss, cv)
     vv, vok = frame_to_array(parts[1], spec)
     val = make_windows(vv, vok, spec, CFG.window, CFG.horizon, norm)

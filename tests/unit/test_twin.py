@@ -248,6 +248,24 @@ def test_same_seed_same_weights() -> None:
     assert isinstance(a.normalizer, Normalizer)
 
 
+def test_readout_mlp_trains_and_round_trips(tmp_path) -> None:
+    """``readout_hidden``: the readout's MLP starts at zero, learns, and is saved and loaded
+    with the twin; a folder saved before the option existed loads with a linear readout."""
+    frame, _ = simulate(600, seed=2)
+    cfg = dataclasses.replace(
+        CONFIG, max_epochs=3, ensemble=2, readout_hidden=8, linear_init=False, stack=False
+    )
+    a = Twin.fit(lti_spec(), frame, cfg, progress=False)
+    assert a.model.readout_mlp is not None
+    assert a.model.readout_mlp.l3.weight.abs().max() > 0  # trained away from its zero start
+    loaded = Twin.load(a.save(tmp_path / "ro"), spec=lti_spec())
+    assert loaded.config.readout_hidden == 8
+    plan = np.full((HORIZON, 1), 0.5)
+    np.testing.assert_array_equal(a.forecast(frame, plan).mean, loaded.forecast(frame, plan).mean)
+    old = {k: v for k, v in cfg.to_dict().items() if k != "readout_hidden"}
+    assert TwinConfig.from_dict(old).readout_hidden == 0
+
+
 def test_train_command_writes_a_loadable_twin(tmp_path, capsys) -> None:
     import twin.cli
     from twin.store.historian import Historian

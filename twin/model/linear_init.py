@@ -196,6 +196,9 @@ def embed(net: LatentDynamics, ss: StateSpace | list[StateSpace], cv_cols: list[
     put(net.encoder.skip.bias, stacked["enc_bias"])
     put(net.readout.weight, stacked["readout"])
     put(net.readout.bias, 0.0)
+    if net.readout_mlp is not None:
+        put(net.readout_mlp.l3.weight, 0.0)
+        put(net.readout_mlp.l3.bias, 0.0)
     if net.bias_gain.requires_grad:  # learnt: 0, the state estimate already uses y_t (held at
         put(net.bias_gain, 0.0)  # 1 it changes nothing at init either: y0 reconstructs the CVs)
 

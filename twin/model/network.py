@@ -29,7 +29,6 @@ network costs. Their spread is calibrated later (``twin.model.forecast.Calibrati
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
@@ -59,6 +58,11 @@ class TwinConfig:
     """size of the latent state z"""
     hidden: int = 64
     """width of the hidden layers of encoder and predictor"""
+    readout_hidden: int = 0
+    """width of a residual MLP on the readout, ``y = C z + c + r(z)`` (its output layer starts
+    at zero, so linear first still starts from the linear model exactly); 0: a linear readout.
+    A static output nonlinearity (a titration curve, a valve's characteristic) is then the
+    readout's to learn, not the latent dynamics'"""
     ensemble: int = 5
     """independent members whose spread, once calibrated, gives the band"""
     w_readout: float = 1.0
@@ -192,6 +196,7 @@ class TwinConfig:
         """Inverse of :meth:`to_dict`; unknown keys are ignored (older or newer versions)."""
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
+        kw.setdefault("readout_hidden", 0)  # saved before the readout MLP existed: none
         for name in ("fractions", "stack_latents", "stack_hidden", "stack_full_mean"):
             if name in kw:
                 kw[name] = tuple(kw[name])
@@ -288,6 +293,12 @@ class LatentDynamics(nn.Module):
         self.pred_l2 = EnsembleLinear(k, h, h)
         self.pred_out = EnsembleLinear(k, h, lat, init_scale=0.1)
         self.readout = EnsembleLinear(k, lat, n_tags)
+        self.readout_mlp: EnsembleMLP | None = None
+        if cfg.readout_hidden > 0:
+            self.readout_mlp = EnsembleMLP(k, lat, cfg.readout_hidden, n_tags, skip=False)
+            with torch.no_grad():
+                self.readout_mlp.l3.weight.zero_()
+                self.readout_mlp.l3.bias.zero_()
         self.bias_gain = nn.Parameter(
             torch.ones(cfg.horizon, n_tags), requires_grad=cfg.learn_bias_gain
         )
@@ -300,6 +311,11 @@ class LatentDynamics(nn.Module):
         if self.encoder.skip is not None:
             parts += [self.encoder.skip.weight, self.encoder.skip.bias]
         return [*parts, self.readout.weight, self.readout.bias]
+
+    def read(self, z: Tensor) -> Tensor:
+        """The tags (normalised) the latent ``z [K, ..., latent]`` stands for."""
+        y = self.readout(z)
+        return y if self.readout_mlp is None else y + self.readout_mlp(z)
 
     def encode(self, past: Tensor) -> Tensor:
         """``past [K, B, W, n_tags]`` (or ``[B, W, n_tags]``, shared) to ``z [K, B, latent]``."""
@@ -339,62 +355,8 @@ class LatentDynamics(nn.Module):
         lead = past.shape[:-2]
         zk = torch.stack(zs, dim=-2).reshape(*lead, steps, -1)
         z0 = z0.reshape(*lead, -1)
-        y0 = self.readout(z0)
-        y = self.readout(zk)
+        y0, y = self.read(z0), self.read(zk)
         if self.use_bias:
             err = past[..., -1, :] - y0  # [K, B, n_tags]
             y = y + self.bias_gain[:steps] * err.unsqueeze(-2)
         return Rollout(y=y, z=zk, z0=z0, y0=y0)
-
-
-def jepa_targets(
-    encoder: nn.Module, past: Tensor, future: Tensor, steps: list[int], window: int
-) -> Tensor:
-    """The encoder's embedding of the true window ending at sample ``t+1+k`` for each k.
-
-    ``past [K, B, W, n]``, ``future [K, B, H, n]``; returns ``[K, B, len(steps), latent]``.
-    """
-    seq = torch.cat([past, future], dim=-2)
-    wins = torch.stack([seq[..., k + 1 : k + 1 + window, :] for k in steps], dim=-3)
-    return encoder(wins.flatten(-2))
-
-
-def vicreg(z: Tensor) -> Tensor:
-    """VICReg variance (std >= 1 per dimension) + covariance (decorrelation) terms; z [K, B, L]."""
-    zc = z - z.mean(dim=1, keepdim=True)
-    std = torch.sqrt(zc.var(dim=1) + 1e-4)
-    var_term = F.relu(1.0 - std).mean()
-    n, dim = z.shape[1], z.shape[2]
-    cov = zc.transpose(1, 2) @ zc / max(n - 1, 1)
-    off = cov - torch.diag_embed(torch.diagonal(cov, dim1=1, dim2=2))
-    cov_term = (off**2).sum(dim=(1, 2)).mean() / dim
-    return var_term + cov_term
-
-
-def sigreg(z: Tensor, generator: torch.Generator, n_proj: int = 32, knots: int = 17) -> Tensor:
-    """SIGReg (LeJEPA): Epps-Pulley test of random 1-D projections against N(0, 1); z [K, B, L]."""
-    dim = z.shape[-1]
-    a = torch.randn(dim, n_proj, generator=generator, device="cpu").to(z)
-    a = a / a.norm(dim=0, keepdim=True)
-    proj = z @ a  # [K, B, M]
-    t = torch.linspace(0.0, 4.0, knots, device=z.device, dtype=z.dtype)
-    xt = proj.unsqueeze(-1) * t  # [K, B, M, T]
-    gauss = torch.exp(-0.5 * t**2)
-    err = (torch.cos(xt).mean(1) - gauss) ** 2 + torch.sin(xt).mean(1) ** 2
-    stat = torch.trapezoid(err * gauss, t, dim=-1) * z.shape[1]
-    return stat.mean()
-
-
-def ema_copy(module: nn.Module) -> nn.Module:
-    """A frozen copy of ``module`` for an EMA target."""
-    twin = copy.deepcopy(module)
-    for p in twin.parameters():
-        p.requires_grad_(False)
-    return twin
-
-
-@torch.no_grad()
-def ema_update(target: nn.Module, source: nn.Module, decay: float) -> None:
-    """``target <- decay * target + (1 - decay) * source``, parameter by parameter."""
-    for pt, ps in zip(target.parameters(), source.parameters(), strict=True):
-        pt.lerp_(ps, 1.0 - decay)

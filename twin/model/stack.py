@@ -144,9 +144,15 @@ Part = LatentDynamics | FullMean
 
 def part_config(cfg: TwinConfig, latent: int, hidden: int = 1) -> TwinConfig:
     """The config of a stacked part: the twin's, with the part's latent and hidden width (a
-    linear part has one hidden unit: its MLPs are held at zero)."""
+    linear part has one hidden unit and no readout MLP: its MLPs are held at zero)."""
     return dataclasses.replace(
-        cfg, hidden=hidden, latent=latent, stack_latents=(), stack_hidden=(), stack_full_mean=()
+        cfg,
+        hidden=hidden,
+        latent=latent,
+        readout_hidden=cfg.readout_hidden if hidden > 1 else 0,
+        stack_latents=(),
+        stack_hidden=(),
+        stack_full_mean=(),
     )
 
 

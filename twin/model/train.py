@@ -40,16 +40,8 @@ from tqdm import tqdm
 
 from twin.model import distributed
 from twin.model.dataset import Windows
-from twin.model.network import (
-    Forecaster,
-    LatentDynamics,
-    TwinConfig,
-    ema_copy,
-    ema_update,
-    jepa_targets,
-    sigreg,
-    vicreg,
-)
+from twin.model.jepa import ema_copy, ema_update, jepa_targets, sigreg, vicreg
+from twin.model.network import Forecaster, LatentDynamics, TwinConfig
 
 log = logging.getLogger(__name__)
 
