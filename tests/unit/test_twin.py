@@ -263,7 +263,7 @@ def test_readout_mlp_trains_and_round_trips(tmp_path) -> None:
     plan = np.full((HORIZON, 1), 0.5)
     np.testing.assert_array_equal(a.forecast(frame, plan).mean, loaded.forecast(frame, plan).mean)
     old = {k: v for k, v in cfg.to_dict().items() if k != "readout_hidden"}
-    assert TwinConfig.from_dict(old).readout_hidden == 0
+    assert TwinConfig.from_dict(old).readout_hidden == 0  # a folder from before the option
 
 
 def test_train_command_writes_a_loadable_twin(tmp_path, capsys) -> None:

@@ -3,6 +3,7 @@
     z_0     = encode(past window)                  # [K, B, latent]
     z_{k+1} = z_k + A z_k + B x_k + f(z_k, x_k)    # x_k = (u_k, u_k - u_{k-1}, d_k); f an MLP
     y_{k+1} = C z_{k+1} + c + g_k * (y_t - C z_0 - c)  # linear readout + learned bias update
+                                                   # (+ an MLP r(z) with readout_hidden)
 
 Everything works in normalised units (see ``twin.model.dataset.Normalizer``). ``u_k`` is the planned
 MV at sample ``t+1+k`` and ``d_k`` the known DV there. The last term is a learned per-step,
@@ -198,7 +199,6 @@ class TwinConfig:
         """Inverse of :meth:`to_dict`; unknown keys are ignored (older or newer versions)."""
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
-        kw.setdefault("readout_hidden", 0)  # saved before the readout MLP existed: none
         for name in ("fractions", "stack_latents", "stack_hidden", "stack_full_mean"):
             if name in kw:
                 kw[name] = tuple(kw[name])
