@@ -1,0 +1,160 @@
+"""The twin's steady-state gains against the plant's own, per training seed (closed-loop study).
+
+Where a setpoint cannot be reached, the controller settles on the compromise its model's
+steady-state gains call best, so a twin whose gains are off settles elsewhere than the oracle.
+For a zoo plant and each training seed this trains the twin as the closed-loop benchmark does
+(24 h recorded with the seed, ``TwinConfig(minutes=--minutes, seed=seed)``, or loads it from
+``--models DIR/<plant>-seed<s>``), and at the MV point of the scenario's last setpoint compares:
+
+- **true**: the plant's noise-free steady-state gains (central differences of
+  :class:`benchmarks.control_zoo.SteadyMap`), in CV units per MV span;
+- **read**: what the oracle controller reads: the plant's noise-free response over the twin's
+  horizon to the same steps, extrapolated from the tail as below (a CV much slower than the
+  horizon is under-read here too);
+- **twin**: the twin's forecast from that steady state under the MVs stepped by +-5 % of their
+  span, the difference extrapolated from the horizon's tail as the controller does
+  (:func:`twin.control.steady_target.final_values`), in the same units.
+
+    .venv/bin/python benchmarks/steady_gains.py --plant zoo-101 --seeds 1,2,3 --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.control_seeds import TRAIN_HOURS, training_frame  # noqa: E402
+from benchmarks.control_zoo import SteadyMap, _gains, zoo_design  # noqa: E402
+from benchmarks.settings import add_set_option, parse_settings  # noqa: E402
+from connectors.sim.plants import make_plant  # noqa: E402
+from twin.control.steady_target import final_values  # noqa: E402
+from twin.model.network import TwinConfig  # noqa: E402
+from twin.model.twin import Twin  # noqa: E402
+
+STEP = 0.05
+"""the MV step, as a fraction of the MV's span (each way)"""
+
+
+def steady_row(ss: SteadyMap, u: np.ndarray) -> np.ndarray:
+    """Every tag's noise-free steady-state value at MVs ``u`` (spec order)."""
+    plant = ss.plant
+    x = plant.steady_state(u, plant.d0)
+    out = plant.outputs(x, np.asarray(u, float), plant.d0)
+    return np.array([out[t.name] for t in plant.spec.tags])
+
+
+def plant_read(ss: SteadyMap, u: np.ndarray, span: np.ndarray, horizon: int) -> np.ndarray:
+    """The plant's own gains ``[n_cv, n_mv]`` per MV span as a controller of ``horizon`` reads
+    them: its noise-free step responses from the steady state at ``u``, tail-extrapolated."""
+    cols = []
+    for j, s in enumerate(span):
+        du = np.zeros_like(u)
+        du[j] = STEP * s
+        curves = []
+        for sign in (1.0, -1.0):
+            sim = make_plant(ss.plant.name, noise=False)
+            sim.x = sim.steady_state(u, sim.d0)
+            move = dict(zip(sim.mv_names, (u + sign * du).tolist(), strict=True))
+            curves.append([[sim.step(move)[c] for c in ss.cvs] for _ in range(horizon)])
+        diff = (np.array(curves[0]) - np.array(curves[1])) / (2 * STEP)
+        cols.append(final_values(diff)[0])
+    return np.stack(cols, axis=1)
+
+
+def twin_gains(twin: Twin, row: np.ndarray, u: np.ndarray, span: np.ndarray) -> dict[str, Any]:
+    """The twin's gains ``[n_cv, n_mv]`` per MV span from the steady state ``row``: read at H,
+    and extrapolated from the tail as the controller's steady-state targets read them."""
+    past = np.repeat(row[None, :], twin.window, axis=0)
+    past_norm = torch.as_tensor(twin.normalizer.norm(past), dtype=torch.float32)
+    cvs = [j for j, t in enumerate(twin.spec.tags) if t.role == "cv"]
+    at_h, final = [], []
+    for j, s in enumerate(span):
+        du = np.zeros_like(u)
+        du[j] = STEP * s
+        plans = torch.as_tensor(
+            np.stack([np.tile(u + du, (twin.horizon, 1)), np.tile(u - du, (twin.horizon, 1))]),
+            dtype=torch.float32,
+        )
+        with torch.no_grad():
+            mean, _ = twin.torch_rollout(past_norm, plans)
+        diff = (mean[0] - mean[1]).numpy()[:, cvs] / (2 * STEP)  # [H, n_cv] per MV span
+        at_h.append(diff[-1])
+        final.append(final_values(diff)[0])
+    return {"at_H": np.stack(at_h, axis=1), "final": np.stack(final, axis=1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--plant", default="zoo-101")
+    p.add_argument("--seeds", default="1,2,3")
+    p.add_argument("--minutes", type=float, default=1.0, help="training budget per twin")
+    p.add_argument("--models", type=Path, help="load / keep twins in DIR/<plant>-seed<s>")
+    p.add_argument("--out", type=Path, required=True)
+    add_set_option(p)
+    args = p.parse_args(argv)
+    settings = parse_settings(args.set)
+    design = zoo_design(args.plant)
+    ss = SteadyMap(args.plant)
+    spec = ss.plant.spec
+    mvs = [t.name for t in spec.mvs]
+    cvs = [t.name for t in spec.cvs]
+    u = np.array([design.mv_points[-1][m] for m in mvs])
+    span = np.array([t.hi - t.lo for t in spec.mvs])
+    row = steady_row(ss, u)
+    true = _gains(ss, u, row, span)
+    print(f"{args.plant}: gains in CV units per MV span at the last setpoint's MVs {u.round(3)}")
+    print(f"  true  {json.dumps(np.round(true, 4).tolist())}")
+    result: dict[str, Any] = {
+        "settings": settings,
+        "plant": args.plant,
+        "cvs": cvs,
+        "mvs": mvs,
+        "u": u.tolist(),
+        "true": true.tolist(),
+        "seeds": {},
+    }
+    for seed in (int(s) for s in args.seeds.split(",")):
+        saved = None if args.models is None else args.models / f"{args.plant}-seed{seed}"
+        if saved is not None and (saved / "model.pt").is_file():
+            twin = Twin.load(saved, spec=spec)
+        else:
+            with tempfile.TemporaryDirectory(prefix="steady-gains-") as tmp:
+                frame = training_frame(args.plant, TRAIN_HOURS, Path(tmp), seed)
+            twin = Twin.fit(
+                spec, frame, TwinConfig(minutes=args.minutes, seed=seed, **settings), progress=False
+            )
+            if saved is not None:
+                twin.save(saved)
+        g = twin_gains(twin, row, u, span)
+        if "read" not in result:  # the oracle's reading over this horizon (the same each seed)
+            result["read"] = plant_read(ss, u, span, twin.horizon).tolist()
+            print(
+                f"  read over H={twin.horizon}  {json.dumps(np.round(result['read'], 4).tolist())}"
+            )
+        err = np.abs(g["final"] - true) / np.maximum(np.abs(true).max(axis=1, keepdims=True), 1e-12)
+        result["seeds"][seed] = {k: v.tolist() for k, v in g.items()} | {
+            "error_of_row_max": err.tolist()
+        }
+        print(
+            f"  seed {seed}: final {json.dumps(np.round(g['final'], 4).tolist())}; "
+            f"at H {json.dumps(np.round(g['at_H'], 4).tolist())}; largest error "
+            f"{err.max():.2f} of its CV's largest gain"
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.plant}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out / (args.plant + '.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
