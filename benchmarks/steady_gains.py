@@ -13,7 +13,8 @@ For a zoo plant and each training seed this trains the twin as the closed-loop b
   horizon is under-read here too);
 - **twin**: the twin's forecast from that steady state under the MVs stepped by +-5 % of their
   span, the difference extrapolated from the horizon's tail as the controller does
-  (:func:`twin.control.steady_target.final_values`), in the same units.
+  (:func:`twin.control.steady_target.final_values`), in the same units; for a stacked twin,
+  each part's own gains as well.
 
     .venv/bin/python benchmarks/steady_gains.py --plant zoo-101 --seeds 1,2,3 --out DIR
 """
@@ -39,6 +40,7 @@ from benchmarks.settings import add_set_option, parse_settings  # noqa: E402
 from connectors.sim.plants import make_plant  # noqa: E402
 from twin.control.steady_target import final_values  # noqa: E402
 from twin.model.network import TwinConfig  # noqa: E402
+from twin.model.stack import Stacked  # noqa: E402
 from twin.model.twin import Twin  # noqa: E402
 
 STEP = 0.05
@@ -93,6 +95,26 @@ def twin_gains(twin: Twin, row: np.ndarray, u: np.ndarray, span: np.ndarray) -> 
     return {"at_H": np.stack(at_h, axis=1), "final": np.stack(final, axis=1)}
 
 
+def part_gains(
+    twin: Twin, row: np.ndarray, u: np.ndarray, span: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Each stacked part's own gains (extrapolated), named as the stack names them; {} for a
+    twin that is not a stack."""
+    model = twin.model
+    if not isinstance(model, Stacked):
+        return {}
+    names = twin.metrics.get("linear_init", {}).get("stack", {}).get("used")
+    names = names or [f"part {i}" for i in range(len(model.parts))]
+    out = {}
+    try:
+        for name, part in zip(names, model.parts, strict=True):
+            twin.model = part
+            out[name] = twin_gains(twin, row, u, span)["final"]
+    finally:
+        twin.model = model
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--plant", default="zoo-101")
@@ -136,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             if saved is not None:
                 twin.save(saved)
         g = twin_gains(twin, row, u, span)
+        parts = part_gains(twin, row, u, span)
         if "read" not in result:  # the oracle's reading over this horizon (the same each seed)
             result["read"] = plant_read(ss, u, span, twin.horizon).tolist()
             print(
@@ -143,13 +166,16 @@ def main(argv: list[str] | None = None) -> int:
             )
         err = np.abs(g["final"] - true) / np.maximum(np.abs(true).max(axis=1, keepdims=True), 1e-12)
         result["seeds"][seed] = {k: v.tolist() for k, v in g.items()} | {
-            "error_of_row_max": err.tolist()
+            "error_of_row_max": err.tolist(),
+            "parts": {name: v.tolist() for name, v in parts.items()},
         }
         print(
             f"  seed {seed}: final {json.dumps(np.round(g['final'], 4).tolist())}; "
             f"at H {json.dumps(np.round(g['at_H'], 4).tolist())}; largest error "
             f"{err.max():.2f} of its CV's largest gain"
         )
+        for name, v in parts.items():
+            print(f"    part {name}: {json.dumps(np.round(v, 4).tolist())}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.plant}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out / (args.plant + '.json')}")
