@@ -59,22 +59,32 @@ def train(hist: Path, out: Path, seed: int, nproc: int, args: argparse.Namespace
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-4000:]}")
     m = json.loads((out / "metrics.json").read_text())
     cfg = json.loads((out / "config.json").read_text())
-    h = str(cfg["horizon"])
-    tr = m["training"]
-    nrmse = sum(m["nrmse"][h].values()) / len(m["nrmse"][h])
+    return {
+        "processes": m["training"].get("processes", 1),
+        "seed": seed,
+        **training_figures(m, cfg["horizon"], cfg["batch"], cfg["ensemble"]),  # global batch
+        "wall_seconds": round(wall, 1),
+        "kept": (m.get("linear_init") or {}).get("kept", "trained"),  # or the linear start
+    }
+
+
+def training_figures(
+    metrics: dict[str, Any], horizon: int, batch: int, ensemble: int
+) -> dict[str, Any]:
+    """From a twin's metrics: validation NRMSE at H (mean over CVs), steps, epochs, training
+    seconds, why it stopped, optimiser steps/s and training windows/s (steps x batch x
+    members)."""
+    tr = metrics["training"]
+    nrmse = metrics["nrmse"][str(horizon)]
     steps_s = tr["steps"] / max(tr["seconds"], 1e-9)
     return {
-        "processes": tr.get("processes", 1),
-        "seed": seed,
-        "nrmse_H": round(nrmse, 5),
+        "nrmse_H": round(sum(nrmse.values()) / len(nrmse), 5),
         "steps": tr["steps"],
         "epochs": tr["epochs"],
         "train_seconds": tr["seconds"],
-        "wall_seconds": round(wall, 1),
         "steps_per_s": round(steps_s, 2),
-        "windows_per_s": round(steps_s * cfg["batch"] * cfg["ensemble"]),  # the global batch
+        "windows_per_s": round(steps_s * batch * ensemble),
         "stopped": tr["stopped"],
-        "kept": (m.get("linear_init") or {}).get("kept", "trained"),  # or the linear start
     }
 
 

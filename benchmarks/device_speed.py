@@ -32,6 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.ddp import training_figures  # noqa: E402
 from connectors.sim.plants import make_plant  # noqa: E402
 from connectors.sim.record import DEFAULT_START, record  # noqa: E402
 from twin.model.network import TwinConfig  # noqa: E402
@@ -49,30 +50,21 @@ def parse_run(text: str) -> tuple[str, int, int]:
     return device, threads, batch
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def rollout_timing(twin: Twin, repeats: int) -> dict[str, float]:
-    """Milliseconds per rollout: one window with the gradient wrt the plan (the controller's
-    call), and 256 windows without."""
-    model = twin.model
-    device = next(model.parameters()).device
+    """Milliseconds per rollout where the fitted twin runs (the CPU): one window with the
+    gradient wrt the plan (the controller's call), and 256 windows without."""
     n = len(twin.spec.tags)
     out = {}
     for name, batch, grad in (("plan_1_grad_ms", 1, True), ("forecast_256_ms", 256, False)):
-        past = torch.randn(batch, twin.window, n, device=device)
-        future = torch.randn(batch, twin.horizon, n, device=device, requires_grad=grad)
+        past = torch.randn(batch, twin.window, n)
+        future = torch.randn(batch, twin.horizon, n, requires_grad=grad)
         times = []
         for i in range(repeats + 3):  # three warm-ups
-            _sync(device)
             t0 = time.perf_counter()
             with torch.set_grad_enabled(grad):
-                y = model.rollout(past, future).y
+                y = twin.model.rollout(past, future).y
                 if grad:
                     y.square().mean().backward()
-            _sync(device)
             if i >= 3:
                 times.append(time.perf_counter() - t0)
         out[name] = round(1000 * float(np.median(times)), 3)
@@ -87,10 +79,6 @@ def one_run(spec_text: str, frame: Any, spec: Any, args: argparse.Namespace) -> 
     t0 = time.perf_counter()
     twin = Twin.fit(spec, frame, cfg, progress=False)
     wall = time.perf_counter() - t0
-    tr = twin.metrics["training"]
-    h = str(twin.horizon)
-    nrmse = twin.metrics["nrmse"][h]
-    steps_s = tr["steps"] / max(tr["seconds"], 1e-9)
     row = {
         "run": spec_text,
         "trained_on": str(resolve_device(device)),
@@ -98,13 +86,7 @@ def one_run(spec_text: str, frame: Any, spec: Any, args: argparse.Namespace) -> 
         "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
         "threads": threads,
         "batch": batch,
-        "steps": tr["steps"],
-        "epochs": tr["epochs"],
-        "train_seconds": tr["seconds"],
-        "stopped": tr["stopped"],
-        "steps_per_s": round(steps_s, 2),
-        "windows_per_s": round(steps_s * batch * twin.config.ensemble),
-        "nrmse_H": round(sum(nrmse.values()) / len(nrmse), 5),
+        **training_figures(twin.metrics, twin.horizon, batch, twin.config.ensemble),
         "fit_wall_s": round(wall, 1),
     }
     row.update(rollout_timing(twin, args.repeats))

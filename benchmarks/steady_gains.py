@@ -25,6 +25,7 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,22 +56,35 @@ def steady_row(ss: SteadyMap, u: np.ndarray) -> np.ndarray:
     return np.array([out[t.name] for t in plant.spec.tags])
 
 
-def plant_read(ss: SteadyMap, u: np.ndarray, span: np.ndarray, horizon: int) -> np.ndarray:
-    """The plant's own gains ``[n_cv, n_mv]`` per MV span as a controller of ``horizon`` reads
-    them: its noise-free step responses from the steady state at ``u``, tail-extrapolated."""
-    cols = []
+def step_curves(
+    u: np.ndarray, span: np.ndarray, respond: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> list[np.ndarray]:
+    """For each MV: ``respond(u + du, u - du)`` (the CVs' curves ``[2, H, n_cv]`` under the two
+    MV plans held over the horizon, ``du`` :data:`STEP` of the MV's span), as the difference
+    ``[H, n_cv]`` per MV span."""
+    diffs = []
     for j, s in enumerate(span):
         du = np.zeros_like(u)
         du[j] = STEP * s
+        up, down = respond(u + du, u - du)
+        diffs.append((up - down) / (2 * STEP))
+    return diffs
+
+
+def plant_read(ss: SteadyMap, u: np.ndarray, span: np.ndarray, horizon: int) -> np.ndarray:
+    """The plant's own gains ``[n_cv, n_mv]`` per MV span as a controller of ``horizon`` reads
+    them: its noise-free step responses from the steady state at ``u``, tail-extrapolated."""
+
+    def respond(*plans: np.ndarray) -> np.ndarray:
         curves = []
-        for sign in (1.0, -1.0):
+        for plan in plans:
             sim = make_plant(ss.plant.name, noise=False)
             sim.x = sim.steady_state(u, sim.d0)
-            move = dict(zip(sim.mv_names, (u + sign * du).tolist(), strict=True))
+            move = dict(zip(sim.mv_names, plan.tolist(), strict=True))
             curves.append([[sim.step(move)[c] for c in ss.cvs] for _ in range(horizon)])
-        diff = (np.array(curves[0]) - np.array(curves[1])) / (2 * STEP)
-        cols.append(final_values(diff)[0])
-    return np.stack(cols, axis=1)
+        return np.array(curves)
+
+    return np.stack([final_values(d)[0] for d in step_curves(u, span, respond)], axis=1)
 
 
 def twin_gains(twin: Twin, row: np.ndarray, u: np.ndarray, span: np.ndarray) -> dict[str, Any]:
@@ -79,20 +93,18 @@ def twin_gains(twin: Twin, row: np.ndarray, u: np.ndarray, span: np.ndarray) -> 
     past = np.repeat(row[None, :], twin.window, axis=0)
     past_norm = torch.as_tensor(twin.normalizer.norm(past), dtype=torch.float32)
     cvs = [j for j, t in enumerate(twin.spec.tags) if t.role == "cv"]
-    at_h, final = [], []
-    for j, s in enumerate(span):
-        du = np.zeros_like(u)
-        du[j] = STEP * s
-        plans = torch.as_tensor(
-            np.stack([np.tile(u + du, (twin.horizon, 1)), np.tile(u - du, (twin.horizon, 1))]),
-            dtype=torch.float32,
-        )
+
+    def respond(*plans: np.ndarray) -> np.ndarray:
+        held = np.stack([np.tile(plan, (twin.horizon, 1)) for plan in plans])
         with torch.no_grad():
-            mean, _ = twin.torch_rollout(past_norm, plans)
-        diff = (mean[0] - mean[1]).numpy()[:, cvs] / (2 * STEP)  # [H, n_cv] per MV span
-        at_h.append(diff[-1])
-        final.append(final_values(diff)[0])
-    return {"at_H": np.stack(at_h, axis=1), "final": np.stack(final, axis=1)}
+            mean, _ = twin.torch_rollout(past_norm, torch.as_tensor(held, dtype=torch.float32))
+        return mean.numpy()[..., cvs]
+
+    diffs = step_curves(u, span, respond)
+    return {
+        "at_H": np.stack([d[-1] for d in diffs], axis=1),
+        "final": np.stack([final_values(d)[0] for d in diffs], axis=1),
+    }
 
 
 def part_gains(
