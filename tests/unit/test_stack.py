@@ -202,3 +202,52 @@ def test_a_linear_model_too_large_to_start_the_network_is_still_stacked(
     rec = none.metrics["linear_init"]
     assert rec["model"] is None and not isinstance(none.model, Stacked), rec
     assert all("latent over" in c["skipped"] for c in rec["candidates"].values()), rec
+
+
+@pytest.mark.parametrize("beside", [True, False], ids=["second-process", "one-core"])
+def test_a_direct_part_learns_is_stacked_saved_and_planned_through(
+    stacked: tuple[PlantSpec, pl.DataFrame, Twin],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    beside: bool,
+) -> None:
+    """``direct``: a direct multi-step GRU is trained beside the network (in a second process
+    where a core is free, else after it in half the budget) and stacked as one more part; the
+    twin with it saves, loads to the same forecast, and the controller's gradient reaches the
+    plan through it."""
+    from twin.model import direct, stack
+    from twin.model.direct import DirectPart
+
+    spec, frame, _ = stacked
+    monkeypatch.setattr(stack, "WEIGHT_FLOOR", -1.0)  # keep the part whatever its weight
+    monkeypatch.setattr(direct, "beside", lambda cfg: beside)
+    cfg = dataclasses.replace(CFG, direct=True, max_epochs=15)
+    twin = Twin.fit(spec, frame, cfg, progress=False)
+    rec = twin.metrics["linear_init"]["stack"]
+    assert rec["used"][-1] == "direct GRU" and isinstance(twin.model, Stacked), rec
+    where = "beside the network" if beside else "after the network"
+    assert rec["direct"]["process"] == where and "kept epoch" in rec["direct"]["stopped"], rec
+    part = twin.model.parts[-1]
+    assert isinstance(part, DirectPart) and twin.config.stack_direct == part.net.hidden > 0
+    assert rec["direct"]["parameters"] == sum(p.numel() for p in part.parameters())
+    values, ok = frame_to_array(frame.tail(900), spec)
+    w = make_windows(values, ok, spec, twin.window, twin.horizon, twin.normalizer)
+    cv = cv_columns(spec)
+    past, future = torch.as_tensor(w.past), torch.as_tensor(w.future)
+    with torch.no_grad():
+        y = part.rollout(past, future).y
+    assert y.shape == (1, *future.shape)
+    err = float(((y[0, :, :, cv] - future[..., cv]) ** 2).mean().sqrt())
+    held = float(((past[:, -1:, cv] - future[..., cv]) ** 2).mean().sqrt())
+    assert err < 0.8 * held, (err, held)  # it learned more than persistence knows
+
+    loaded = Twin.load(twin.save(tmp_path / "m"), spec)
+    assert loaded.config.stack_direct == twin.config.stack_direct
+    history = frame.tail(twin.window + 5)
+    plan = np.tile(frame.select([t.name for t in spec.mvs]).tail(1).to_numpy(), (twin.horizon, 1))
+    np.testing.assert_allclose(
+        twin.forecast(history, plan).mean, loaded.forecast(history, plan).mean, atol=1e-5
+    )
+    plan_z = future[:1].clone().requires_grad_(True)
+    part.rollout(past[:1], plan_z).y[..., cv].sum().backward()
+    assert plan_z.grad is not None and float(plan_z.grad[..., part.mv_cols].abs().sum()) > 0

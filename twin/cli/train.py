@@ -60,6 +60,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="forecast each CV and step as a combination of the network and the identified "
         "linear models, weighted on validation (default: on; needs linear first)",
     )
+    p.add_argument(
+        "--direct",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also train a direct multi-step GRU, stacked beside the network (on a second core "
+        "where one is free, else in half the budget; default: off)",
+    )
     p.set_defaults(func=_train)
 
 
@@ -145,6 +152,7 @@ def _train_in_session(args: argparse.Namespace, rank: int) -> int:
         "device",
         "linear_init",
         "stack",
+        "direct",
     )
     changes = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
     if args.time_scales == "auto":
@@ -188,6 +196,13 @@ def _train_in_session(args: argparse.Namespace, rank: int) -> int:
                 f"  stacked: {' + '.join(f'{w:.2f} {n}' for n, w in weights.items())} at step {h}"
                 f"; validates {stack['val_nrmse_stacked']:.4f}"
             )
+        d = stack.get("direct", {})
+        if "stopped" in d:
+            print(
+                f"  direct GRU: {d['parameters']} parameters, {d['seconds']:.0f} s {d['process']}"
+            )
+        elif d:
+            print(f"  direct GRU: not trained ({d['error']})")
     elif lin:
         print(f"  linear first: no linear model identified ({lin['candidates']})")
     print("validation:")

@@ -52,6 +52,7 @@ from twin.model.dataset import (
     frame_to_array,
     mv_columns,
 )
+from twin.model.direct import DirectJob, DirectPart
 from twin.model.linear_members import centred, resampled
 from twin.model.network import LatentDynamics, TwinConfig
 from twin.model.state_space import StateSpace, convert
@@ -254,6 +255,8 @@ class Fitted:
     """the first identified model's start per member ([]: every member started from it)"""
     rejected: LatentDynamics | None = None
     """the trained network when its linear start was kept instead"""
+    direct: tuple[DirectPart | None, dict[str, Any]] | None = None
+    """with ``cfg.direct``: the direct part trained beside the network, and its record"""
 
 
 def fit_network(
@@ -271,6 +274,9 @@ def fit_network(
     mv, dv, cv = mv_columns(spec), dv_columns(spec), cv_columns(spec)
     clocks = clock_columns(spec)
     t0 = time.perf_counter()
+    job = None
+    if cfg.direct and cfg.stack and cfg.linear_init:  # started first: it may train beside
+        job = DirectJob(cfg, train, val, (cv, mv, dv), clocks)
     ss: StateSpace | None = None
     identified: Identified = []
     starts: list[StateSpace] = []
@@ -300,7 +306,8 @@ def fit_network(
         linear = validation_error(model, val, cv, clocks)
         record["val_nrmse_linear"] = round(linear, 5)
         spent = time.perf_counter() - t0  # identification is part of the training budget
-        budget = dataclasses.replace(cfg, minutes=max(cfg.minutes - spent / 60, cfg.minutes / 4))
+        own = cfg.minutes * (job.network_share if job else 1.0)
+        budget = dataclasses.replace(cfg, minutes=max(own - spent / 60, own / 4))
         record["identify_seconds"] = round(spent, 1)
     result = train_model(model.to(device), train, val, budget, cv, clocks=clocks, progress=progress)
     model = model.cpu()
@@ -331,4 +338,5 @@ def fit_network(
         )
     elif record is not None:
         log.warning("linear first: no linear model identified (%s)", record["candidates"])
-    return Fitted(model.eval(), result, cfg, record, identified, starts, rejected)
+    direct = job.result(progress) if job else None
+    return Fitted(model.eval(), result, cfg, record, identified, starts, rejected, direct)

@@ -153,6 +153,12 @@ class TwinConfig:
     stack: bool = True
     """with ``linear_init``, forecast each CV at each step as a combination of the kept network
     and the identified linear models, weights fitted on validation (``twin.model.stack``)"""
+    direct: bool = False
+    """with ``stack``: also train a direct multi-step GRU as one more stacked part
+    (``twin.model.direct``): beside the network in a second process where a core is free, else
+    after it, the budget split in half"""
+    stack_direct: int = 0
+    """set by training: the hidden width of the stacked direct part, 0 if none (for loading)"""
     stack_latents: tuple[int, ...] = ()
     """set by training: the latent size of each stacked part after the first (for loading)"""
     stack_hidden: tuple[int, ...] = ()

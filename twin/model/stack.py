@@ -22,7 +22,9 @@ neighbouring steps. Member ``j`` of the stack is the same combination of the par
 ``j``, so the ensemble spread, and the band calibrated on it afterwards, is that of the
 combination. Parts whose weight stays below :data:`WEIGHT_FLOOR` everywhere are dropped;
 with none left the network is returned as it was. Every part is differentiable in the MV plan,
-so the controller plans on the combination as it would on one network. Persistence is
+so the controller plans on the combination as it would on one network. With
+``TwinConfig.direct`` a direct multi-step GRU (:mod:`twin.model.direct`), trained beside the
+network, is one more part, always the last. Persistence is
 deliberately not a part: it would say that moving an MV changes nothing, and a controller
 planning on a shrunken gain over-moves.
 
@@ -55,6 +57,7 @@ from twin.model.dataset import (
     dv_columns,
     mv_columns,
 )
+from twin.model.direct import DirectNet, DirectPart
 from twin.model.linear_init import Fitted, embed, member_starts
 from twin.model.network import LatentDynamics, Rollout, TwinConfig
 from twin.model.state_space import StateSpace
@@ -89,7 +92,7 @@ class Stacked(nn.Module):
     weights: Tensor
     """``[M, H, n_tags]`` each part's weight per step and tag (a buffer: saved, not trained)"""
 
-    def __init__(self, parts: list[Part], weights: Tensor) -> None:
+    def __init__(self, parts: list[Part | DirectPart], weights: Tensor) -> None:
         super().__init__()
         first = parts[0]
         if weights.shape[:2] != (len(parts), first.horizon):
@@ -139,7 +142,7 @@ class FullMean(nn.Module):
 
 
 Part = LatentDynamics | FullMean
-"""one part of a stack"""
+"""one part of a stack that may come first (a direct part never does)"""
 
 
 def part_config(cfg: TwinConfig, latent: int, hidden: int = 1) -> TwinConfig:
@@ -198,15 +201,19 @@ def build_model(cfg: TwinConfig, n_tags: int, mv: list[int], dv: list[int]) -> P
     """An untrained model of the shape ``cfg`` describes (for loading saved weights)."""
     wrapped = cfg.stack_full_mean or (False,) * (1 + len(cfg.stack_latents))
     net = _part(cfg, n_tags, mv, dv, wrapped[0])
-    if not cfg.stack_latents:
+    if not cfg.stack_latents and not cfg.stack_direct:
         return net
-    parts = [
+    parts: list[Part | DirectPart] = [
         net,
         *(
             _part(part_config(cfg, n, h), n_tags, mv, dv, w)
             for n, h, w in zip(cfg.stack_latents, cfg.stack_hidden, wrapped[1:], strict=True)
         ),
     ]
+    if cfg.stack_direct:  # the direct part is the last
+        n_cv = n_tags - len(mv) - len(dv)
+        gru = DirectNet(n_tags, 2 * len(mv) + len(dv), n_cv, cfg.horizon, cfg.stack_direct)
+        parts.append(DirectPart(gru, n_tags, mv, dv))
     return Stacked(parts, torch.zeros(len(parts), cfg.horizon, n_tags))
 
 
@@ -268,8 +275,9 @@ def combine(
 ) -> tuple[Part | Stacked, TwinConfig, dict[str, Any]]:
     """The chosen network stacked with the identified linear models (module docstring), and
     with the trained network where linear first kept its start instead (that start is the first
-    identified model itself, so it is not stacked twice). Returns the model, its config
-    (``stack_latents``, ``stack_hidden`` set) and a record."""
+    identified model itself, so it is not stacked twice); with ``cfg.direct``, also the direct
+    GRU trained beside the network (:mod:`twin.model.direct`). Returns the model, its config
+    (``stack_latents``, ``stack_hidden``, ``stack_direct`` set) and a record."""
     cfg, net = fitted.cfg, fitted.model
     kept = fitted.record["kept"] if fitted.record else "trained"
     cv, mv, dv = cv_columns(spec), mv_columns(spec), dv_columns(spec)
@@ -279,7 +287,7 @@ def combine(
     first: Part = net
     if kept == "linear" and len(fitted.starts) > 1 and cfg.linear_mean == "full":
         first = _full_mean(net, cfg, fitted.identified[0][0], cv)
-    parts: list[Part] = [first]
+    parts: list[Part | DirectPart] = [first]
     if fitted.rejected is not None:
         parts.append(fitted.rejected.eval())
         names.append("network (not kept)")
@@ -296,6 +304,11 @@ def combine(
         parts.append(linear_part(part_cfg, starts, ss, cv, n_tags, mv, dv))
         names.append(ss.name)
     record: dict[str, Any] = {"parts": names}
+    if fitted.direct is not None:
+        part, record["direct"] = fitted.direct
+        if part is not None:
+            parts.append(part)
+            names.append("direct GRU")
     cfg = dataclasses.replace(cfg, stack_full_mean=(isinstance(first, FullMean),))
     if len(parts) == 1:
         return first, cfg, {**record, "used": [names[0]]}
@@ -322,10 +335,15 @@ def combine(
     stacked = Stacked(parts, torch.as_tensor(weights)).eval()
     for p in stacked.parameters():
         p.requires_grad_(False)
-    nets = [p.members if isinstance(p, FullMean) else p for p in parts[1:]]
+    direct = [p for p in parts if isinstance(p, DirectPart)]
+    nets = [
+        p.members if isinstance(p, FullMean) else p
+        for p in parts[1:]
+        if not isinstance(p, DirectPart)
+    ]
     latents = tuple(int(p.pred_z.shape[1]) for p in nets)
     hidden = tuple(int(p.hidden) for p in nets)
-    wrapped = tuple(isinstance(p, FullMean) for p in parts)
+    wrapped = tuple(isinstance(p, FullMean) for p in parts if not isinstance(p, DirectPart))
     steps = sorted({s for s in (1, 5, 10, cfg.horizon) if s <= cfg.horizon})
     record["weight"] = {
         str(s): dict(zip(names, weights[:, s - 1, cv].mean(axis=1).round(3).tolist(), strict=True))
@@ -341,6 +359,10 @@ def combine(
         record["val_nrmse_network"],
     )
     cfg = dataclasses.replace(
-        cfg, stack_latents=latents, stack_hidden=hidden, stack_full_mean=wrapped
+        cfg,
+        stack_latents=latents,
+        stack_hidden=hidden,
+        stack_full_mean=wrapped,
+        stack_direct=direct[0].net.hidden if direct else 0,
     )
     return stacked, cfg, record
