@@ -27,6 +27,7 @@ import math
 import multiprocessing
 import os
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -244,6 +245,12 @@ def _job(args: tuple[Any, ...]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return {k: v.numpy() for k, v in part.state_dict().items()}, record
 
 
+def _stop(pool: Any) -> None:
+    """End a pool's process and release its resources."""
+    pool.terminate()
+    pool.join()
+
+
 class DirectJob:
     """A direct part in training, started before the network (``TwinConfig.direct``).
 
@@ -273,6 +280,7 @@ class DirectJob:
         if self.parallel:
             self._pool = multiprocessing.get_context("spawn").Pool(1)
             self._pending = self._pool.apply_async(_job, (self.args,))
+            self._stop = weakref.finalize(self, _stop, self._pool)  # also if never asked
 
     def result(self, progress: bool = False) -> tuple[DirectPart | None, dict[str, Any]]:
         """The trained part and its record (``None`` and the error if its process failed)."""
@@ -285,7 +293,7 @@ class DirectJob:
             log.warning("the direct part's training failed (%s): stacked without it", exc)
             return None, {"error": f"{type(exc).__name__}: {exc}"}
         finally:
-            self._pool.terminate()
+            self._stop()
         cv, mv, dv = self.cols
         net = DirectNet(
             self.n_tags, 2 * len(mv) + len(dv), len(cv), self.args[0].horizon, int(record["hidden"])
