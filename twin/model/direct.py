@@ -280,7 +280,7 @@ class DirectJob:
         if self.parallel:
             self._pool = multiprocessing.get_context("spawn").Pool(1)
             self._pending = self._pool.apply_async(_job, (self.args,))
-            self._stop = weakref.finalize(self, _stop, self._pool)  # also if never asked
+            self._end = weakref.finalize(self, _stop, self._pool)  # also if never asked
 
     def result(self, progress: bool = False) -> tuple[DirectPart | None, dict[str, Any]]:
         """The trained part and its record (``None`` and the error if its process failed)."""
@@ -293,7 +293,7 @@ class DirectJob:
             log.warning("the direct part's training failed (%s): stacked without it", exc)
             return None, {"error": f"{type(exc).__name__}: {exc}"}
         finally:
-            self._stop()
+            self._end()
         cv, mv, dv = self.cols
         net = DirectNet(
             self.n_tags, 2 * len(mv) + len(dv), len(cv), self.args[0].horizon, int(record["hidden"])
