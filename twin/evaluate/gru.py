@@ -40,8 +40,8 @@ class DirectGRU(Baseline):
         self.threads = threads
 
     def _make_net(self, hidden: int) -> DirectNet:
-        n_in = 2 * len(self.mv_) + len(self.dv_)
-        return DirectNet(len(self.spec_.tags), n_in, len(self.cv_), self.horizon_, hidden)
+        n_mv, n_dv = len(self.mv_), len(self.dv_)
+        return DirectNet(len(self.spec_.tags), n_mv, n_dv, len(self.cv_), self.horizon_, hidden)
 
     def _fit(self, z: np.ndarray, val: Windows) -> None:
         with torch_threads(self.threads):

@@ -39,18 +39,20 @@ from tqdm import tqdm
 from twin.model import distributed
 from twin.model.dataset import Windows
 from twin.model.network import LatentDynamics, Rollout, TwinConfig
-from twin.model.train import predict
+from twin.model.train import BAR, predict
 
 log = logging.getLogger(__name__)
 
-BAR = "{desc} {percentage:3.0f}%|{bar:20}| {elapsed}<{remaining} {postfix}"
-
 
 class DirectNet(nn.Module):
-    """GRU over the past window, then an MLP that outputs all H CV steps from the plan."""
+    """GRU over the past window, then an MLP that outputs all H CV steps from the plan
+    (:func:`plan_inputs`: each MV, its move and each DV per step)."""
 
-    def __init__(self, n_tags: int, n_in: int, n_cv: int, horizon: int, hidden: int) -> None:
+    def __init__(
+        self, n_tags: int, n_mv: int, n_dv: int, n_cv: int, horizon: int, hidden: int
+    ) -> None:
         super().__init__()
+        n_in = 2 * n_mv + n_dv
         self.gru = nn.GRU(n_tags, hidden, batch_first=True)
         wide = 2 * hidden
         self.head = nn.Sequential(
@@ -182,6 +184,12 @@ class DirectPart(nn.Module):
         return Rollout(y=y, z=none, z0=none[..., 0, :], y0=y[..., 0, :])
 
 
+def new_part(n_tags: int, mv: list[int], dv: list[int], horizon: int, hidden: int) -> DirectPart:
+    """An untrained :class:`DirectPart` of hidden width ``hidden`` (the other tags are CVs)."""
+    n_cv = n_tags - len(mv) - len(dv)
+    return DirectPart(DirectNet(n_tags, len(mv), len(dv), n_cv, horizon, hidden), n_tags, mv, dv)
+
+
 def fit_part(
     cfg: TwinConfig,
     train: Windows,
@@ -201,7 +209,7 @@ def fit_part(
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         net = sized(
-            n_params, lambda h: DirectNet(n_tags, 2 * len(mv) + len(dv), len(cv), cfg.horizon, h)
+            n_params, lambda h: DirectNet(n_tags, len(mv), len(dv), len(cv), cfg.horizon, h)
         )
     part = DirectPart(net, n_tags, mv, dv)
 
@@ -275,7 +283,6 @@ class DirectJob:
         self.network_share = 1.0 if self.parallel else 0.5
         minutes = cfg.minutes if self.parallel else cfg.minutes * (1.0 - self.network_share)
         self.args = (cfg, train, val, cols, clocks, size, minutes)
-        self.cols, self.n_tags = cols, n_tags
         self._pool: Any = None
         if self.parallel:
             self._pool = multiprocessing.get_context("spawn").Pool(1)
@@ -287,18 +294,15 @@ class DirectJob:
         if self._pool is None:
             part, record = fit_part(*self.args, progress=progress)
             return part, record | {"process": "after the network"}
+        cfg, train, _, (_, mv, dv), _, _, minutes = self.args
         try:
-            state, record = self._pending.get(timeout=self.args[-1] * 60.0 + 300.0)
+            state, record = self._pending.get(timeout=minutes * 60.0 + 300.0)
         except Exception as exc:  # a failed second process costs the part, not the twin
             log.warning("the direct part's training failed (%s): stacked without it", exc)
             return None, {"error": f"{type(exc).__name__}: {exc}"}
         finally:
             self._end()
-        cv, mv, dv = self.cols
-        net = DirectNet(
-            self.n_tags, 2 * len(mv) + len(dv), len(cv), self.args[0].horizon, int(record["hidden"])
-        )
-        part = DirectPart(net, self.n_tags, mv, dv)
+        part = new_part(train.past.shape[-1], mv, dv, cfg.horizon, int(record["hidden"]))
         part.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
         log.info("direct part: %s", record)
         return part.eval(), record | {"process": "beside the network"}

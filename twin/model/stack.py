@@ -57,7 +57,7 @@ from twin.model.dataset import (
     dv_columns,
     mv_columns,
 )
-from twin.model.direct import DirectNet, DirectPart
+from twin.model.direct import DirectPart, new_part
 from twin.model.linear_init import Fitted, embed, member_starts
 from twin.model.network import LatentDynamics, Rollout, TwinConfig
 from twin.model.state_space import StateSpace
@@ -211,9 +211,7 @@ def build_model(cfg: TwinConfig, n_tags: int, mv: list[int], dv: list[int]) -> P
         ),
     ]
     if cfg.stack_direct:  # the direct part is the last
-        n_cv = n_tags - len(mv) - len(dv)
-        gru = DirectNet(n_tags, 2 * len(mv) + len(dv), n_cv, cfg.horizon, cfg.stack_direct)
-        parts.append(DirectPart(gru, n_tags, mv, dv))
+        parts.append(new_part(n_tags, mv, dv, cfg.horizon, cfg.stack_direct))
     return Stacked(parts, torch.zeros(len(parts), cfg.horizon, n_tags))
 
 

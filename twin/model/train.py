@@ -45,6 +45,9 @@ from twin.model.network import Forecaster, LatentDynamics, TwinConfig
 
 log = logging.getLogger(__name__)
 
+BAR = "{desc} {percentage:3.0f}%|{bar:20}| {elapsed}<{remaining} {postfix}"
+"""the training progress bars' format (the network's and the direct part's)"""
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -173,7 +176,7 @@ def train_model(
     bar = tqdm(
         total=100,
         desc="train",
-        bar_format="{desc} {percentage:3.0f}%|{bar:20}| {elapsed}<{remaining} {postfix}",
+        bar_format=BAR,
         disable=not progress or rank != 0,
         leave=False,
     )
