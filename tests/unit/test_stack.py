@@ -251,3 +251,31 @@ def test_a_direct_part_learns_is_stacked_saved_and_planned_through(
     plan_z = future[:1].clone().requires_grad_(True)
     part.rollout(past[:1], plan_z).y[..., cv].sum().backward()
     assert plan_z.grad is not None and float(plan_z.grad[..., part.mv_cols].abs().sum()) > 0
+
+
+def test_a_direct_part_whose_process_dies_costs_the_part_not_the_twin(
+    stacked: tuple[PlantSpec, pl.DataFrame, Twin], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second process killed (out of memory, say) as the network starts training: the twin
+    is trained and stacked without the part at once, not after the part's budget, and its
+    record says why."""
+    import time
+
+    from twin.model import direct
+
+    spec, frame, _ = stacked
+    monkeypatch.setattr(direct, "beside", lambda cfg: True)
+    started = direct.DirectJob.__init__
+
+    def killed(self: direct.DirectJob, *args: object) -> None:
+        started(self, *args)  # type: ignore[arg-type]
+        self.process.kill()
+
+    monkeypatch.setattr(direct.DirectJob, "__init__", killed)
+    cfg = dataclasses.replace(CFG, direct=True, minutes=2.0)
+    t0 = time.monotonic()
+    twin = Twin.fit(spec, frame, cfg, progress=False)
+    assert time.monotonic() - t0 < 60.0  # the network's 2 epochs, not the part's 2 + 5 minutes
+    rec = twin.metrics["linear_init"]["stack"]
+    assert "direct GRU" not in rec["used"] and twin.config.stack_direct == 0, rec
+    assert rec["direct"] == {"error": "RuntimeError: the second process ended with exit code -9"}

@@ -246,17 +246,24 @@ def beside(cfg: TwinConfig) -> bool:
     return (os.cpu_count() or 1) >= 2 and cfg.threads == 1 and distributed.world_size() == 1
 
 
-def _job(args: tuple[Any, ...]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """:func:`fit_part` in the second process; the weights go back as arrays."""
+def _job(args: tuple[Any, ...], send: Any) -> None:
+    """:func:`fit_part` in the second process; the weights go back as arrays, or the error."""
     torch.set_num_threads(1)
-    part, record = fit_part(*args)
-    return {k: v.numpy() for k, v in part.state_dict().items()}, record
+    try:
+        part, record = fit_part(*args)
+        send.send(("ok", ({k: v.numpy() for k, v in part.state_dict().items()}, record)))
+    except BaseException as exc:  # told to the parent, which stacks without the part
+        send.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        send.close()
 
 
-def _stop(pool: Any) -> None:
-    """End a pool's process and release its resources."""
-    pool.terminate()
-    pool.join()
+def _stop(proc: Any, recv: Any) -> None:
+    """End the second process (if it still runs) and release its pipe."""
+    if proc.is_alive():
+        proc.terminate()
+    proc.join()
+    recv.close()
 
 
 class DirectJob:
@@ -283,20 +290,38 @@ class DirectJob:
         self.network_share = 1.0 if self.parallel else 0.5
         minutes = cfg.minutes if self.parallel else cfg.minutes * (1.0 - self.network_share)
         self.args = (cfg, train, val, cols, clocks, size, minutes)
-        self._pool: Any = None
+        self.process: Any = None
         if self.parallel:
-            self._pool = multiprocessing.get_context("spawn").Pool(1)
-            self._pending = self._pool.apply_async(_job, (self.args,))
-            self._end = weakref.finalize(self, _stop, self._pool)  # also if never asked
+            ctx = multiprocessing.get_context("spawn")
+            self._recv, send = ctx.Pipe(duplex=False)
+            self.process = ctx.Process(target=_job, args=(self.args, send), daemon=True)
+            self.process.start()
+            send.close()  # the child holds the only sending end: its death is seen at once
+            self._end = weakref.finalize(self, _stop, self.process, self._recv)
+
+    def _wait(self, seconds: float) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The second process's weights and record; raises if it failed, died or overran."""
+        if not self._recv.poll(seconds):
+            raise TimeoutError(f"no answer within {seconds:.0f} s")
+        try:
+            status, payload = self._recv.recv()
+        except EOFError:  # the process ended without a word: killed, out of memory, crashed
+            self.process.join(5.0)
+            raise RuntimeError(
+                f"the second process ended with exit code {self.process.exitcode}"
+            ) from None
+        if status != "ok":
+            raise RuntimeError(payload)
+        return payload
 
     def result(self, progress: bool = False) -> tuple[DirectPart | None, dict[str, Any]]:
         """The trained part and its record (``None`` and the error if its process failed)."""
-        if self._pool is None:
+        if self.process is None:
             part, record = fit_part(*self.args, progress=progress)
             return part, record | {"process": "after the network"}
         cfg, train, _, (_, mv, dv), _, _, minutes = self.args
         try:
-            state, record = self._pending.get(timeout=minutes * 60.0 + 300.0)
+            state, record = self._wait(minutes * 60.0 + 300.0)
         except Exception as exc:  # a failed second process costs the part, not the twin
             log.warning("the direct part's training failed (%s): stacked without it", exc)
             return None, {"error": f"{type(exc).__name__}: {exc}"}
