@@ -259,10 +259,12 @@ def _job(args: tuple[Any, ...], send: Any) -> None:
 
 
 def _stop(proc: Any, recv: Any) -> None:
-    """End the second process (if it still runs) and release its pipe."""
+    """End the second process and release its pipe: one that answered is let exit, one that
+    still trains (its twin's training was abandoned) is terminated."""
+    proc.join(timeout=2.0)
     if proc.is_alive():
         proc.terminate()
-    proc.join()
+        proc.join()
     recv.close()
 
 
