@@ -13,11 +13,10 @@ setpoint), not a noisy measurement of them, so a move is judged against the valu
 
 :func:`score` evaluates a run on the plant's *noise-free* outputs (the true trajectory, not the
 sensors) with the controller's own objective (see :mod:`twin.control.controller`), summed over consecutive
-P-sample windows and averaged per window, P = min(H, 30) (:attr:`twin.control.problem.Problem.per`:
-what the controller divides its tracking sum by)::
+H-sample windows and averaged per window::
 
     J = 1/N sum_k [ sum_c w_c ((y_kc - sp_kc) / span_c)^2 + lw sum_c over_kc^2 / span_c^2 ]
-      + P/N sum_k sum_m mw_m (du_km / span_m)^2
+      + H/N sum_k sum_m mw_m (du_km / span_m)^2
 
 so a PI loop and the MPCs are scored alike.
 """
@@ -39,7 +38,6 @@ from benchmarks.pid import DecentralisedPI
 from connectors.sim.base import SimPlant
 from connectors.sim.plants import make_plant
 from twin.control.controller import Controller
-from twin.control.problem import SHAPED_HORIZON
 from twin.spec import PlantSpec
 
 log = logging.getLogger(__name__)
@@ -365,7 +363,7 @@ def score(
     limit = float(limit_weight * over.sum() / n)
     du = np.diff(trace.u, axis=0)
     mv_span = np.array([t.span for t in mvs])
-    move = float(min(horizon, SHAPED_HORIZON) * (move_weight * (du / mv_span) ** 2).sum() / n)
+    move = float(horizon * (move_weight * (du / mv_span) ** 2).sum() / n)
     period_min = spec.sample_period / 60.0
     tracked = [i for i, t in enumerate(cvs) if weights[t.name] > 0]
     final = slice(n - max(1, round(scenario.final * n)), n)

@@ -151,31 +151,6 @@ def test_first_move_and_plan_match_the_batch_least_squares_optimum(mw: float) ->
         assert rec.forecast.mean[k, :2] == pytest.approx(y, abs=1e-9)
 
 
-def test_a_longer_horizon_keeps_the_moves_of_the_horizon_the_settings_were_chosen_at() -> None:
-    """On a plant that settles within 30 samples, H = 120 recommends what H = 30 does.
-
-    The settings (six blocks, the move weight against the tracking error) were chosen at H = 30.
-    Averaged over 120 samples, most of them settled, the transient's error would weigh a
-    quarter as much against the moves; and six blocks spread over 120 samples would hold the
-    first move for three.
-    """
-    spec = make_spec(n_cv=1, n_mv=1, cv_lim=10.0, weights=(1.0,))
-    a, b = np.array([[0.8]]), np.array([[0.2]])  # time constant 4.5 samples, gain 1
-    rows = np.zeros((5, 2))
-
-    def first_moves(horizon: int) -> tuple[np.ndarray, Controller]:
-        ctl = Controller(LinearModel(spec, a, b, horizon=horizon), move_weight=0.1)
-        rec = ctl.recommend(frame(spec, rows), {"y0": 5.0})
-        assert rec.success, rec.message
-        return np.array(rec.moves[0].plan[:8]), ctl
-
-    short, ctl30 = first_moves(30)
-    long, ctl120 = first_moves(120)
-    assert ctl120.starts.tolist() == [*ctl30.starts.tolist(), 30, 60]
-    assert short[0] > 1.0  # the step is taken at once, not crept up to
-    assert long == pytest.approx(short, rel=0.02, abs=1e-3)
-
-
 def test_warm_start_on_the_next_sample_keeps_the_optimum() -> None:
     """Applying the first move and asking again gives the new optimum (not the old plan)."""
     spec = make_spec()

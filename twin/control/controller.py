@@ -17,10 +17,10 @@ Each cycle has two stages, as in industrial (DMC-style) MPC:
 2. **Dynamic plan**: the moves over the horizon ``k = 1..H`` (CVs ``c``, MVs ``m``, block
    starts ``j``) that minimise::
 
-    J = 1/P sum_k sum_c w_c ((y_kc - r_c) / s_c)^2                               tracking
+    J = 1/H sum_k sum_c w_c ((y_kc - r_c) / s_c)^2                               tracking
       + sum_j sum_m mw_m (du_jm / span_m)^2                                      move suppression
-      + limit_weight/P sum_k sum_c (relu(y_kc - hi_c)^2 + relu(lo_c - y_kc)^2) / s_c^2
-      + risk_weight/P  sum_k sum_c (relu(y_kc + b_kc - hi_c)^2 + relu(lo_c - y_kc + b_kc)^2) / s_c^2
+      + limit_weight/H sum_k sum_c (relu(y_kc - hi_c)^2 + relu(lo_c - y_kc)^2) / s_c^2
+      + risk_weight/H  sum_k sum_c (relu(y_kc + b_kc - hi_c)^2 + relu(lo_c - y_kc + b_kc)^2) / s_c^2
       + target_weight sum_m ((v_Mm - u_ss_m) / span_m)^2                         steady-state target
 
 ``y`` the offset-corrected mean forecast of the CVs, ``b`` its band half-width (the risk term
@@ -30,9 +30,7 @@ for a CV without a setpoint: it is held only within its zone), ``s_c`` the CV's 
 (:attr:`twin.spec.Tag.error_scale`: its ``scale``, else its operating range, else its
 instrument span), ``[lo_c, hi_c]`` its zone (operating limits as the targets relaxed them, else
 instrument limits), ``mw`` ``move_weight``, ``du_jm`` the move of MV m at block start j (the
-first from the current value), ``u_ss`` the MV targets, ``span_m`` the MV's instrument span,
-``P = min(H, 30)``: the settings were chosen at H = 30, and a longer horizon sums the tracking
-error of its extra samples without diluting that of the first 30 (:mod:`twin.control.problem`).
+first from the current value), ``u_ss`` the MV targets, ``span_m`` the MV's instrument span.
 
 - **Why targets**: a horizon shorter than the settling time of a plant whose interaction
   changes sign over time (the quadruple tank in its non-minimum-phase configuration) lets the
@@ -46,8 +44,8 @@ error of its extra samples without diluting that of the first 30 (:mod:`twin.con
   data below a threshold) knows nothing of its effect: it is held at its current value and
   named in every recommendation, unless released (``release=``, ``twin run --release TAG``).
 - **Move blocking**: the MVs move only at ``control_horizon`` block starts spread over the
-  horizon's first 30 samples, and at 30, 60, 120, ... samples of a longer one
-  (:func:`twin.control.problem.block_starts`, or ``blocks=`` lengths), and hold in between.
+  horizon (:func:`twin.control.problem.block_starts`, or ``blocks=`` lengths) and hold in
+  between.
 - **Hard limits**: every planned value lies in the MV's operating limits (else ``[lo, hi]``)
   and every move within the rate limit, by construction of the QP and by a final per-sample projection checked in float64
   (``limits_held``). An MV found outside its range moves back toward it at the rate limit;

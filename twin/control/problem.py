@@ -8,15 +8,6 @@ and ``|v_j - v_{j-1}| <= rate`` with ``v_{-1}`` the current MV. Every iterate of
 plans never leaves it. :mod:`twin.control.controller` documents the objective;
 :meth:`Problem.objective` computes it. :func:`project` and :func:`limits_held` force and check
 the hard limits on the final per-sample plan.
-
-**Horizons beyond 30 samples.** The controller's settings (six move blocks, the move weight
-against the tracking error) were chosen at the default horizon of 30 samples
-(:data:`SHAPED_HORIZON`). A longer horizon keeps them meaning what they meant there: the
-tracking, limit and risk terms are summed per sample over the horizon and divided by
-``min(H, 30)`` (:attr:`Problem.per`), not by H, so that a transient's error costs the same
-against a move whatever the horizon, and is not diluted by a settled tail; the blocks over the
-first 30 samples are those of H = 30, and further ones start at 30, 60, 120, ... samples
-(:func:`block_starts`). At H <= 30 both are as before.
 """
 
 from __future__ import annotations
@@ -25,36 +16,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: the horizon (samples) at which the controller's settings were chosen; see the module doc
-SHAPED_HORIZON = 30
-
 
 def block_starts(horizon: int, control_horizon: int) -> np.ndarray:
-    """First samples of the move blocks over ``horizon`` samples: 0, then spreading out.
+    """First samples ``[M]`` of the M move blocks over ``horizon`` samples: 0, then spreading out.
 
-    Over ``H' = min(H, 30)`` samples, M = ``control_horizon`` blocks: block j starts near
-    ``H' (j / M)^2`` (at least one sample after block j-1): early moves one sample apart, later
-    ones far apart, so M moves reach across the horizon. A horizon longer than 30 samples
-    (:data:`SHAPED_HORIZON`) adds a block at 30, 60, 120, ... samples: the first moves keep the
-    resolution they have at H = 30, and the plan still moves across the whole horizon.
+    Block j starts near ``H (j / M)^2`` (at least one sample after block j-1): early moves one
+    sample apart, later ones far apart, so M moves reach across the whole horizon.
     """
-    longer = _doublings(horizon)
-    horizon = min(horizon, SHAPED_HORIZON)
     m = max(1, min(control_horizon, horizon))
     starts = [0]
     for j in range(1, m):
         s = max(starts[-1] + 1, round(horizon * (j / m) ** 2))
         starts.append(min(s, horizon - (m - j)))
-    return np.array(starts + longer, dtype=np.int64)
-
-
-def _doublings(horizon: int) -> list[int]:
-    """``30, 60, 120, ...`` below ``horizon``."""
-    out, s = [], SHAPED_HORIZON
-    while s < horizon:
-        out.append(s)
-        s *= 2
-    return out
+    return np.array(starts, dtype=np.int64)
 
 
 def starts_from_blocks(blocks: tuple[int, ...], horizon: int) -> np.ndarray:
@@ -96,11 +70,6 @@ class Problem:
     """``[n_mv]`` the steady-state MV target (None: no target term)"""
 
     @property
-    def per(self) -> int:
-        """What the tracking, limit and risk sums are divided by: ``min(H, 30)`` (module doc)."""
-        return min(self.horizon, SHAPED_HORIZON)
-
-    @property
     def shape(self) -> tuple[int, int]:
         """``(M, n_mv)``."""
         return len(self.starts), len(self.u0)
@@ -138,7 +107,7 @@ class Problem:
 
     def objective(self, x: np.ndarray, y: np.ndarray, h: np.ndarray) -> np.ndarray:
         """``J [B]`` of plans ``x [B, nx]`` with CV forecasts ``y, h [B, H, n_cv]``."""
-        n = self.per
+        n = self.horizon
         e = (y - self.sp) / self.cv_scale
         track = (self.track_w * e**2).sum((1, 2)) / n
         move = (self.move_w * (self.moves(x) / self.mv_span) ** 2).sum((1, 2))

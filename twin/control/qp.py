@@ -40,10 +40,9 @@ def qp_step(
     solution is exact; otherwise a constrained least squares (:func:`lsi`) inside an
     active-set loop over the hinges solves it (SLSQP took 10-20 ms here, this well under 1).
     """
-    n, nx = p.per, len(x0)
+    n, nx = p.horizon, len(x0)
     m, n_mv = p.shape
-    # least-squares rows: tracking sqrt(w/P)/span * (y0 + J dx - sp) (P = min(H, 30)),
-    # moves sqrt(mw)/span * dv
+    # least-squares rows: tracking  sqrt(w/H)/span * (y0 + J dx - sp), moves sqrt(mw)/span * dv
     wt = np.sqrt(p.track_w / n) / p.cv_scale  # [n_cv]
     a_t = (jy * wt[None, :, None]).reshape(-1, nx)
     b_t = ((p.sp - y0) * wt).reshape(-1) + a_t @ x0
