@@ -17,7 +17,7 @@ Each cycle has two stages, as in industrial (DMC-style) MPC:
 2. **Dynamic plan**: the moves over the horizon ``k = 1..H`` (CVs ``c``, MVs ``m``, block
    starts ``j``) that minimise::
 
-    J = 1/H sum_k sum_c w_c (((y_kc - r_c) / s_c)^2 + uw (b_kc / s_c)^2)          tracking
+    J = 1/H sum_k sum_c w_c ((y_kc - r_c) / s_c)^2                               tracking
       + sum_j sum_m mw_m (du_jm / span_m)^2                                      move suppression
       + limit_weight/H sum_k sum_c (relu(y_kc - hi_c)^2 + relu(lo_c - y_kc)^2) / s_c^2
       + risk_weight/H  sum_k sum_c (relu(y_kc + b_kc - hi_c)^2 + relu(lo_c - y_kc + b_kc)^2) / s_c^2
@@ -30,10 +30,7 @@ for a CV without a setpoint: it is held only within its zone), ``s_c`` the CV's 
 (:attr:`twin.spec.Tag.error_scale`: its ``scale``, else its operating range, else its
 instrument span), ``[lo_c, hi_c]`` its zone (operating limits as the targets relaxed them, else
 instrument limits), ``mw`` ``move_weight``, ``du_jm`` the move of MV m at block start j (the
-first from the current value), ``u_ss`` the MV targets, ``span_m`` the MV's instrument span,
-``uw`` ``uncertainty_weight`` (default ``1 / 1.645^2``: the 90 % band read as +-1.645 standard
-deviations makes the tracking term the *expected* squared error, not the mean's; the band
-widens where the ensemble's members disagree, as on moves their data did not pin down).
+first from the current value), ``u_ss`` the MV targets, ``span_m`` the MV's instrument span.
 
 - **Why targets**: a horizon shorter than the settling time of a plant whose interaction
   changes sign over time (the quadruple tank in its non-minimum-phase configuration) lets the
@@ -141,8 +138,7 @@ class Controller:
     ``control_horizon``: number of move blocks (or ``blocks``: their lengths, summing to the
     horizon); ``track_weights``: per-CV weight (default: the spec's); ``move_weight``: one or
     per MV (0.1 for an MV not named); ``limit_weight`` / ``risk_weight``: soft CV limits on the
-    mean / on the band; ``uncertainty_weight``: the band's square in the tracking term (0: the
-    mean's error alone); ``target_weight``: the steady-state target term (0: none; with no
+    mean / on the band; ``target_weight``: the steady-state target term (0: none; with no
     setpoint ``u_ss`` is the current MVs); ``offset_free``: the correction of
     :mod:`twin.control.offset`, with ``offset_points`` nodes (None: every step); ``frozen``:
     MVs held at their current value (default: ``model.unmoved_mvs()`` when the model has it),
@@ -163,7 +159,6 @@ class Controller:
         move_weight: float | dict[str, float] = 0.1,
         limit_weight: float = 100.0,
         risk_weight: float = 0.0,
-        uncertainty_weight: float = 1.0 / 1.645**2,
         target_weight: float = 0.1,
         offset_free: bool = True,
         max_iter: int = 3,
@@ -223,13 +218,12 @@ class Controller:
         for label, arr in (("track_weights", self.track_w), ("move_weight", self.move_w)):
             if not (np.isfinite(arr).all() and (arr >= 0).all()):
                 raise TwinError(f"{label} must be finite and >= 0, got {arr.tolist()}")
-        weights = tuple(map(float, (limit_weight, risk_weight, uncertainty_weight, target_weight)))
-        if not (all(math.isfinite(w) and w >= 0 for w in weights) and max_iter >= 1):
+        if not (limit_weight >= 0 and risk_weight >= 0 and target_weight >= 0 and max_iter >= 1):
             raise TwinError(
-                "limit_weight, risk_weight, uncertainty_weight and target_weight must be finite "
-                f"and >= 0 and max_iter >= 1, got {weights} and {max_iter}"
+                "limit_weight, risk_weight and target_weight must be >= 0 and max_iter >= 1"
             )
-        self.limit_weight, self.risk_weight, self.uncertainty_weight, self.target_weight = weights
+        self.limit_weight, self.risk_weight = float(limit_weight), float(risk_weight)
+        self.target_weight = float(target_weight)
         self.offset_free, self.max_iter, self.threads = offset_free, int(max_iter), threads
         if jit is None:
             from twin.model.twin import Twin
@@ -339,7 +333,6 @@ class Controller:
             limit_w=self.limit_weight,
             risk_w=self.risk_weight,
             target_w=self.target_weight,
-            band_w=self.uncertainty_weight,
         )
 
     def _retarget(self, p: Problem, x: np.ndarray, y0: np.ndarray, jy: np.ndarray) -> Problem:
@@ -392,9 +385,12 @@ class Controller:
         hold = np.repeat(p.u0[None], len(self.starts), 0)
         if self._plan is None or self._plan_ts is None or self._plan.shape[0] != self.horizon:
             return hold
-        period_us = self.spec.sample_period * 1e6
-        shift = round(float((ts_now - self._plan_ts) / np.timedelta64(1, "us")) / period_us)
+        shift = round(float((ts_now - self._plan_ts) / np.timedelta64(1, "us")) / self._period_us)
         if not 0 <= shift < self.horizon:
             return hold
         plan = np.concatenate([self._plan[shift:], np.repeat(self._plan[-1:], shift, 0)])
         return plan[self.starts]
+
+    @property
+    def _period_us(self) -> float:
+        return self.spec.sample_period * 1e6

@@ -68,9 +68,6 @@ class Problem:
     """weight of the steady-state target term on the last block (:mod:`twin.control.targets`)"""
     u_target: np.ndarray | None = None
     """``[n_mv]`` the steady-state MV target (None: no target term)"""
-    band_w: float = 0.0
-    """weight of the band's square in the tracking term (the expected squared error, not the
-    mean's: :class:`twin.control.controller.Controller`'s ``uncertainty_weight``)"""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -113,8 +110,6 @@ class Problem:
         n = self.horizon
         e = (y - self.sp) / self.cv_scale
         track = (self.track_w * e**2).sum((1, 2)) / n
-        if self.band_w > 0:
-            track = track + self.band_w * (self.track_w * (h / self.cv_scale) ** 2).sum((1, 2)) / n
         move = (self.move_w * (self.moves(x) / self.mv_span) ** 2).sum((1, 2))
         total = track + move
         if self.u_target is not None and self.target_w > 0:

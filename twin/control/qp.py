@@ -51,10 +51,6 @@ def qp_step(
     a_m = np.kron(diff, np.diag(wm))
     b_m = np.concatenate([p.u0 * wm, np.zeros((m - 1) * n_mv)])
     a, b = np.vstack([a_t, a_m]), np.concatenate([b_t, b_m])
-    if p.band_w > 0:  # the band in the tracking term: sqrt(bw w/H)/span * (h0 + Jh dx)
-        wb = np.sqrt(p.band_w * p.track_w / n) / p.cv_scale
-        a_b = (jh * wb[None, :, None]).reshape(-1, nx)
-        a, b = np.vstack([a, a_b]), np.concatenate([b, a_b @ x0 - (h0 * wb).reshape(-1)])
     if p.u_target is not None and p.target_w > 0:  # sqrt(tw)/span * (v_M - u_target)
         wg = math.sqrt(p.target_w) / p.mv_span
         a_g = np.zeros((n_mv, nx))
