@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--time-scales",
         choices=("given", "auto"),
         help="'auto': window and horizon from the identified linear model's dead and settling "
-        "times (a --window or --horizon given is kept); default 'given' (24 and 30)",
+        "times (a --window or --horizon given is kept); default 'given' (24 and 30), which "
+        "the controller was tuned at: keep it for a twin you will control with",
     )
     p.add_argument(
         "--linear-init",
