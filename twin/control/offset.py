@@ -50,13 +50,8 @@ class OffsetCorrection:
         horizon: int,
         points: int | None,
         cols: tuple[list[int], list[int], list[int]],
-        keep: float = 0.7,
     ) -> None:
         self.horizon = horizon
-        self.keep = keep
-        """the share of the last correction kept in the next one (a first-order filter over the
-        samples: the twin's k-step forecasts wander from one sample to the next, the oracle's
-        do not)"""
         count = horizon if points is None else max(1, min(int(points), horizon))
         self.steps = np.unique(np.round(np.geomspace(1, horizon, count)).astype(np.int64))
         """the nodes k at which ``yhat(t | t-k)`` is measured"""
@@ -64,9 +59,8 @@ class OffsetCorrection:
         self.reset()
 
     def reset(self) -> None:
-        """Forget the cached past windows and the last correction."""
+        """Forget the cached past windows."""
         self._pasts: dict[tuple[np.datetime64, bytes], Tensor] = {}
-        self._last: np.ndarray | None = None
 
     def members(
         self,
@@ -137,7 +131,4 @@ class OffsetCorrection:
                 offset[:, c] = np.interp(steps, ks, err - s * gn) + s * g
         if not np.isfinite(offset).all():
             raise SolveError("non-finite offset correction")
-        if self._last is not None and self._last.shape == offset.shape and self.keep > 0:
-            offset = (1.0 - self.keep) * offset + self.keep * self._last
-        self._last = offset
         return offset
