@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -23,24 +22,20 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.control_seeds import training_frame  # noqa: E402
 from connectors.sim.plants import make_plant  # noqa: E402
-from connectors.sim.record import record  # noqa: E402
 from twin.model.dataset import cv_columns, frame_to_array, make_windows  # noqa: E402
 from twin.model.direct import DirectPart  # noqa: E402
 from twin.model.network import TwinConfig  # noqa: E402
 from twin.model.stack import Stacked  # noqa: E402
 from twin.model.twin import Twin  # noqa: E402
-from twin.store.historian import Historian  # noqa: E402
-
-START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def main(plant: str, hours: float) -> None:
-    root = tempfile.mkdtemp()
-    sim = make_plant(plant, seed=1)
-    record(sim, hours, root, seed=1, start=START, progress=False)
-    frame = Historian(root).frame(sim.spec, START, START + timedelta(hours=hours))
-    twin = Twin.fit(sim.spec, frame, TwinConfig(minutes=1, seed=1, direct=True), progress=True)
+    spec = make_plant(plant).spec
+    with tempfile.TemporaryDirectory() as root:
+        frame = training_frame(plant, hours, Path(root), seed=1)
+    twin = Twin.fit(spec, frame, TwinConfig(minutes=1, seed=1, direct=True), progress=True)
     rec = twin.metrics["linear_init"]["stack"]
     print(f"{plant}: direct part {rec.get('direct')}")
     print("  its weight per step:", {k: v.get("direct GRU") for k, v in rec["weight"].items()})
@@ -50,12 +45,12 @@ def main(plant: str, hours: float) -> None:
         print("  the stack dropped the part")
         return
     part = found[0]
-    values, ok = frame_to_array(frame.tail(3000), sim.spec)
-    w = make_windows(values, ok, sim.spec, twin.window, twin.horizon, twin.normalizer)
+    values, ok = frame_to_array(frame.tail(3000), spec)
+    w = make_windows(values, ok, spec, twin.window, twin.horizon, twin.normalizer)
     take = np.linspace(0, len(w) - 1, 200).astype(int)
     past = torch.as_tensor(w.past[take])
     future = torch.as_tensor(w.future[take]).clone().requires_grad_(True)
-    cv, mv = cv_columns(sim.spec), part.mv_cols
+    cv, mv = cv_columns(spec), part.mv_cols
     y = part.rollout(past, future).y[0]
     jac = np.zeros((twin.horizon, twin.horizon))  # [step k, move j]
     for k in range(twin.horizon):
