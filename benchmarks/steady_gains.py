@@ -71,9 +71,9 @@ def step_curves(
     return diffs
 
 
-def plant_read(ss: SteadyMap, u: np.ndarray, span: np.ndarray, horizon: int) -> np.ndarray:
-    """The plant's own gains ``[n_cv, n_mv]`` per MV span as a controller of ``horizon`` reads
-    them: its noise-free step responses from the steady state at ``u``, tail-extrapolated."""
+def plant_curves(ss: SteadyMap, u: np.ndarray, span: np.ndarray, horizon: int) -> list[np.ndarray]:
+    """The plant's noise-free step responses ``[H, n_cv]`` per MV span, one per MV (as
+    :func:`step_curves`), from the steady state at ``u`` over ``horizon`` samples."""
 
     def respond(*plans: np.ndarray) -> np.ndarray:
         curves = []
@@ -81,15 +81,23 @@ def plant_read(ss: SteadyMap, u: np.ndarray, span: np.ndarray, horizon: int) -> 
             sim = make_plant(ss.plant.name, noise=False)
             sim.x = sim.steady_state(u, sim.d0)
             move = dict(zip(sim.mv_names, plan.tolist(), strict=True))
-            curves.append([[sim.step(move)[c] for c in ss.cvs] for _ in range(horizon)])
+            outs = [sim.step(move) for _ in range(horizon)]  # one plant step per sample
+            curves.append([[out[c] for c in ss.cvs] for out in outs])
         return np.array(curves)
 
-    return np.stack([final_values(d)[0] for d in step_curves(u, span, respond)], axis=1)
+    return step_curves(u, span, respond)
 
 
-def twin_gains(twin: Twin, row: np.ndarray, u: np.ndarray, span: np.ndarray) -> dict[str, Any]:
-    """The twin's gains ``[n_cv, n_mv]`` per MV span from the steady state ``row``: read at H,
-    and extrapolated from the tail as the controller's steady-state targets read them."""
+def plant_read(ss: SteadyMap, u: np.ndarray, span: np.ndarray, horizon: int) -> np.ndarray:
+    """The plant's own gains ``[n_cv, n_mv]`` per MV span as a controller of ``horizon`` reads
+    them: its noise-free step responses from the steady state at ``u``, tail-extrapolated."""
+    curves = plant_curves(ss, u, span, horizon)
+    return np.stack([final_values(d)[0] for d in curves], axis=1)
+
+
+def twin_curves(twin: Twin, row: np.ndarray, u: np.ndarray, span: np.ndarray) -> list[np.ndarray]:
+    """The twin's step responses ``[H, n_cv]`` per MV span, one per MV (as :func:`step_curves`),
+    forecast from the steady state ``row`` held over its window."""
     past = np.repeat(row[None, :], twin.window, axis=0)
     past_norm = torch.as_tensor(twin.normalizer.norm(past), dtype=torch.float32)
     cvs = [j for j, t in enumerate(twin.spec.tags) if t.role == "cv"]
@@ -100,7 +108,13 @@ def twin_gains(twin: Twin, row: np.ndarray, u: np.ndarray, span: np.ndarray) -> 
             mean, _ = twin.torch_rollout(past_norm, torch.as_tensor(held, dtype=torch.float32))
         return mean.numpy()[..., cvs]
 
-    diffs = step_curves(u, span, respond)
+    return step_curves(u, span, respond)
+
+
+def twin_gains(twin: Twin, row: np.ndarray, u: np.ndarray, span: np.ndarray) -> dict[str, Any]:
+    """The twin's gains ``[n_cv, n_mv]`` per MV span from the steady state ``row``: read at H,
+    and extrapolated from the tail as the controller's steady-state targets read them."""
+    diffs = twin_curves(twin, row, u, span)
     return {
         "at_H": np.stack([d[-1] for d in diffs], axis=1),
         "final": np.stack([final_values(d)[0] for d in diffs], axis=1),
