@@ -106,6 +106,10 @@ MODELS_HELP = (
     "folder with a twin per plant (zoo mode: DIR/<plant>-seed<s>, used if there, else trained "
     "and saved there)"
 )
+DATA_SEED_HELP = (
+    "zoo mode: record one history with this seed and train every seed's twin on it (default: "
+    "each training seed records its own history)"
+)
 MINUTES_HELP = "training budget of a new twin (default 2.5; zoo mode 1)"
 OUT_HELP = "results folder (default benchmarks/results, zoo mode benchmarks/results/control-zoo)"
 
@@ -245,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("folders", nargs="*", type=Path, help="compare: BEFORE AFTER")
     p.add_argument("--plants", default=",".join(sorted(PLANTS)), help=PLANTS_HELP)
     p.add_argument("--seeds", default=None, help="training seeds, e.g. 1,2,3 (zoo mode)")
+    p.add_argument("--data-seed", type=int, default=None, help=DATA_SEED_HELP)
     p.add_argument("--shard", default=None, help="i/n: this process's share of the runs (zoo)")
     p.add_argument("--baselines", action="store_true", help="zoo mode: ARX MPC and PI too")
     p.add_argument("--force", action="store_true", help="zoo mode: rerun stored runs")
@@ -290,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                 steps=args.steps,
                 settings=parse_settings(args.set) | ({"stack": False} if args.no_stack else {}),
                 models=args.models,
+                data_seed=args.data_seed,
             )
         if args.step == "report" or not args.shard:
             print(write_report(plants, seeds, out, command))

@@ -270,10 +270,18 @@ def zoo_markdown(runs: list[dict[str, Any]], summary: dict[str, Any], command: s
     """The zoo report: per plant the ratio per seed, mean and spread; the targets."""
     seeds = sorted({int(s) for d in summary["plants"].values() for s in d["ratios"]})
     by_key = {(r["plant"], r["seed"]): r for r in runs}
+    data = {r.get("data_seed", r["seed"]) for r in runs}
+    own = all(r.get("data_seed", r["seed"]) == r["seed"] for r in runs)
+    history = (
+        "24 h of history recorded with that seed"
+        if own
+        else f"24 h of history recorded with seed {'/'.join(str(d) for d in sorted(data))} "
+        "(one history per plant, the same for every training seed)"
+    )
     lines = [
         "# Control benchmark over the zoo and training seeds",
         "",
-        f"`{command}`. Per plant and training seed: 24 h of history recorded with that seed, a "
+        f"`{command}`. Per plant and training seed: {history}, a "
         "twin trained on it (`TwinConfig` defaults, its `minutes` and `seed` as stated), the "
         "twin MPC and the oracle MPC (the same `Controller` on the plant's own physics from its "
         "true state) on the plant's closed-loop scenario (generated from the plant itself, "

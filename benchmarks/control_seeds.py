@@ -90,12 +90,15 @@ def run_seed(
     steps: int | None,
     settings: dict[str, Any] | None = None,
     models: Path | None = None,
+    data_seed: int | None = None,
 ) -> dict[str, Any]:
     """One plant and training seed: train the twin, run the MPCs, score them (plain data).
 
     ``models``: a folder of twins ``<plant>-seed<seed>``: one found there is used instead of
     training (so that two controller versions are compared on the same twins), one trained is
-    saved there.
+    saved there. ``data_seed``: record the history with this seed whatever the training seed
+    (one plant history, several twins trained on it, as a user has); None: the training seed's
+    own history (the seed moves data and initialisation alike).
     """
     t0 = time.perf_counter()
     spec = make_plant(plant).spec
@@ -103,7 +106,9 @@ def run_seed(
     scenario = scenario.with_steps(steps) if steps else scenario
     timing: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="control-zoo-") as tmp:
-        frame = training_frame(plant, TRAIN_HOURS, Path(tmp), seed)
+        frame = training_frame(
+            plant, TRAIN_HOURS, Path(tmp), seed if data_seed is None else data_seed
+        )
     timing["record_s"] = time.perf_counter() - t0
     saved = None if models is None else models / f"{plant}-seed{seed}"
     if saved is not None and (saved / "model.pt").is_file():
@@ -155,6 +160,7 @@ def run_seed(
     return {
         "plant": plant,
         "seed": seed,
+        "data_seed": seed if data_seed is None else data_seed,
         "ratio": results["twin"]["J"] / results["oracle"]["J"] if ok else None,
         "scenario": describe(scenario, spec),
         "twin": {
