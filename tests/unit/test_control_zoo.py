@@ -26,6 +26,7 @@ from benchmarks.control_zoo import (
     scenario_for,
     zoo_design,
 )
+from benchmarks.steady_gains import STEP, plant_curves
 from connectors.sim.plants import make_plant
 
 PLANTS = ("zoo-2", "zoo-5")  # development plants only: nothing is looked at on the held-out set
@@ -126,3 +127,26 @@ def test_compare_pairs_the_runs_stored_in_both_folders(tmp_path: Path) -> None:
     assert "zoo-5" not in text and "zoo-9" not in text  # stored in one folder only
     assert "twin **0.500**, oracle **1.000**" in text
     assert "went down on 1 of 1 runs" in text
+
+
+def test_the_plants_step_response_covers_one_sample_per_step() -> None:
+    """What the oracle reads over H (``steady_gains.plant_curves``) is the plant H samples after
+    the step, not a multiple of H: zoo-5 has three CVs, and its level keeps moving over 30 samples,
+    so a reading that stepped the plant once per CV would read it three times as far."""
+    ss = SteadyMap("zoo-5")
+    u = ss.plant.u0.copy()
+    span = np.array([t.hi - t.lo for t in ss.plant.spec.mvs])
+    horizon = 30
+    curves = plant_curves(ss, u, span, horizon)
+    ends = []
+    for sign in (1.0, -1.0):
+        sim = make_plant("zoo-5", noise=False)
+        sim.x = sim.steady_state(u, sim.d0)
+        plan = u.copy()
+        plan[1] += sign * STEP * span[1]
+        for _ in range(horizon):
+            out = sim.step(dict(zip(sim.mv_names, plan.tolist(), strict=True)))
+        ends.append([out[c] for c in ss.cvs])
+    expected = (np.array(ends[0]) - np.array(ends[1])) / (2 * STEP)
+    np.testing.assert_allclose(curves[1][-1], expected, rtol=1e-9, atol=1e-9)
+    assert abs(curves[1][-1][0]) > 1.0  # the level does move over the horizon
