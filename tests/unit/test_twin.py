@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -266,8 +267,8 @@ def test_readout_mlp_trains_and_round_trips(tmp_path) -> None:
     assert TwinConfig.from_dict(old).readout_hidden == 0  # a folder from before the option
 
 
-def test_train_command_writes_a_loadable_twin(tmp_path, capsys) -> None:
-    import twin.cli
+def _lti_historian(tmp_path: Path) -> Path:
+    """900 samples of the LTI plant in a historian under ``tmp_path``, and its spec file."""
     from twin.store.historian import Historian
 
     frame, _ = simulate(900, seed=21)
@@ -277,6 +278,13 @@ def test_train_command_writes_a_loadable_twin(tmp_path, capsys) -> None:
     Historian(tmp_path / "hist").append(long.select("tag", "ts", "value", "status"))
     spec_file = tmp_path / "lti.toml"
     spec_file.write_text(SPEC_TOML.format(unit="m"), encoding="utf-8")
+    return spec_file
+
+
+def test_train_command_writes_a_loadable_twin(tmp_path, capsys) -> None:
+    import twin.cli
+
+    spec_file = _lti_historian(tmp_path)
     argv = ["train", "--spec", str(spec_file), "--historian", str(tmp_path / "hist")]
     argv += ["--out", str(tmp_path / "model"), "--minutes", "0.05", "--window", "8"]
     argv += ["--horizon", "12", "--ensemble", "2", "--seed", "1"]
@@ -287,3 +295,23 @@ def test_train_command_writes_a_loadable_twin(tmp_path, capsys) -> None:
     assert loaded.horizon == 12 and loaded.config.ensemble == 2
     missing = ["train", "--spec", str(spec_file), "--historian", str(tmp_path / "none")]
     assert twin.cli.main([*missing, "--out", str(tmp_path / "m2")]) == 2
+
+
+def test_train_command_paced_by_epochs_makes_the_same_twin_twice(tmp_path) -> None:
+    """With --max-epochs binding well inside --minutes, the same data and seed give the same
+    weights whatever the machine's load (the clock neither cuts nor paces the run)."""
+    import twin.cli
+
+    spec_file = _lti_historian(tmp_path)
+    argv = ["train", "--spec", str(spec_file), "--historian", str(tmp_path / "hist")]
+    argv += ["--minutes", "10", "--max-epochs", "3", "--window", "8", "--horizon", "12"]
+    argv += ["--ensemble", "2", "--seed", "5"]
+    for name in ("a", "b"):
+        assert twin.cli.main([*argv, "--out", str(tmp_path / name)]) == 0
+    a, b = (Twin.load(tmp_path / name, spec=lti_spec()) for name in ("a", "b"))
+    assert a.metrics["training"]["epochs"] == 3
+    assert "max_epochs" in a.metrics["training"]["stopped"] + a.metrics["training"]["reason"]
+    for (name, p), q in zip(
+        a.model.state_dict().items(), b.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(p, q), name

@@ -33,7 +33,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_historian_arg(p, help="historian", frames=True)
     p.add_argument("--out", required=True, type=Path, metavar="MODEL", help="folder to write")
     p.add_argument("--minutes", type=float, default=None, help="training budget (default 2.5)")
-    p.add_argument("--seed", type=int, default=0, help="seed: same data and seed, same twin")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the initialisation and the batches. Same data, seed and settings give the "
+        "same twin only when epochs, not the clock, pace the training: give --max-epochs, and "
+        "--minutes well above what those epochs take (a run the clock cuts, or whose learning "
+        "rate the clock paces, depends on the machine's speed and load)",
+    )
+    p.add_argument(
+        "--max-epochs", type=int, help="upper bound on passes over the training windows (300)"
+    )
     p.add_argument("--start", type=aware_time, metavar="T", help="ISO 8601 time with offset")
     p.add_argument("--end", type=aware_time, metavar="T", help="ISO 8601 time with offset")
     p.add_argument("--horizon", type=int, help="forecast horizon in samples (default 30)")
@@ -146,6 +157,7 @@ def _train_in_session(args: argparse.Namespace, rank: int) -> int:
     frame, start, end, source = _training_frame(args, spec)
     options = (
         "minutes",
+        "max_epochs",
         "horizon",
         "window",
         "ensemble",

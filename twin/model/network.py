@@ -136,7 +136,12 @@ class TwinConfig:
     """the linear path's learning rate (linear core, encoder skip, readout) as a fraction of
     ``lr``: 0 holds the identified linear model fixed and trains only the nonlinear residual"""
     seed: int = 0
-    """seeds torch and numpy: the same data and seed give the same weights"""
+    """seeds torch and numpy. The same data, seed and settings give the same weights when the
+    epochs pace training (``max_epochs`` binds well inside ``minutes``); the learning rate
+    follows whichever of epochs and minutes is further spent, so a run the clock paces or cuts
+    depends on the machine's speed and load (the same zoo-101 history and seed, a 1-min budget:
+    610 optimiser steps on one occasion, 1181 on another, and closed loops of 1.495 and 1.166:
+    benchmarks/results/control-fixed-history)"""
     device: str = "auto"
     """'cpu', 'cuda' or 'auto' (CUDA when present)"""
     threads: int = 1
