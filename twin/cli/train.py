@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from twin.cli.args import add_historian_arg, aware_time
+from twin.cli.args import add_historian_arg, aware_time, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "rate the clock paces, depends on the machine's speed and load)",
     )
     p.add_argument(
-        "--max-epochs", type=int, help="upper bound on passes over the training windows (300)"
+        "--max-epochs",
+        type=positive_int,
+        help="upper bound on passes over the training windows (300)",
     )
     p.add_argument("--start", type=aware_time, metavar="T", help="ISO 8601 time with offset")
     p.add_argument("--end", type=aware_time, metavar="T", help="ISO 8601 time with offset")

@@ -172,7 +172,8 @@ class TwinConfig:
     """set by training: which parts (the first included) are a :class:`FullMean` (for loading)"""
 
     def __post_init__(self) -> None:
-        for name in ("window", "horizon", "latent", "hidden", "ensemble", "batch", "jepa_every"):
+        names = ("window", "horizon", "latent", "hidden", "ensemble", "batch", "jepa_every")
+        for name in (*names, "max_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TwinConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.target not in ("stopgrad", "ema", "none"):
