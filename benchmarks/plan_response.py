@@ -33,14 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.control_zoo import BATCH, SteadyMap, zoo_design  # noqa: E402
-from benchmarks.steady_gains import plant_curves, steady_row, twin_curves  # noqa: E402
+from benchmarks.steady_gains import each_part, plant_curves, steady_row, twin_curves  # noqa: E402
 from connectors.sim.plants import make_plant  # noqa: E402
-from twin.model.stack import Stacked  # noqa: E402
 from twin.model.twin import Twin  # noqa: E402
 
 MOVED = 0.05
@@ -71,8 +71,6 @@ def noise_gain(twin: Twin, row: np.ndarray, sigma: np.ndarray, draws: int = 64) 
     forecast (MVs held), over the horizon's steps, relative to the CV's own sensor noise, the
     median over the CVs. The true plant's forecast from its state does not move at all; a twin
     that reads noise as plant movement passes it to the plan."""
-    import torch
-
     rng = np.random.default_rng(0)
     cvs = [j for j, t in enumerate(twin.spec.tags) if t.role == "cv"]
     past = row[None, None, :] + sigma[None, None, :] * rng.standard_normal(
@@ -88,16 +86,6 @@ def noise_gain(twin: Twin, row: np.ndarray, sigma: np.ndarray, draws: int = 64) 
         )
     std = mean.numpy()[..., cvs].std(axis=0).mean(axis=0)  # [n_cv]
     return float(np.median(std / np.maximum(sigma[cvs], 1e-12)))
-
-
-def parts_of(twin: Twin) -> dict[str, Any]:
-    """The stacked parts by the stack's names ({} for a twin that is not a stack)."""
-    model = twin.model
-    if not isinstance(model, Stacked):
-        return {}
-    names = twin.metrics.get("linear_init", {}).get("stack", {}).get("used")
-    names = names or [f"part {i}" for i in range(len(model.parts))]
-    return dict(zip(names, model.parts, strict=True))
 
 
 def run_terms(runs: Path | None, plant: str, seed: int) -> str:
@@ -135,23 +123,18 @@ def study(plant: str, seeds: list[int], models: Path, runs: Path | None) -> dict
         if not (saved / "model.pt").is_file():
             print(f"{plant} seed {seed}: no twin in {saved}")
             continue
-        twin = Twin.load(saved, spec=make_plant(plant).spec)
+        twin = Twin.load(saved, spec=spec)
         if true is None:
             true = np.stack(plant_curves(ss, u, span, twin.horizon))
         whole = measures(np.stack(twin_curves(twin, row, u, span)), true)
         whole["noise"] = noise_gain(twin, row, sigma)
         print(f"{plant} seed {seed}: twin  {fmt(whole)}{run_terms(runs, plant, seed)}")
         res: dict[str, Any] = {"twin": whole, "parts": {}}
-        model = twin.model
-        try:
-            for name, part in parts_of(twin).items():
-                twin.model = part
-                m = measures(np.stack(twin_curves(twin, row, u, span)), true)
-                m["noise"] = noise_gain(twin, row, sigma)
-                res["parts"][name] = m
-                print(f"    part {name:28s} {fmt(m)}")
-        finally:
-            twin.model = model
+        for name in each_part(twin):
+            m = measures(np.stack(twin_curves(twin, row, u, span)), true)
+            m["noise"] = noise_gain(twin, row, sigma)
+            res["parts"][name] = m
+            print(f"    part {name:28s} {fmt(m)}")
         out["seeds"][seed] = res
     return out
 

@@ -25,7 +25,7 @@ import argparse
 import json
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,24 +121,28 @@ def twin_gains(twin: Twin, row: np.ndarray, u: np.ndarray, span: np.ndarray) -> 
     }
 
 
+def each_part(twin: Twin) -> Iterator[str]:
+    """Each stacked part's name, as the stack names it, with ``twin.model`` set to that part
+    while the caller looks at it (and restored after); nothing for a twin that is not a stack."""
+    model = twin.model
+    if not isinstance(model, Stacked):
+        return
+    names = twin.metrics.get("linear_init", {}).get("stack", {}).get("used")
+    names = names or [f"part {i}" for i in range(len(model.parts))]
+    try:
+        for name, part in zip(names, model.parts, strict=True):
+            twin.model = part
+            yield name
+    finally:
+        twin.model = model
+
+
 def part_gains(
     twin: Twin, row: np.ndarray, u: np.ndarray, span: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Each stacked part's own gains (extrapolated), named as the stack names them; {} for a
     twin that is not a stack."""
-    model = twin.model
-    if not isinstance(model, Stacked):
-        return {}
-    names = twin.metrics.get("linear_init", {}).get("stack", {}).get("used")
-    names = names or [f"part {i}" for i in range(len(model.parts))]
-    out = {}
-    try:
-        for name, part in zip(names, model.parts, strict=True):
-            twin.model = part
-            out[name] = twin_gains(twin, row, u, span)["final"]
-    finally:
-        twin.model = model
-    return out
+    return {name: twin_gains(twin, row, u, span)["final"] for name in each_part(twin)}
 
 
 def main(argv: list[str] | None = None) -> int:
